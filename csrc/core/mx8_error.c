@@ -17,7 +17,7 @@ int mx8_error_set(mx8_error *err, int code, const char *fmt, ...) {
 
 int mx8_error_sys(mx8_error *err, int errnum, const char *fmt, ...) {
     if (err) {
-        char head[MX8_ERROR_MSG_LEN];
+        char head[MX8_ERROR_MSG_LEN - 64]; /* leave room for ": strerror" */
         char ebuf[128];
         va_list ap;
         va_start(ap, fmt);
@@ -29,7 +29,7 @@ int mx8_error_sys(mx8_error *err, int errnum, const char *fmt, ...) {
 #else
         const char *es = strerror_r(errnum, ebuf, sizeof ebuf) == 0 ? ebuf : "unknown error";
 #endif
-        snprintf(err->msg, sizeof err->msg, "%s: %s", head, es);
+        snprintf(err->msg, sizeof err->msg, "%s: %.60s", head, es);
         err->code = MX8_ERR_IO;
         err->sys_errno = errnum;
     }

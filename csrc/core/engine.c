@@ -1,0 +1,449 @@
+#include "engine.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "file_reader.h"
+#include "rng_splitmix.h"
+
+/* A single encoded sample above this is refused instead of allocated. */
+#define MAX_SAMPLE_BYTES ((uint64_t)1 << 30)
+
+typedef struct {
+    /* set by provide, read by workers after they claim a position of this batch */
+    uint8_t *images;
+    size_t cap;
+    int64_t *labels, *ids, *offsets;
+    /* guarded by engine.mu */
+    size_t batch, done;
+    int has_error;            /* first failure of this batch is in error */
+    mx8_sample_error error;
+    uint8_t *failed;          /* per position: 1 = skipped (engine-owned, batch_size bytes) */
+    size_t n_failed;
+} slot_t;
+
+typedef struct {
+    mx8_engine *e;
+    pthread_t tid;
+    int started;
+    mx8_decoder *dec;
+    mx8_file_reader reader;
+    uint8_t *scratch;
+    size_t scratch_cap;
+} worker_t;
+
+struct mx8_engine {
+    const mx8_manifest *m;
+    const char *const *paths;
+    int64_t *order;
+    size_t n_order, n_batches, slot_bytes;
+    mx8_engine_config cfg;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;  /* a buffer was provided, or stop */
+    pthread_cond_t ready_cv; /* a batch completed, or stop */
+    size_t next_pos;         /* next position a worker claims */
+    size_t provided;         /* batches with buffers */
+    size_t delivered;        /* batches handed to the consumer */
+    int stop, started;
+    slot_t *slots;           /* depth of them; batch b lives in slots[b % depth] */
+    worker_t *workers;
+
+    _Atomic uint64_t images, bytes_read, errors, skipped, batches;
+    _Atomic uint64_t read_ns, decode_ns, wait_ns, starve_ns;
+};
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t sample_seed(uint64_t aug_seed, int64_t id) {
+    uint64_t s = aug_seed ^ ((uint64_t)id * 0xD1B54A32D192ED03ULL);
+    return mx8_splitmix64(&s);
+}
+
+size_t mx8_engine_num_batches(const mx8_engine *e) { return e->n_batches; }
+size_t mx8_engine_slot_bytes(const mx8_engine *e) { return e->slot_bytes; }
+size_t mx8_engine_next_to_provide(const mx8_engine *e) { return e->provided; }
+
+size_t mx8_engine_batch_len(const mx8_engine *e, size_t batch) {
+    size_t first = batch * (size_t)e->cfg.batch_size;
+    if (first >= e->n_order)
+        return 0;
+    size_t left = e->n_order - first;
+    return left < (size_t)e->cfg.batch_size ? left : (size_t)e->cfg.batch_size;
+}
+
+int mx8_engine_required_bytes(const mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err) {
+    size_t n = mx8_engine_batch_len(e, batch);
+    if (e->cfg.output == MX8_OUTPUT_DECODED) {
+        *nbytes = (uint64_t)n * e->slot_bytes;
+        return MX8_OK;
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += e->m->records[e->order[batch * (size_t)e->cfg.batch_size + i]].length;
+    (void)err;
+    *nbytes = total;
+    return MX8_OK;
+}
+
+static int check_config(const mx8_manifest *m, const int64_t *order, size_t n,
+                        const mx8_engine_config *c, mx8_error *err) {
+    if (c->threads < 1 || c->batch_size < 1 || c->depth < 1)
+        return mx8_error_set(err, MX8_ERR_ARG, "threads, batch_size and depth must be >= 1");
+    if (c->output == MX8_OUTPUT_DECODED &&
+        (c->transform.out_h <= 0 || c->transform.out_w <= 0 || c->transform.out_h > 65535 ||
+         c->transform.out_w > 65535))
+        return mx8_error_set(err, MX8_ERR_ARG, "output size %dx%d is out of range",
+                             c->transform.out_h, c->transform.out_w);
+    for (size_t i = 0; i < n; i++) {
+        if (order[i] < 0 || (uint64_t)order[i] >= m->n_records)
+            return mx8_error_set(err, MX8_ERR_ARG, "order[%zu] = %lld is not a sample id (0..%zu)", i,
+                                 (long long)order[i], m->n_records - 1);
+        const mx8_record *r = &m->records[order[i]];
+        if (c->output == MX8_OUTPUT_RAW && r->length == MX8_LENGTH_WHOLE)
+            return mx8_error_set(err, MX8_ERR_ARG,
+                                 "raw batches need byte lengths, and sample %lld has none in the manifest",
+                                 (long long)order[i]);
+    }
+    return MX8_OK;
+}
+
+mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
+                           size_t n_order, const mx8_engine_config *cfg, mx8_error *err) {
+    if (check_config(m, order, n_order, cfg, err))
+        return NULL;
+    mx8_engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an engine");
+        return NULL;
+    }
+    e->m = m;
+    e->paths = paths;
+    e->cfg = *cfg;
+    e->n_order = n_order;
+    e->n_batches = (n_order + (size_t)cfg->batch_size - 1) / (size_t)cfg->batch_size;
+    e->slot_bytes = 3 * (size_t)cfg->transform.out_h * (size_t)cfg->transform.out_w;
+    e->order = malloc((n_order ? n_order : 1) * sizeof *e->order);
+    e->slots = calloc((size_t)cfg->depth, sizeof *e->slots);
+    e->workers = calloc((size_t)cfg->threads, sizeof *e->workers);
+    int ok = e->order && e->slots && e->workers;
+    for (int s = 0; ok && s < cfg->depth; s++)
+        ok = (e->slots[s].failed = calloc((size_t)cfg->batch_size, 1)) != NULL;
+    if (!ok) {
+        mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an engine of %zu samples", n_order);
+        mx8_engine_free(e);
+        return NULL;
+    }
+    if (n_order)
+        memcpy(e->order, order, n_order * sizeof *order);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->work_cv, NULL);
+    pthread_cond_init(&e->ready_cv, NULL);
+    return e;
+}
+
+int mx8_engine_provide(mx8_engine *e, uint8_t *images, size_t cap, int64_t *labels, int64_t *ids,
+                       int64_t *offsets, mx8_error *err) {
+    pthread_mutex_lock(&e->mu);
+    size_t b = e->provided;
+    int rc = MX8_OK;
+    uint64_t need = 0;
+    if (b >= e->n_batches)
+        rc = mx8_error_set(err, MX8_ERR_ARG, "all %zu batches already have buffers", e->n_batches);
+    else if (b >= e->delivered + (size_t)e->cfg.depth)
+        rc = mx8_error_set(err, MX8_ERR_ARG, "depth %d reached: take a batch before providing more",
+                           e->cfg.depth);
+    else if ((rc = mx8_engine_required_bytes(e, b, &need, err)) == MX8_OK && cap < need)
+        rc = mx8_error_set(err, MX8_ERR_ARG, "batch %zu needs %llu bytes, buffer has %zu", b,
+                           (unsigned long long)need, cap);
+    else if (e->cfg.output == MX8_OUTPUT_RAW && !offsets)
+        rc = mx8_error_set(err, MX8_ERR_ARG, "raw batches need an offsets buffer");
+    if (rc) {
+        pthread_mutex_unlock(&e->mu);
+        return rc;
+    }
+    slot_t *s = &e->slots[b % (size_t)e->cfg.depth];
+    size_t n = mx8_engine_batch_len(e, b);
+    s->images = images;
+    s->cap = cap;
+    s->labels = labels;
+    s->ids = ids;
+    s->offsets = offsets;
+    s->batch = b;
+    s->done = 0;
+    s->has_error = 0;
+    s->n_failed = 0;
+    memset(s->failed, 0, (size_t)e->cfg.batch_size);
+    if (offsets) {
+        int64_t off = 0;
+        for (size_t i = 0; i < n; i++) {
+            offsets[i] = off;
+            off += (int64_t)e->m->records[e->order[b * (size_t)e->cfg.batch_size + i]].length;
+        }
+        offsets[n] = off;
+    }
+    e->provided++;
+    pthread_cond_broadcast(&e->work_cv);
+    pthread_mutex_unlock(&e->mu);
+    return MX8_OK;
+}
+
+static int ensure_scratch(worker_t *w, uint64_t len, mx8_error *err) {
+    if (len <= w->scratch_cap)
+        return MX8_OK;
+    size_t cap = w->scratch_cap ? w->scratch_cap : 1 << 16;
+    while (cap < len)
+        cap *= 2;
+    uint8_t *p = realloc(w->scratch, cap);
+    if (!p)
+        return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a %llu-byte sample",
+                             (unsigned long long)len);
+    w->scratch = p;
+    w->scratch_cap = cap;
+    return MX8_OK;
+}
+
+/* Reads and decodes one sample into its slot. Runs without the engine lock. */
+static int process(worker_t *w, slot_t *s, size_t i, int64_t id, mx8_error *err) {
+    mx8_engine *e = w->e;
+    const mx8_record *r = &e->m->records[id];
+    uint64_t len = r->length;
+    s->ids[i] = id;
+    s->labels[i] = r->label;
+    if (len == MX8_LENGTH_WHOLE) {
+        uint64_t size;
+        int rc = mx8_file_size(&w->reader, r->location, &size, err);
+        if (rc)
+            return rc;
+        len = size > r->offset ? size - r->offset : 0;
+    }
+    if (len > MAX_SAMPLE_BYTES)
+        return mx8_error_set(err, MX8_ERR_TOO_LARGE, "sample is %llu bytes, above the 1 GiB limit",
+                             (unsigned long long)len);
+    uint64_t t0 = now_ns();
+    uint8_t *dst;
+    if (e->cfg.output == MX8_OUTPUT_RAW) {
+        dst = s->images + s->offsets[i];
+    } else {
+        int rc = ensure_scratch(w, len, err);
+        if (rc)
+            return rc;
+        dst = w->scratch;
+    }
+    int rc = mx8_file_pread(&w->reader, r->location, r->offset, len, dst, err);
+    uint64_t t1 = now_ns();
+    atomic_fetch_add(&e->read_ns, t1 - t0);
+    if (rc)
+        return rc;
+    atomic_fetch_add(&e->bytes_read, len);
+    if (e->cfg.output == MX8_OUTPUT_RAW)
+        return MX8_OK;
+    rc = mx8_decode_transform(w->dec, dst, (size_t)len, &e->cfg.transform, sample_seed(e->cfg.aug_seed, id),
+                              s->images + i * e->slot_bytes, err);
+    atomic_fetch_add(&e->decode_ns, now_ns() - t1);
+    return rc;
+}
+
+static void record_failure(mx8_engine *e, slot_t *s, size_t i, int64_t id, const mx8_error *err) {
+    const mx8_record *r = &e->m->records[id];
+    atomic_fetch_add(&e->errors, 1);
+    if (e->cfg.skip_errors) {
+        s->failed[i] = 1;
+        s->n_failed++;
+    }
+    if (!s->has_error) { /* keep the first failure of the batch for the report */
+        s->has_error = 1;
+        s->error.code = err->code;
+        s->error.sample_id = id;
+        s->error.location = r->location;
+        s->error.offset = r->offset;
+        s->error.length = r->length;
+        memcpy(s->error.msg, err->msg, sizeof s->error.msg);
+    }
+}
+
+static void *worker_main(void *arg) {
+    worker_t *w = arg;
+    mx8_engine *e = w->e;
+    size_t bs = (size_t)e->cfg.batch_size;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        uint64_t idle0 = now_ns();
+        while (!e->stop && e->next_pos < e->n_order && e->next_pos / bs >= e->provided)
+            pthread_cond_wait(&e->work_cv, &e->mu);
+        atomic_fetch_add(&e->starve_ns, now_ns() - idle0);
+        if (e->stop || e->next_pos >= e->n_order)
+            break;
+        size_t pos = e->next_pos++;
+        slot_t *s = &e->slots[(pos / bs) % (size_t)e->cfg.depth];
+        pthread_mutex_unlock(&e->mu);
+
+        mx8_error err;
+        mx8_error_clear(&err);
+        int64_t id = e->order[pos];
+        int rc = process(w, s, pos % bs, id, &err);
+
+        pthread_mutex_lock(&e->mu);
+        if (rc)
+            record_failure(e, s, pos % bs, id, &err);
+        if (++s->done == mx8_engine_batch_len(e, s->batch))
+            pthread_cond_broadcast(&e->ready_cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+int mx8_engine_start(mx8_engine *e, mx8_error *err) {
+    if (e->started)
+        return mx8_error_set(err, MX8_ERR_ARG, "engine already started");
+    e->started = 1;
+    /* Workers block every signal so SIGINT and friends reach the Python main thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = MX8_OK;
+    for (int i = 0; i < e->cfg.threads && !rc; i++) {
+        worker_t *w = &e->workers[i];
+        w->e = e;
+        mx8_file_reader_init(&w->reader, e->paths, e->m->n_locations);
+        if (e->cfg.output == MX8_OUTPUT_DECODED && !(w->dec = mx8_decoder_new())) {
+            rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a decoder");
+            break;
+        }
+        if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
+            rc = mx8_error_set(err, MX8_ERR_NOMEM, "cannot start worker thread %d", i);
+            break;
+        }
+        w->started = 1;
+        char name[16]; /* the kernel keeps 15 characters */
+        snprintf(name, sizeof name, "mx8-worker-%d", i % 1000);
+        pthread_setname_np(w->tid, name);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc)
+        mx8_engine_stop(e);
+    return rc;
+}
+
+/* Drops skipped samples from a completed batch, keeping the rest in order. */
+static size_t compact(mx8_engine *e, slot_t *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s->failed[i])
+            continue;
+        if (k != i) {
+            s->labels[k] = s->labels[i];
+            s->ids[k] = s->ids[i];
+            if (e->cfg.output == MX8_OUTPUT_DECODED) {
+                memmove(s->images + k * e->slot_bytes, s->images + i * e->slot_bytes, e->slot_bytes);
+            } else {
+                int64_t len = s->offsets[i + 1] - s->offsets[i];
+                memmove(s->images + s->offsets[k], s->images + s->offsets[i], (size_t)len);
+                s->offsets[k + 1] = s->offsets[k] + len;
+            }
+        } else if (e->cfg.output == MX8_OUTPUT_RAW) {
+            s->offsets[k + 1] = s->offsets[i + 1];
+        }
+        k++;
+    }
+    return k;
+}
+
+int mx8_engine_next(mx8_engine *e, int *has_batch, mx8_batch_info *info, mx8_error *err) {
+    memset(info, 0, sizeof *info);
+    *has_batch = 0;
+    pthread_mutex_lock(&e->mu);
+    size_t b = e->delivered;
+    if (b >= e->n_batches) {
+        pthread_mutex_unlock(&e->mu);
+        return MX8_OK;
+    }
+    if (b >= e->provided || !e->started) {
+        pthread_mutex_unlock(&e->mu);
+        return mx8_error_set(err, MX8_ERR_ARG, "batch %zu has no buffer, or the engine is not started", b);
+    }
+    slot_t *s = &e->slots[b % (size_t)e->cfg.depth];
+    size_t n = mx8_engine_batch_len(e, b);
+    uint64_t t0 = now_ns();
+    while (!e->stop && s->done < n)
+        pthread_cond_wait(&e->ready_cv, &e->mu);
+    atomic_fetch_add(&e->wait_ns, now_ns() - t0);
+    if (s->done < n) {
+        pthread_mutex_unlock(&e->mu);
+        return mx8_error_set(err, MX8_ERR_CLOSED, "the engine was stopped");
+    }
+    e->delivered++;
+    pthread_mutex_unlock(&e->mu);
+
+    /* The batch is complete: no worker touches this slot until it is provided again. */
+    info->batch = b;
+    info->failed = s->has_error && !e->cfg.skip_errors;
+    if (s->has_error)
+        info->error = s->error;
+    info->skipped = s->n_failed;
+    info->count = s->n_failed ? compact(e, s, n) : n;
+    atomic_fetch_add(&e->skipped, s->n_failed);
+    atomic_fetch_add(&e->images, info->count);
+    atomic_fetch_add(&e->batches, 1);
+    *has_batch = 1;
+    return MX8_OK;
+}
+
+void mx8_engine_stop(mx8_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    e->stop = 1;
+    pthread_cond_broadcast(&e->work_cv);
+    pthread_cond_broadcast(&e->ready_cv);
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0; e->workers && i < e->cfg.threads; i++) {
+        worker_t *w = &e->workers[i];
+        if (w->started)
+            pthread_join(w->tid, NULL);
+        w->started = 0;
+    }
+}
+
+void mx8_engine_free(mx8_engine *e) {
+    if (!e)
+        return;
+    if (e->workers) {
+        mx8_engine_stop(e);
+        for (int i = 0; i < e->cfg.threads; i++) {
+            worker_t *w = &e->workers[i];
+            if (w->e)
+                mx8_file_reader_close(&w->reader);
+            mx8_decoder_free(w->dec);
+            free(w->scratch);
+        }
+        pthread_mutex_destroy(&e->mu);
+        pthread_cond_destroy(&e->work_cv);
+        pthread_cond_destroy(&e->ready_cv);
+    }
+    for (int s = 0; e->slots && s < e->cfg.depth; s++)
+        free(e->slots[s].failed);
+    free(e->slots);
+    free(e->workers);
+    free(e->order);
+    free(e);
+}
+
+void mx8_engine_get_stats(mx8_engine *e, mx8_engine_stats *o) {
+    o->images = atomic_load(&e->images);
+    o->bytes_read = atomic_load(&e->bytes_read);
+    o->errors = atomic_load(&e->errors);
+    o->skipped = atomic_load(&e->skipped);
+    o->batches = atomic_load(&e->batches);
+    o->read_ns = atomic_load(&e->read_ns);
+    o->decode_ns = atomic_load(&e->decode_ns);
+    o->wait_ns = atomic_load(&e->wait_ns);
+    o->starve_ns = atomic_load(&e->starve_ns);
+}

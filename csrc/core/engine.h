@@ -1,0 +1,94 @@
+/* The batch engine: N native threads read manifest byte ranges and decode/transform each
+ * sample straight into caller-provided batch buffers, in a fixed order.
+ *
+ * Memory is bounded by construction: workers only touch batches whose buffers the caller
+ * has provided, and the caller provides at most `depth` batches beyond the last one it
+ * took. The output is deterministic: slot i of batch b is order[b*batch_size + i] and its
+ * augmentation depends only on (aug_seed, sample_id), never on thread timing.
+ *
+ * Worker threads never call back into the caller; they record (code, sample, message) in
+ * the batch and the consumer, in mx8_engine_next, reports it. */
+#ifndef MX8_ENGINE_H
+#define MX8_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image_transform.h"
+#include "manifest.h"
+#include "mx8_error.h"
+
+typedef enum {
+    MX8_OUTPUT_DECODED = 0, /* uint8 images, 3*out_h*out_w bytes a slot */
+    MX8_OUTPUT_RAW = 1,     /* the encoded bytes, back to back, with offsets */
+} mx8_output_mode;
+
+typedef struct {
+    int threads;     /* worker threads, >= 1 */
+    int batch_size;  /* >= 1 */
+    int depth;       /* batches that may have buffers at once, >= 1 */
+    int output;      /* mx8_output_mode */
+    int skip_errors; /* 1: a failed sample is dropped from its batch and counted */
+    uint64_t aug_seed;
+    mx8_transform transform; /* MX8_OUTPUT_DECODED only */
+} mx8_engine_config;
+
+typedef struct {
+    uint64_t images;      /* samples delivered */
+    uint64_t bytes_read;  /* encoded bytes read */
+    uint64_t errors;      /* samples that failed (raised or skipped) */
+    uint64_t skipped;     /* samples dropped under skip_errors */
+    uint64_t batches;     /* batches delivered */
+    uint64_t read_ns;     /* summed over workers */
+    uint64_t decode_ns;   /* summed over workers */
+    uint64_t wait_ns;     /* consumer blocked in mx8_engine_next */
+    uint64_t starve_ns;   /* workers idle for lack of a provided buffer */
+} mx8_engine_stats;
+
+typedef struct {
+    int code;          /* mx8_code */
+    int64_t sample_id;
+    uint32_t location;
+    uint64_t offset, length;
+    char msg[MX8_ERROR_MSG_LEN];
+} mx8_sample_error;
+
+typedef struct {
+    size_t batch;      /* batch index */
+    size_t count;      /* samples in the delivered batch (after skips) */
+    size_t skipped;    /* samples dropped from this batch */
+    int failed;        /* a sample failed and skip_errors is off: see error */
+    mx8_sample_error error;
+} mx8_batch_info;
+
+typedef struct mx8_engine mx8_engine;
+
+/* The manifest and paths must outlive the engine; order is copied. */
+mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
+                           size_t n_order, const mx8_engine_config *cfg, mx8_error *err);
+
+size_t mx8_engine_num_batches(const mx8_engine *e);
+size_t mx8_engine_batch_len(const mx8_engine *e, size_t batch);
+size_t mx8_engine_slot_bytes(const mx8_engine *e);
+/* Index of the next batch that needs a buffer, and how many bytes it needs. */
+size_t mx8_engine_next_to_provide(const mx8_engine *e);
+int mx8_engine_required_bytes(const mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err);
+
+/* Gives the buffers of the next batch that has none: images (cap bytes), labels and ids
+ * (batch_len int64 each) and, in raw mode, offsets (batch_len + 1 int64). Fails when
+ * `depth` batches are already provided and not yet taken. */
+int mx8_engine_provide(mx8_engine *e, uint8_t *images, size_t cap, int64_t *labels, int64_t *ids,
+                       int64_t *offsets, mx8_error *err);
+
+int mx8_engine_start(mx8_engine *e, mx8_error *err);
+
+/* Blocks until the next batch is complete. *has_batch = 0 at the end of the order. */
+int mx8_engine_next(mx8_engine *e, int *has_batch, mx8_batch_info *info, mx8_error *err);
+
+/* Stops and joins the threads; safe to call twice. The caller's buffers are not touched
+ * after it returns. */
+void mx8_engine_stop(mx8_engine *e);
+void mx8_engine_free(mx8_engine *e);
+void mx8_engine_get_stats(mx8_engine *e, mx8_engine_stats *out);
+
+#endif
