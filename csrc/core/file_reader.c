@@ -50,7 +50,7 @@ static int lookup(mx8_file_reader *r, uint32_t loc, int *slot_out, mx8_error *er
 }
 
 int mx8_file_size(mx8_file_reader *r, uint32_t loc, uint64_t *size, mx8_error *err) {
-    int slot;
+    int slot = 0;
     int rc = lookup(r, loc, &slot, err);
     if (!rc)
         *size = r->cache[slot].size;
@@ -59,7 +59,7 @@ int mx8_file_size(mx8_file_reader *r, uint32_t loc, uint64_t *size, mx8_error *e
 
 int mx8_file_pread(mx8_file_reader *r, uint32_t loc, uint64_t off, uint64_t len, uint8_t *dst,
                    mx8_error *err) {
-    int slot;
+    int slot = 0;
     int rc = lookup(r, loc, &slot, err);
     if (rc)
         return rc;

@@ -1,0 +1,57 @@
+/* The CPython binding of mx8's C core: the only code that includes Python.h.
+ *
+ * Ownership: each type below wraps one core object and owns it; the module state owns the
+ * exception types. Worker threads never touch Python objects: the GIL is released around
+ * all core work and errors cross back as mx8_error / mx8_sample_error values. */
+#ifndef MX8_BINDING_H
+#define MX8_BINDING_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "engine.h"
+#include "manifest.h"
+#include "mx8_error.h"
+
+typedef struct {
+    PyObject *Error;               /* mx8.Error, root of the hierarchy */
+    PyObject *ManifestError;       /* (Error, ValueError): malformed manifest/labels */
+    PyObject *ReadError;           /* (Error, OSError): cannot open/read a location */
+    PyObject *RangeError;          /* (ReadError): byte range past the end of its object */
+    PyObject *DecodeError;         /* (Error, ValueError): corrupt/unsupported image */
+    PyObject *ImageTooLargeError;  /* (DecodeError): above the pixel limit */
+    PyTypeObject *ManifestType;
+    PyTypeObject *EngineType;
+    PyTypeObject *TarWriterType;
+} mx8_state;
+
+mx8_state *mx8_get_state(PyObject *module);
+mx8_state *mx8_state_from_type(PyTypeObject *tp);
+
+/* errors.c: sets a Python exception for a core error; returns NULL for `return mx8_raise(...)`. */
+PyObject *mx8_raise(mx8_state *st, const mx8_error *err);
+/* errors.c: raises for a failed sample, naming sample id, location and byte range. */
+PyObject *mx8_raise_sample(mx8_state *st, const mx8_sample_error *se, const char *location);
+
+int mx8_errors_init(PyObject *module, mx8_state *st);
+
+/* manifest_type.c */
+typedef struct {
+    PyObject_HEAD
+    mx8_manifest *m;
+} ManifestObject;
+int mx8_manifest_type_init(PyObject *module, mx8_state *st);
+
+/* engine_type.c */
+int mx8_engine_type_init(PyObject *module, mx8_state *st);
+
+/* tar_writer_type.c */
+int mx8_tar_writer_type_init(PyObject *module, mx8_state *st);
+
+/* image_functions.c: module-level functions (probe/decode/transform, epoch_order) */
+extern PyMethodDef mx8_image_methods[];
+
+/* Reads a pointer-sized integer (e.g. tensor.data_ptr()). */
+int mx8_ptr_from_object(PyObject *o, void **out);
+
+#endif

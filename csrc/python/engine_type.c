@@ -1,0 +1,317 @@
+/* mx8._core.Engine: drives a core engine from Python. The Python layer (mx8/dataset.py)
+ * allocates the batch tensors and provides their pointers; this type keeps each provided
+ * batch's owner alive until the batch is taken or the engine is closed, so the C threads
+ * never write into freed memory. */
+#include "binding.h"
+
+typedef struct {
+    PyObject_HEAD
+    mx8_engine *e;
+    PyObject *manifest;  /* ManifestObject, outlives e */
+    char **paths;        /* resolved path per location, outlives e */
+    size_t n_paths;
+    PyObject **owners;   /* depth entries: owner of the buffers of the batch in that slot */
+    int depth;
+    int closed;
+} EngineObject;
+
+static void free_paths(EngineObject *self) {
+    for (size_t i = 0; self->paths && i < self->n_paths; i++)
+        free(self->paths[i]);
+    free(self->paths);
+    self->paths = NULL;
+}
+
+static int copy_paths(EngineObject *self, PyObject *seq, size_t expect) {
+    PyObject *fast = PySequence_Fast(seq, "paths must be a sequence of str");
+    if (!fast)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if ((size_t)n != expect) {
+        PyErr_Format(PyExc_ValueError, "paths has %zd entries, the manifest has %zu locations", n, expect);
+        Py_DECREF(fast);
+        return -1;
+    }
+    self->paths = calloc(n ? (size_t)n : 1, sizeof(char *));
+    self->n_paths = (size_t)n;
+    for (Py_ssize_t i = 0; self->paths && i < n; i++) {
+        PyObject *b = PyUnicode_EncodeFSDefault(PySequence_Fast_GET_ITEM(fast, i));
+        if (!b) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        self->paths[i] = strdup(PyBytes_AS_STRING(b));
+        Py_DECREF(b);
+        if (!self->paths[i])
+            break;
+    }
+    Py_DECREF(fast);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!self->paths || !self->paths[i]) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    return 0;
+}
+
+static int parse_transform(PyObject *kw, mx8_transform *t) {
+    /* Transform options come as a dict so mx8/dataset.py names them once, in one place. */
+    static const char *ints[] = {"out_h", "out_w", "crop_mode", "resize_short", "flip", "layout",
+                                 "crop_aware", "dct_scaling", NULL};
+    int *dst[] = {&t->out_h, &t->out_w, &t->crop_mode, &t->resize_short, &t->flip, &t->layout,
+                  &t->crop_aware, &t->dct_scaling};
+    static const char *dbls[] = {"scale_min", "scale_max", "ratio_min", "ratio_max", NULL};
+    double *ddst[] = {&t->scale_min, &t->scale_max, &t->ratio_min, &t->ratio_max};
+    for (int i = 0; ints[i]; i++) {
+        PyObject *v = PyDict_GetItemString(kw, ints[i]);
+        if (v && (*dst[i] = PyLong_AsLong(v)) == -1 && PyErr_Occurred())
+            return -1;
+    }
+    for (int i = 0; dbls[i]; i++) {
+        PyObject *v = PyDict_GetItemString(kw, dbls[i]);
+        if (v && (*ddst[i] = PyFloat_AsDouble(v)) == -1.0 && PyErr_Occurred())
+            return -1;
+    }
+    PyObject *mp = PyDict_GetItemString(kw, "max_pixels");
+    if (mp && (t->max_pixels = PyLong_AsUnsignedLongLong(mp)) == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"manifest", "paths", "order", "threads", "batch_size", "depth", "raw",
+                             "skip_errors", "aug_seed", "transform", NULL};
+    mx8_state *st = mx8_state_from_type(type);
+    PyObject *manifest, *paths, *transform = NULL;
+    Py_buffer order;
+    int threads, batch_size, depth, raw = 0, skip = 0;
+    unsigned long long aug_seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!Oy*iii|ppKO!:Engine", kwlist, st->ManifestType,
+                                     &manifest, &paths, &order, &threads, &batch_size, &depth, &raw,
+                                     &skip, &aug_seed, &PyDict_Type, &transform))
+        return NULL;
+    EngineObject *self = NULL;
+    mx8_engine_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.threads = threads;
+    cfg.batch_size = batch_size;
+    cfg.depth = depth;
+    cfg.output = raw ? MX8_OUTPUT_RAW : MX8_OUTPUT_DECODED;
+    cfg.skip_errors = skip;
+    cfg.aug_seed = aug_seed;
+    if (order.len % (Py_ssize_t)sizeof(int64_t) != 0) {
+        PyErr_SetString(PyExc_ValueError, "order must hold int64 sample ids");
+        goto fail;
+    }
+    if (transform && parse_transform(transform, &cfg.transform) < 0)
+        goto fail;
+    self = (EngineObject *)type->tp_alloc(type, 0);
+    if (!self)
+        goto fail;
+    self->manifest = Py_NewRef(manifest);
+    self->depth = depth > 0 ? depth : 1;
+    self->owners = calloc((size_t)self->depth, sizeof(PyObject *));
+    if (!self->owners) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    const mx8_manifest *m = ((ManifestObject *)manifest)->m;
+    if (copy_paths(self, paths, m->n_locations) < 0)
+        goto fail;
+    mx8_error err;
+    mx8_error_clear(&err);
+    self->e = mx8_engine_new(m, (const char *const *)self->paths, order.buf,
+                             (size_t)order.len / sizeof(int64_t), &cfg, &err);
+    if (!self->e) {
+        mx8_raise(st, &err);
+        goto fail;
+    }
+    PyBuffer_Release(&order);
+    return (PyObject *)self;
+fail:
+    PyBuffer_Release(&order);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static void release_owners(EngineObject *self) {
+    for (int i = 0; self->owners && i < self->depth; i++)
+        Py_CLEAR(self->owners[i]);
+}
+
+static void engine_close(EngineObject *self) {
+    if (self->e && !self->closed) {
+        Py_BEGIN_ALLOW_THREADS
+        mx8_engine_stop(self->e);
+        Py_END_ALLOW_THREADS
+    }
+    self->closed = 1;
+    release_owners(self); /* only after the threads are joined */
+}
+
+static void Engine_dealloc(EngineObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    engine_close(self);
+    mx8_engine_free(self->e);
+    free_paths(self);
+    free(self->owners);
+    Py_XDECREF(self->manifest);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int check_open(EngineObject *self) {
+    if (self->closed) {
+        PyErr_SetString(mx8_state_from_type(Py_TYPE(self))->Error, "the engine is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Engine_provide(EngineObject *self, PyObject *args) {
+    PyObject *p_img, *p_lab, *p_ids, *p_off, *owner;
+    Py_ssize_t cap;
+    if (!PyArg_ParseTuple(args, "OnOOOO:provide", &p_img, &cap, &p_lab, &p_ids, &p_off, &owner))
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    void *img, *lab, *ids, *off = NULL;
+    if (mx8_ptr_from_object(p_img, &img) < 0 || mx8_ptr_from_object(p_lab, &lab) < 0 ||
+        mx8_ptr_from_object(p_ids, &ids) < 0 || (p_off != Py_None && mx8_ptr_from_object(p_off, &off) < 0))
+        return NULL;
+    size_t b = mx8_engine_next_to_provide(self->e);
+    mx8_error err;
+    mx8_error_clear(&err);
+    if (mx8_engine_provide(self->e, img, (size_t)cap, lab, ids, off, &err))
+        return mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
+    Py_XSETREF(self->owners[b % (size_t)self->depth], Py_NewRef(owner));
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_start(EngineObject *self, PyObject *unused) {
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    mx8_error err;
+    mx8_error_clear(&err);
+    if (mx8_engine_start(self->e, &err))
+        return mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
+    Py_RETURN_NONE;
+}
+
+/* next() -> None at the end, else (batch_index, count, skipped). Waits in short slices
+ * with the GIL released so Ctrl-C still interrupts a long wait. */
+static PyObject *Engine_next(EngineObject *self, PyObject *unused) {
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    mx8_state *st = mx8_state_from_type(Py_TYPE(self));
+    mx8_batch_info info;
+    mx8_error err;
+    int has = -1, rc = 0;
+    while (has == -1) {
+        mx8_error_clear(&err);
+        Py_BEGIN_ALLOW_THREADS
+        rc = mx8_engine_next(self->e, 100, &has, &info, &err);
+        Py_END_ALLOW_THREADS
+        if (rc)
+            return mx8_raise(st, &err);
+        if (has == -1 && PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+    if (!has)
+        Py_RETURN_NONE;
+    Py_CLEAR(self->owners[info.batch % (size_t)self->depth]);
+    if (info.failed) {
+        const mx8_manifest *m = ((ManifestObject *)self->manifest)->m;
+        return mx8_raise_sample(st, &info.error, m->locations[info.error.location]);
+    }
+    return Py_BuildValue("(nnn)", (Py_ssize_t)info.batch, (Py_ssize_t)info.count, (Py_ssize_t)info.skipped);
+}
+
+static PyObject *Engine_close(EngineObject *self, PyObject *unused) {
+    (void)unused;
+    engine_close(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_stats(EngineObject *self, PyObject *unused) {
+    (void)unused;
+    mx8_engine_stats s;
+    mx8_engine_get_stats(self->e, &s);
+    return Py_BuildValue("{sKsKsKsKsKsdsdsdsd}", "images", s.images, "bytes_read", s.bytes_read, "errors",
+                         s.errors, "skipped", s.skipped, "batches", s.batches, "read_s", s.read_ns / 1e9,
+                         "decode_s", s.decode_ns / 1e9, "wait_s", s.wait_ns / 1e9, "starve_s",
+                         s.starve_ns / 1e9);
+}
+
+static PyObject *Engine_required_bytes(EngineObject *self, PyObject *arg) {
+    Py_ssize_t b = PyLong_AsSsize_t(arg);
+    if (b == -1 && PyErr_Occurred())
+        return NULL;
+    uint64_t n = 0;
+    mx8_error err;
+    mx8_error_clear(&err);
+    if (b < 0 || mx8_engine_required_bytes(self->e, (size_t)b, &n, &err))
+        return PyErr_Format(PyExc_ValueError, "bad batch index %zd", b);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyObject *Engine_batch_len(EngineObject *self, PyObject *arg) {
+    Py_ssize_t b = PyLong_AsSsize_t(arg);
+    if (b == -1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSize_t(b < 0 ? 0 : mx8_engine_batch_len(self->e, (size_t)b));
+}
+
+static PyObject *Engine_get_num_batches(EngineObject *self, void *c) {
+    (void)c;
+    return PyLong_FromSize_t(mx8_engine_num_batches(self->e));
+}
+
+static PyObject *Engine_get_next_to_provide(EngineObject *self, void *c) {
+    (void)c;
+    return PyLong_FromSize_t(mx8_engine_next_to_provide(self->e));
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"provide", (PyCFunction)Engine_provide, METH_VARARGS,
+     "provide(images_ptr, nbytes, labels_ptr, ids_ptr, offsets_ptr|None, owner): buffers of the next batch"},
+    {"start", (PyCFunction)Engine_start, METH_NOARGS, "start the worker threads"},
+    {"next", (PyCFunction)Engine_next, METH_NOARGS, "wait for the next batch: (index, count, skipped) or None"},
+    {"close", (PyCFunction)Engine_close, METH_NOARGS, "stop and join the threads"},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters as a dict"},
+    {"required_bytes", (PyCFunction)Engine_required_bytes, METH_O, "bytes the image buffer of batch b needs"},
+    {"batch_len", (PyCFunction)Engine_batch_len, METH_O, "samples in batch b before skips"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"num_batches", (getter)Engine_get_num_batches, NULL, "batches in this engine's order", NULL},
+    {"next_to_provide", (getter)Engine_get_next_to_provide, NULL, "index of the next batch without buffers", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Engine_slots[] = {
+    {Py_tp_new, Engine_new},
+    {Py_tp_dealloc, Engine_dealloc},
+    {Py_tp_methods, Engine_methods},
+    {Py_tp_getset, Engine_getset},
+    {Py_tp_doc, "Engine(manifest, paths, order, threads, batch_size, depth, raw=False, skip_errors=False, "
+                "aug_seed=0, transform=None): native batch engine (internal; use mx8.Dataset)."},
+    {0, NULL},
+};
+
+static PyType_Spec Engine_spec = {
+    .name = "mx8._core.Engine",
+    .basicsize = sizeof(EngineObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Engine_slots,
+};
+
+int mx8_engine_type_init(PyObject *module, mx8_state *st) {
+    st->EngineType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Engine_spec, NULL);
+    if (!st->EngineType)
+        return -1;
+    return PyModule_AddType(module, st->EngineType);
+}

@@ -1,0 +1,141 @@
+/* Module-level functions: single-image decode/transform (tests, custom pipelines) and the
+ * epoch order. */
+#include "binding.h"
+#include "epoch_order.h"
+#include "image_transform.h"
+
+int mx8_ptr_from_object(PyObject *o, void **out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (v == 0) {
+        PyErr_SetString(PyExc_ValueError, "null buffer pointer");
+        return -1;
+    }
+    *out = (void *)(uintptr_t)v;
+    return 0;
+}
+
+static const char *format_name(int f) { return f == MX8_FMT_JPEG ? "jpeg" : f == MX8_FMT_PNG ? "png" : "unknown"; }
+
+static PyObject *probe_image(PyObject *module, PyObject *arg) {
+    Py_buffer data;
+    if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int fmt = 0, w = 0, h = 0;
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc = mx8_image_probe(data.buf, (size_t)data.len, &fmt, &w, &h, &err);
+    PyBuffer_Release(&data);
+    if (rc)
+        return mx8_raise(mx8_get_state(module), &err);
+    return Py_BuildValue("(sii)", format_name(fmt), w, h);
+}
+
+static PyObject *decode_image(PyObject *module, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"data", "max_pixels", NULL};
+    Py_buffer data;
+    unsigned long long max_pixels = 100000000ULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|K:decode_image", kwlist, &data, &max_pixels))
+        return NULL;
+    mx8_decoder *dec = mx8_decoder_new();
+    if (!dec) {
+        PyBuffer_Release(&data);
+        return PyErr_NoMemory();
+    }
+    const uint8_t *rgb = NULL;
+    int w = 0, h = 0, rc;
+    mx8_error err;
+    mx8_error_clear(&err);
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_decode_rgb(dec, data.buf, (size_t)data.len, max_pixels, &rgb, &w, &h, &err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    PyObject *out = rc ? mx8_raise(mx8_get_state(module), &err)
+                       : Py_BuildValue("(iiy#)", w, h, (const char *)rgb, (Py_ssize_t)3 * w * h);
+    mx8_decoder_free(dec);
+    return out;
+}
+
+static PyObject *transform_image(PyObject *module, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"data", "out_h", "out_w", "crop_mode", "resize_short", "scale_min", "scale_max",
+                             "ratio_min", "ratio_max", "flip", "layout", "max_pixels", "crop_aware",
+                             "dct_scaling", "seed", NULL};
+    Py_buffer data;
+    mx8_transform t;
+    memset(&t, 0, sizeof t);
+    t.scale_min = 0.08;
+    t.scale_max = 1.0;
+    t.ratio_min = 3.0 / 4.0;
+    t.ratio_max = 4.0 / 3.0;
+    t.max_pixels = 100000000ULL;
+    t.crop_aware = 1;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*ii|iiddddiiKiiK:transform_image", kwlist, &data, &t.out_h,
+                                     &t.out_w, &t.crop_mode, &t.resize_short, &t.scale_min, &t.scale_max,
+                                     &t.ratio_min, &t.ratio_max, &t.flip, &t.layout, &t.max_pixels,
+                                     &t.crop_aware, &t.dct_scaling, &seed))
+        return NULL;
+    if (t.out_h <= 0 || t.out_w <= 0 || t.out_h > 65535 || t.out_w > 65535) {
+        PyBuffer_Release(&data);
+        return PyErr_Format(PyExc_ValueError, "output size %dx%d is out of range", t.out_h, t.out_w);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)3 * t.out_h * t.out_w);
+    mx8_decoder *dec = out ? mx8_decoder_new() : NULL;
+    if (!dec) {
+        PyBuffer_Release(&data);
+        Py_XDECREF(out);
+        return out ? PyErr_NoMemory() : NULL;
+    }
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_decode_transform(dec, data.buf, (size_t)data.len, &t, seed, dst, &err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    mx8_decoder_free(dec);
+    if (rc) {
+        Py_DECREF(out);
+        return mx8_raise(mx8_get_state(module), &err);
+    }
+    return out;
+}
+
+static PyObject *epoch_order(PyObject *module, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"n", "seed", "shuffle", "block", "window", NULL};
+    unsigned long long n, seed, block = 64, window = 16;
+    int shuffle;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KKp|KK:epoch_order", kwlist, &n, &seed, &shuffle, &block,
+                                     &window))
+        return NULL;
+    if (n > (unsigned long long)(PY_SSIZE_T_MAX / 8))
+        return PyErr_NoMemory();
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * 8));
+    if (!out)
+        return NULL;
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_epoch_order(n, seed, shuffle, block, window, dst, &err);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        Py_DECREF(out);
+        return mx8_raise(mx8_get_state(module), &err);
+    }
+    return out;
+}
+
+PyMethodDef mx8_image_methods[] = {
+    {"probe_image", (PyCFunction)probe_image, METH_O, "probe_image(data) -> (format, width, height)"},
+    {"decode_image", (PyCFunction)(void (*)(void))decode_image, METH_VARARGS | METH_KEYWORDS,
+     "decode_image(data, max_pixels=100_000_000) -> (width, height, rgb bytes)"},
+    {"transform_image", (PyCFunction)(void (*)(void))transform_image, METH_VARARGS | METH_KEYWORDS,
+     "transform_image(data, out_h, out_w, ...) -> uint8 bytes of 3*out_h*out_w"},
+    {"epoch_order", (PyCFunction)(void (*)(void))epoch_order, METH_VARARGS | METH_KEYWORDS,
+     "epoch_order(n, seed, shuffle, block=64, window=16) -> bytes of n int64 sample ids"},
+    {NULL, NULL, 0, NULL},
+};

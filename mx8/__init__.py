@@ -1,0 +1,22 @@
+"""mx8: fast, deterministic image data loading for PyTorch.
+
+    import mx8
+    mx8.pack("imagefolder/", "packed/")          # tar shards + _mx8/manifest.tsv
+    snap = mx8.resolve("packed/")                 # pin by manifest_hash
+    ds = mx8.Dataset(snap.pinned_uri, batch_size=256, size=224, crop="random", flip=True)
+    for images, labels, sample_ids in torch.utils.data.DataLoader(ds, batch_size=None):
+        ...
+"""
+from .dataset import Batch, Dataset, RawBatch
+from .errors import (DecodeError, Error, ImageTooLargeError, ManifestError, PackError, RangeError, ReadError,
+                     SnapshotMismatchError)
+from .pack import PackResult, pack
+from .resolve import Snapshot, resolve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch",
+    "Error", "ManifestError", "ReadError", "RangeError", "DecodeError", "ImageTooLargeError",
+    "SnapshotMismatchError", "PackError",
+]

@@ -1,0 +1,297 @@
+"""``mx8.Dataset``: an IterableDataset that yields ready batches decoded in native threads.
+
+Python's part is small: resolve the snapshot, compute this consumer's sample order
+(mx8/sharding.py), allocate batch tensors and hand their pointers to the C engine, which
+fills them with the GIL released. Nothing is allocated per image in Python.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+
+from . import _core
+from .distributed import current_world
+from .resolve import Snapshot, resolve
+from .sharding import derive_seed, plan
+
+CROP_MODES = {"none": 0, "center": 1, "random": 2}
+LAYOUTS = {"NCHW": 0, "NHWC": 1}
+ON_ERROR = ("raise", "skip")
+
+
+class Batch(NamedTuple):
+    """Decoded images: uint8 (N, 3, H, W) or (N, H, W, 3); labels and sample_ids int64 (N,)."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    sample_ids: torch.Tensor
+
+
+class RawBatch(NamedTuple):
+    """Encoded bytes back to back: sample i is data[offsets[i]:offsets[i+1]]."""
+    data: torch.Tensor
+    offsets: torch.Tensor
+    labels: torch.Tensor
+    sample_ids: torch.Tensor
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name}={value!r}: expected true/false/1/0")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def _pair(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class Dataset(torch.utils.data.IterableDataset):
+    """Batches of a dataset snapshot, decoded, cropped, resized and flipped in C.
+
+    Use it with ``DataLoader(ds, batch_size=None)`` (it already yields batches), or iterate
+    it directly. The fast path is ``num_workers=0``: mx8's own threads do the work.
+
+    Args:
+        uri: dataset directory (packed or a plain ImageFolder) or manifest, optionally
+            pinned with ``@sha256:<manifest_hash>``.
+        batch_size: samples per batch.
+        size: output (h, w) or int; ``None`` (or ``decode=False``) yields raw bytes.
+        crop: ``"center"`` (resize shorter side to ``resize``, default size*256/224, then
+            center crop), ``"random"`` (RandomResizedCrop with ``scale``/``ratio``), ``"none"``.
+        flip: flip half the images horizontally.
+        shuffle, seed, epoch: the epoch order (defaults: MX8_SHUFFLE=false, MX8_SEED=0,
+            MX8_EPOCH=0); keyword arguments win over the environment.
+        drop_last: drop the tail so every batch is full; otherwise ranks are padded to equal
+            length (``stats()['padded']``) and the last batch may be short.
+        on_error: ``"raise"`` (an mx8.Error naming sample, location and byte range) or
+            ``"skip"`` (the sample is left out of its batch and counted in ``stats()``).
+        prefetch_mb: bound on batch memory in flight (at least two batches).
+        threads: native worker threads (default: the CPUs this process may use).
+        layout: ``"NCHW"`` or ``"NHWC"``.
+        pin_memory: allocate batches in pinned memory (default: when CUDA is available).
+        max_pixels: images above this many pixels are refused before decoding.
+        crop_aware: decode only the part of a JPEG the crop needs (same pixels, faster).
+        rank, world_size: override the detected distributed world.
+    """
+
+    def __init__(self, uri: Union[str, "os.PathLike[str]", Snapshot], *, batch_size: int,
+                 size: Optional[Union[int, Sequence[int]]] = None, crop: str = "center",
+                 resize: Optional[int] = None, scale: Tuple[float, float] = (0.08, 1.0),
+                 ratio: Tuple[float, float] = (3 / 4, 4 / 3), flip: bool = False,
+                 shuffle: Optional[bool] = None, seed: Optional[int] = None, epoch: Optional[int] = None,
+                 drop_last: bool = False, on_error: str = "raise", prefetch_mb: int = 256,
+                 threads: Optional[int] = None, layout: str = "NCHW", decode: bool = True,
+                 pin_memory: Optional[bool] = None, max_pixels: int = 100_000_000,
+                 crop_aware: bool = True, dct_scaling: bool = False,
+                 rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {tuple(CROP_MODES)}, got {crop!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {layout!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if not (0 < scale[0] <= scale[1] <= 1.0) or not (0 < ratio[0] <= ratio[1]):
+            raise ValueError(f"bad scale {scale} or ratio {ratio}")
+        if isinstance(uri, Snapshot):
+            self._snapshot: Optional[Snapshot] = uri
+            self.uri = uri.pinned_uri
+        else:
+            self._snapshot = resolve(os.fspath(uri))
+            self.uri = self._snapshot.pinned_uri  # workers re-resolve exactly this snapshot
+        self.batch_size = batch_size
+        self.size = _pair(size) if size is not None else None
+        self.decode = decode and self.size is not None
+        self.crop, self.resize, self.scale, self.ratio, self.flip = crop, resize, scale, ratio, flip
+        self.shuffle = _env_bool("MX8_SHUFFLE", False) if shuffle is None else bool(shuffle)
+        self.seed = _env_int("MX8_SEED", 0) if seed is None else int(seed)
+        self.epoch = _env_int("MX8_EPOCH", 0) if epoch is None else int(epoch)
+        self.drop_last, self.on_error, self.prefetch_mb = drop_last, on_error, prefetch_mb
+        self.threads = threads or _default_threads()
+        self.layout, self.max_pixels = layout, max_pixels
+        self.crop_aware, self.dct_scaling = crop_aware, dct_scaling
+        self.pin_memory = pin_memory
+        self._rank, self._world_size = rank, world_size
+        self._iter: Optional[_BatchIterator] = None
+        self._plan_info: Dict[str, int] = {}
+
+    # -- snapshot and pickling -------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot = resolve(self.uri)
+        return self._snapshot
+
+    @property
+    def manifest_hash(self) -> str:
+        return self.snapshot.manifest_hash
+
+    def __len__(self) -> int:
+        """Batches this consumer yields per epoch (DataLoader workers share them)."""
+        world = current_world(self._rank, self._world_size)
+        return self._plan(world.rank, world.world_size, 0, 1).samples // self.batch_size + (
+            0 if self.drop_last or self._plan(world.rank, world.world_size, 0, 1).samples % self.batch_size == 0
+            else 1)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Native objects do not cross processes: a DataLoader worker re-resolves the pinned URI.
+        state = self.__dict__.copy()
+        state["_snapshot"] = None
+        state["_iter"] = None
+        return state
+
+    # -- iteration ---------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _plan(self, rank: int, world_size: int, worker: int, num_workers: int):
+        return plan(len(self.snapshot.manifest), manifest_hash=self.manifest_hash, seed=self.seed,
+                    epoch=self.epoch, shuffle=self.shuffle, rank=rank, world_size=world_size,
+                    batch_size=self.batch_size, drop_last=self.drop_last, worker=worker,
+                    num_workers=num_workers)
+
+    def _transform(self) -> Dict[str, Any]:
+        assert self.size is not None
+        h, w = self.size
+        return {"out_h": h, "out_w": w, "crop_mode": CROP_MODES[self.crop],
+                "resize_short": self.resize or 0, "scale_min": float(self.scale[0]),
+                "scale_max": float(self.scale[1]), "ratio_min": float(self.ratio[0]),
+                "ratio_max": float(self.ratio[1]), "flip": int(self.flip), "layout": LAYOUTS[self.layout],
+                "max_pixels": int(self.max_pixels), "crop_aware": int(self.crop_aware),
+                "dct_scaling": int(self.dct_scaling)}
+
+    def __iter__(self) -> Iterator[Union[Batch, RawBatch]]:
+        self.close()
+        world = current_world(self._rank, self._world_size)
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        p = self._plan(world.rank, world.world_size, worker, num_workers)
+        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": p.samples}
+        snap = self.snapshot
+        batch_bytes = self.batch_size * (3 * self.size[0] * self.size[1] if self.decode else 1 << 17)
+        depth = max(2, min(16, (self.prefetch_mb << 20) // max(batch_bytes, 1)))
+        pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        engine = _core.Engine(snap.manifest, snap.location_paths(), p.positions, self.threads,
+                              self.batch_size, depth, not self.decode, self.on_error == "skip",
+                              derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
+                              self._transform() if self.decode else {})
+        self._iter = _BatchIterator(engine, self, depth, pin)
+        return self._iter
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters of the current (or last) iteration: images, bytes_read, errors, skipped,
+        batches, read_s/decode_s (summed over threads), wait_s (consumer blocked), padded."""
+        out: Dict[str, Any] = dict(self._plan_info)
+        if self._iter is not None:
+            out.update(self._iter.engine.stats())
+        return out
+
+    def close(self) -> None:
+        """Stops and joins the native threads of the current iteration."""
+        if self._iter is not None:
+            self._iter.close()
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _BatchIterator:
+    """Keeps up to `depth` batches provided to the engine and yields them in order."""
+
+    def __init__(self, engine: "_core.Engine", ds: Dataset, depth: int, pin: bool) -> None:
+        self.engine = engine
+        self.ds = ds
+        self.depth = depth
+        self.pin = pin
+        self.pending: Dict[int, Tuple[torch.Tensor, ...]] = {}
+        self.closed = False
+        self._fill()
+        engine.start()
+
+    def _alloc(self, b: int) -> Tuple[torch.Tensor, ...]:
+        n = self.engine.batch_len(b)
+        ids = torch.empty(n, dtype=torch.int64)
+        labels = torch.empty(n, dtype=torch.int64)
+        if self.ds.decode:
+            h, w = self.ds.size  # type: ignore[misc]
+            shape = (n, 3, h, w) if self.ds.layout == "NCHW" else (n, h, w, 3)
+            images = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
+            return images, labels, ids
+        data = torch.empty(max(self.engine.required_bytes(b), 1), dtype=torch.uint8, pin_memory=self.pin)
+        offsets = torch.empty(n + 1, dtype=torch.int64)
+        return data, labels, ids, offsets
+
+    def _fill(self) -> None:
+        while (self.engine.next_to_provide < self.engine.num_batches
+               and len(self.pending) < self.depth):
+            b = self.engine.next_to_provide
+            bufs = self._alloc(b)
+            offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
+            self.engine.provide(bufs[0].data_ptr(), bufs[0].numel(), bufs[1].data_ptr(), bufs[2].data_ptr(),
+                                offsets, bufs)
+            self.pending[b] = bufs
+
+    def __iter__(self) -> "_BatchIterator":
+        return self
+
+    def __next__(self) -> Union[Batch, RawBatch]:
+        if self.closed:
+            raise StopIteration
+        try:
+            got = self.engine.next()
+        except BaseException:
+            self.close()
+            raise
+        if got is None:
+            self.close()
+            raise StopIteration
+        b, count, _skipped = got
+        bufs = self.pending.pop(b)
+        self._fill()
+        if len(bufs) == 3:
+            return Batch(bufs[0][:count], bufs[1][:count], bufs[2][:count])
+        data, labels, ids, offsets = bufs
+        return RawBatch(data[:int(offsets[count])], offsets[:count + 1], labels[:count], ids[:count])
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.engine.close()
+            self.pending.clear()
+
+    def __del__(self) -> None:
+        self.close()

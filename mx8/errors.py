@@ -1,0 +1,45 @@
+"""The exception hierarchy: every error mx8 raises derives from :class:`mx8.Error`.
+
+The classes that the native core raises are defined in C (``mx8._core``) and re-exported
+here; the rest are raised by the Python glue.
+
+- ``Error``
+  - ``ManifestError`` (also ``ValueError``): a manifest or labels file is malformed; names the line.
+  - ``ReadError`` (also ``OSError``): a shard, file or object cannot be opened or read.
+    - ``RangeError``: a manifest byte range runs past the end of its object.
+  - ``DecodeError`` (also ``ValueError``): bytes are not a decodable JPEG/PNG image.
+    - ``ImageTooLargeError``: an image is above the pixel limit (decompression bomb guard).
+  - ``SnapshotMismatchError``: the data no longer matches a pinned ``@sha256:`` hash.
+  - ``PackError``: ``mx8.pack`` met an input it cannot pack (names the file).
+
+Errors about one sample carry ``sample_id``, ``location`` and, for byte ranges,
+``offset`` and ``length`` attributes.
+"""
+from ._core import (  # noqa: F401  (re-exported)
+    DecodeError,
+    Error,
+    ImageTooLargeError,
+    ManifestError,
+    RangeError,
+    ReadError,
+)
+
+
+class SnapshotMismatchError(Error):
+    """The dataset's manifest_hash differs from the one pinned with ``uri@sha256:<hash>``."""
+
+
+class PackError(Error):
+    """``mx8.pack`` met an input it cannot pack (zero-length, unreadable, not an image)."""
+
+
+__all__ = [
+    "Error",
+    "ManifestError",
+    "ReadError",
+    "RangeError",
+    "DecodeError",
+    "ImageTooLargeError",
+    "SnapshotMismatchError",
+    "PackError",
+]
