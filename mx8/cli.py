@@ -1,0 +1,142 @@
+"""The ``mx8`` command line: ``mx8 pack``, ``mx8 inspect``, ``mx8 bench``; and ``mx8-pack-s3``
+(the MX8 seed's packer, configured by MX8_PACK_IN / MX8_PACK_OUT)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional
+
+from .errors import Error
+
+
+def _cmd_pack(a: argparse.Namespace) -> int:
+    from .pack import pack
+    t0 = time.monotonic()
+    r = pack(a.src, a.out, shard_mb=a.shard_mb, label_mode=a.label_mode, shuffle=not a.no_shuffle,
+             seed=a.seed, on_error="skip" if a.skip_bad else "raise", progress=not a.quiet)
+    dt = time.monotonic() - t0
+    print(f"packed {r.samples} samples ({r.bytes / 1e6:.1f} MB) into {r.shards} shard(s) in {dt:.1f}s")
+    print(f"labels: {len(r.labels) if r.labels is not None else 'none'}")
+    print(f"manifest_hash: {r.manifest_hash}")
+    print(f"pin with: {os.path.abspath(r.out)}@sha256:{r.manifest_hash}")
+    for rel, why in r.skipped:
+        print(f"skipped {rel}: {why}", file=sys.stderr)
+    if r.ignored:
+        print(f"ignored {len(r.ignored)} file(s) without an image extension (first: {r.ignored[0]})",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_inspect(a: argparse.Namespace) -> int:
+    from .resolve import resolve
+    s = resolve(a.uri)
+    info = {
+        "uri": s.uri,
+        "manifest_hash": s.manifest_hash,
+        "pinned_uri": s.pinned_uri,
+        "samples": s.samples,
+        "labels": len(s.labels) if s.labels is not None else None,
+        "locations": len(s.manifest.locations),
+        "source": s.source,
+        "index_bytes": s.manifest.index_bytes,
+    }
+    if a.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:14} {v}")
+    return 0
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from .dataset import Dataset
+    ds = Dataset(a.uri, batch_size=a.batch_size, size=a.size, crop=a.crop, flip=a.flip, threads=a.threads,
+                 shuffle=True, crop_aware=not a.no_crop_aware, decode=not a.raw)
+    best = 0.0
+    for epoch in range(a.epochs):
+        ds.set_epoch(epoch)
+        n, t0 = 0, time.monotonic()
+        for batch in ds:
+            n += len(batch.sample_ids)
+        rate = n / (time.monotonic() - t0)
+        best = max(best, rate)
+        print(f"epoch {epoch}: {n} images, {rate:.0f} img/s")
+    print(f"best: {best:.0f} img/s ({ds.threads} threads)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mx8", description="mx8: fast image data loading for PyTorch.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pk = sub.add_parser("pack", help="pack an ImageFolder into tar shards + manifest",
+                        description="Pack the images under SRC into OUT/shards/*.tar and OUT/_mx8/manifest.tsv.")
+    pk.add_argument("src", help="source ImageFolder directory")
+    pk.add_argument("out", help="output dataset directory")
+    pk.add_argument("--shard-mb", type=float, default=512, help="target shard size in MiB (default 512)")
+    pk.add_argument("--label-mode", choices=("auto", "imagefolder", "none"), default="auto",
+                    help="auto: labels from <label>/ folders when every image has one (default)")
+    pk.add_argument("--no-shuffle", action="store_true", help="keep sorted order instead of shuffling records")
+    pk.add_argument("--seed", type=int, default=0, help="seed of the record shuffle (default 0)")
+    pk.add_argument("--skip-bad", action="store_true",
+                    help="skip zero-length, unreadable and non-image files (listed) instead of failing")
+    pk.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pk.set_defaults(func=_cmd_pack)
+
+    ins = sub.add_parser("inspect", help="resolve a dataset and print its snapshot")
+    ins.add_argument("uri", help="dataset directory or manifest, optionally @sha256:<hash>")
+    ins.add_argument("--json", action="store_true", help="print JSON")
+    ins.set_defaults(func=_cmd_inspect)
+
+    b = sub.add_parser("bench", help="measure mx8's own throughput on a dataset",
+                       description="Iterate a dataset and print images/s (see scripts/bench.py for the "
+                                   "side-by-side comparison with other loaders).")
+    b.add_argument("uri")
+    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--size", type=int, default=224)
+    b.add_argument("--crop", choices=("random", "center", "none"), default="random")
+    b.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flip")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--epochs", type=int, default=2)
+    b.add_argument("--no-crop-aware", action="store_true", help="decode whole JPEGs, then crop")
+    b.add_argument("--raw", action="store_true", help="read bytes only, no decode")
+    b.set_defaults(func=_cmd_bench)
+    return p
+
+
+def _run(func, args) -> int:
+    try:
+        return func(args)
+    except (Error, OSError, ValueError) as e:
+        print(f"mx8: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mx8: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args)
+
+
+def pack_s3_main(argv: Optional[List[str]] = None) -> int:
+    """``mx8-pack-s3``: the MX8 seed's packer. Reads MX8_PACK_IN and MX8_PACK_OUT (local paths
+    or s3:// prefixes), plus optional MX8_SHARD_MB, MX8_LABEL_MODE and MX8_SEED."""
+    p = argparse.ArgumentParser(prog="mx8-pack-s3", description=pack_s3_main.__doc__)
+    p.parse_args(argv)
+    src, out = os.environ.get("MX8_PACK_IN"), os.environ.get("MX8_PACK_OUT")
+    if not src or not out:
+        print("mx8-pack-s3: set MX8_PACK_IN and MX8_PACK_OUT", file=sys.stderr)
+        return 2
+    args = argparse.Namespace(src=src, out=out, shard_mb=float(os.environ.get("MX8_SHARD_MB", "512")),
+                              label_mode=os.environ.get("MX8_LABEL_MODE", "auto"), no_shuffle=False,
+                              seed=int(os.environ.get("MX8_SEED", "0")), skip_bad=False, quiet=False)
+    return _run(_cmd_pack, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
