@@ -1,0 +1,99 @@
+"""Shared fixtures: a corpus of real photographs (../shared/bench/make_corpus.py) plus the
+image modes it lacks, packed once per session."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache"
+
+
+def shared_dir() -> Path:
+    for cand in (REPO.parent / "shared", REPO / "shared"):
+        if (cand / "bench" / "make_corpus.py").exists():
+            return cand
+    raise RuntimeError("shared/bench/make_corpus.py not found beside the repository (../shared)")
+
+
+def _png_rgb16(width: int, height: int, seed: int) -> bytes:
+    """A 48-bit RGB PNG (Pillow cannot write one): rows of big-endian 16-bit samples."""
+    raw = bytearray()
+    for y in range(height):
+        raw.append(0)  # filter type None
+        for x in range(width):
+            for c in range(3):
+                v = (x * 997 + y * 131 + c * 4093 + seed * 7919) % 65536
+                raw += struct.pack(">H", v)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b"")
+
+
+def _extra_modes(root: Path) -> None:
+    """Modes the corpus generator does not make: CMYK and progressive JPEG, 16-bit, LA,
+    palette-with-transparency and interlaced PNGs. Cut from the corpus's own photos."""
+    from PIL import Image
+    photos = sorted(root.glob("class_000/*.jpg"))[:3]
+    out = root / "class_extra"
+    out.mkdir(exist_ok=True)
+    base = Image.open(photos[0]).convert("RGB")
+    base.convert("CMYK").save(out / "cmyk.jpg", "JPEG", quality=90)
+    base.save(out / "progressive.jpg", "JPEG", quality=88, progressive=True)
+    base.convert("L").save(out / "gray.jpg", "JPEG", quality=90)
+    base.save(out / "q444.jpg", "JPEG", quality=95, subsampling=0)
+    base.save(out / "q422.jpg", "JPEG", quality=95, subsampling=1)
+    base.convert("LA").save(out / "la.png", "PNG")
+    base.convert("I;16").save(out / "gray16.png", "PNG")
+    pal = base.convert("P", palette=Image.ADAPTIVE, colors=64)
+    pal.info["transparency"] = 3
+    pal.save(out / "palette_trns.png", "PNG", transparency=3)
+    (out / "rgb16.png").write_bytes(_png_rgb16(96, 64, 1))
+    small = base.resize((120, 90))
+    small.save(out / "tiny.png", "PNG")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """An ImageFolder of ~200 real photographs (JPEG, some PNG) plus extra modes."""
+    root = CACHE / "test-corpus-v1"
+    if not (root / "_corpus.tsv").exists():
+        tmp = CACHE / "test-corpus-v1.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run([sys.executable, str(shared_dir() / "bench" / "make_corpus.py"), str(tmp),
+                        "--count", "200", "--classes", "8", "--seed", "7"], check=True, stdout=subprocess.DEVNULL)
+        _extra_modes(tmp)
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+    return root
+
+
+def image_files(root: Path):
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+@pytest.fixture(scope="session")
+def packed(corpus: Path, tmp_path_factory) -> Path:
+    """The corpus packed with small shards (several shards, shuffled records)."""
+    import mx8
+    out = tmp_path_factory.mktemp("packed")
+    mx8.pack(str(corpus), str(out), shard_mb=4, progress=False)
+    return out
+
+
+def jpeg_bytes(size=(64, 48), color=(200, 30, 30)) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
