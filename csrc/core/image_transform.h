@@ -39,12 +39,18 @@ typedef struct {
     int layout;                 /* mx8_layout */
     uint64_t max_pixels;        /* refuse images with w*h above this before allocating; 0 = no limit */
     int crop_aware;             /* 1: decode only the rows/columns the crop needs (JPEG) */
+    int dct_scaling;            /* 1: JPEG may decode at 1/2, 1/4, 1/8 scale when the crop is at
+                                 * least that many times the output in both dimensions; faster,
+                                 * no longer bit-identical to a full-size decode. 0 = off */
 } mx8_transform;
 
 typedef struct mx8_decoder mx8_decoder;
 
 mx8_decoder *mx8_decoder_new(void);
 void mx8_decoder_free(mx8_decoder *dec);
+
+/* Bytes of scratch (pixels, row pointers, resize buffers) the decoder holds now. */
+size_t mx8_decoder_scratch_bytes(const mx8_decoder *dec);
 
 /* Reads only the header: format, width and height. */
 int mx8_image_probe(const uint8_t *data, size_t len, int *format, int *width, int *height,

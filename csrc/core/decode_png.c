@@ -1,0 +1,130 @@
+#include "decode_png.h"
+
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+
+static const uint8_t PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+/* One decode's state. It lives in mx8_png_decode's frame and decode_inner (the function
+ * that calls setjmp) only writes it through a pointer, so nothing it holds is an
+ * indeterminate automatic after a longjmp. */
+typedef struct {
+    const uint8_t *data;
+    size_t len, pos;
+    png_structp png;
+    png_infop info;
+    jmp_buf jb;
+    char msg[200];
+} png_ctx;
+
+static void on_error(png_structp p, png_const_charp msg) {
+    png_ctx *c = png_get_error_ptr(p);
+    snprintf(c->msg, sizeof c->msg, "%s", msg);
+    longjmp(c->jb, 1);
+}
+
+/* libpng warns about harmless things (known-bad sRGB profiles, ancillary CRCs): drop
+ * them, never stderr. */
+static void on_warning(png_structp p, png_const_charp msg) {
+    (void)p;
+    (void)msg;
+}
+
+static void on_read(png_structp p, png_bytep out, size_t n) {
+    png_ctx *c = png_get_io_ptr(p);
+    if (n > c->len - c->pos) png_error(p, "premature end of PNG data");
+    memcpy(out, c->data + c->pos, n);
+    c->pos += n;
+}
+
+int mx8_png_probe(const uint8_t *d, size_t len, int *width, int *height, mx8_error *err) {
+    if (len < 8 || memcmp(d, PNG_SIG, 8) != 0)
+        return mx8_error_set(err, MX8_ERR_DECODE, "not a PNG file: bad signature");
+    if (len < 24 || memcmp(d + 12, "IHDR", 4) != 0)
+        return mx8_error_set(err, MX8_ERR_DECODE, "PNG data ends before its IHDR chunk");
+    uint32_t w = ((uint32_t)d[16] << 24) | ((uint32_t)d[17] << 16) | ((uint32_t)d[18] << 8) | d[19];
+    uint32_t h = ((uint32_t)d[20] << 24) | ((uint32_t)d[21] << 16) | ((uint32_t)d[22] << 8) | d[23];
+    if (w == 0 || h == 0 || w > 0x7fffffffu || h > 0x7fffffffu)
+        return mx8_error_set(err, MX8_ERR_DECODE, "PNG IHDR has an invalid size %ux%u", w, h);
+    *width = (int)w;
+    *height = (int)h;
+    return MX8_OK;
+}
+
+/* Sets the transforms that turn any PNG into 8-bit RGB the way Pillow's convert("RGB")
+ * does. Returns 1 for 16-bit grayscale, which we convert ourselves (Pillow clips it). */
+static int set_transforms(png_structp png, int depth, int ctype) {
+    int gray16 = depth == 16 && ctype == PNG_COLOR_TYPE_GRAY;
+    if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (depth == 16 && !gray16) png_set_strip_16(png); /* keeps the high byte, as Pillow */
+    png_set_strip_alpha(png); /* also drops alpha that palette expansion made from tRNS */
+    if (!gray16 && (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA))
+        png_set_gray_to_rgb(png);
+    png_set_interlace_handling(png);
+    return gray16;
+}
+
+/* 16-bit big-endian gray -> RGB like Pillow's I;16 -> RGB: values above 255 clip.
+ * In place, right to left, since 3-byte outputs outgrow the 2-byte inputs. */
+static void gray16_row_to_rgb(uint8_t *row, int w) {
+    for (int x = w - 1; x >= 0; x--) {
+        uint8_t v = row[2 * x] ? 255 : row[2 * x + 1];
+        row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = v;
+    }
+}
+
+static int decode_inner(png_ctx *c, uint64_t max_pixels, mx8_scratch *pix, mx8_scratch *rows,
+                        int *width, int *height, mx8_error *err) {
+    if (setjmp(c->jb)) return -1;
+    c->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
+    if (!c->png) return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory creating a PNG reader");
+    c->info = png_create_info_struct(c->png);
+    if (!c->info) return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory creating a PNG reader");
+    png_set_read_fn(c->png, c, on_read);
+    png_read_info(c->png, c->info);
+    png_uint_32 w, h;
+    int depth, ctype;
+    png_get_IHDR(c->png, c->info, &w, &h, &depth, &ctype, NULL, NULL, NULL);
+    int rc = mx8_check_pixels(w, h, max_pixels, err);
+    if (rc != MX8_OK) return rc;
+    int gray16 = set_transforms(c->png, depth, ctype);
+    png_read_update_info(c->png, c->info);
+    size_t stride = (size_t)w * 3;
+    if (png_get_rowbytes(c->png, c->info) != (gray16 ? (size_t)w * 2 : stride))
+        png_error(c->png, "unexpected row size after transforms");
+    if ((rc = mx8_scratch_reserve(pix, stride * h, err)) != MX8_OK) return rc;
+    if ((rc = mx8_scratch_reserve(rows, sizeof(png_bytep) * h, err)) != MX8_OK) return rc;
+    png_bytep *rp = rows->p;
+    uint8_t *base = pix->p;
+    for (png_uint_32 y = 0; y < h; y++) rp[y] = base + (size_t)y * stride;
+    png_read_image(c->png, rp);
+    if (gray16)
+        for (png_uint_32 y = 0; y < h; y++) gray16_row_to_rgb(rp[y], (int)w);
+    *width = (int)w;
+    *height = (int)h;
+    return MX8_OK;
+}
+
+int mx8_png_decode(const uint8_t *data, size_t len, uint64_t max_pixels, mx8_scratch *pix,
+                   mx8_scratch *rows, mx8_image_view *out, mx8_error *err) {
+    int w = 0, h = 0;
+    int rc = mx8_png_probe(data, len, &w, &h, err);
+    if (rc != MX8_OK) return rc;
+    png_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.data = data;
+    ctx.len = len;
+    rc = decode_inner(&ctx, max_pixels, pix, rows, &w, &h, err);
+    if (ctx.png) png_destroy_read_struct(&ctx.png, ctx.info ? &ctx.info : NULL, NULL);
+    if (rc < 0) return mx8_error_set(err, MX8_ERR_DECODE, "corrupt PNG data: %s", ctx.msg);
+    if (rc != MX8_OK) return rc;
+    out->px = pix->p;
+    out->stride = (size_t)w * 3;
+    out->x = out->y = 0;
+    out->w = out->image_w = w;
+    out->h = out->image_h = h;
+    return MX8_OK;
+}

@@ -1,0 +1,245 @@
+#include "resize.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "image_transform.h"
+
+/* Pillow's 8-bit precision: 32 bits - 8 for the value - 2 for overshoot. */
+#define PRECISION_BITS 22
+#define HALF (1 << (PRECISION_BITS - 1))
+
+void mx8_resizer_release(mx8_resizer *r) {
+    mx8_resize_axis *axes[2] = {&r->ax, &r->ay};
+    for (int i = 0; i < 2; i++) {
+        mx8_scratch_release(&axes[i]->k);
+        mx8_scratch_release(&axes[i]->pos);
+        axes[i]->valid = 0;
+    }
+    mx8_scratch_release(&r->tmp);
+    mx8_scratch_release(&r->acc);
+    mx8_scratch_release(&r->wd);
+}
+
+static double triangle(double x) {
+    if (x < 0.0) x = -x;
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+/* Pillow's rounding of a normalised weight to fixed point. */
+static int32_t to_fixed(double k) {
+    return k < 0 ? (int32_t)(-0.5 + k * (1 << PRECISION_BITS))
+                 : (int32_t)(0.5 + k * (1 << PRECISION_BITS));
+}
+
+/* Weights for output sample i exactly as Pillow's precompute_coeffs computes them
+ * (same double expressions, same truncating casts); returns the tap count, sets *first. */
+static int sample_weights(int in_size, float in0, double scale, double support, double ss,
+                          int i, double *w, int *first) {
+    double center = in0 + (i + 0.5) * scale;
+    int xmin = (int)(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = (int)(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    int n = xmax - xmin;
+    if (n < 0) n = 0;
+    double sum = 0.0;
+    for (int x = 0; x < n; x++) {
+        w[x] = triangle((x + xmin - center + 0.5) * ss);
+        sum += w[x];
+    }
+    for (int x = 0; x < n && sum != 0.0; x++) w[x] /= sum;
+    *first = xmin;
+    return n;
+}
+
+/* Fills one axis. fixed = 1 (horizontal) gives every output exactly `taps` coefficients,
+ * zero padded, with the start moved left when it would run off the input: the inner
+ * loop then has no per-pixel bound and reads only real pixels (times zero). */
+static int plan_axis(mx8_resize_axis *a, mx8_scratch *wd, int in_size, float b0, float b1,
+                     int out_size, int flip, int fixed, mx8_error *err) {
+    if (a->valid && a->in_size == in_size && a->out_size == out_size && a->flip == flip &&
+        a->b0 == b0 && a->b1 == b1)
+        return MX8_OK; /* same geometry as last time (e.g. center crops of equal sizes) */
+    a->valid = 0;
+    double scale = (double)(b1 - b0) / out_size; /* float subtraction, as Pillow */
+    double filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 1.0 * filterscale;
+    double ksize_d = ceil(support) * 2 + 1;
+    if (ksize_d * out_size > (double)(INT32_MAX / 8)) /* keeps every product below in int */
+        return mx8_error_set(err, MX8_ERR_ARG, "resize %d -> %d: kernel too large", in_size, out_size);
+    int ksize = (int)ksize_d;
+    int taps = fixed && ksize > in_size ? in_size : ksize;
+    int rc = mx8_scratch_reserve(&a->k, sizeof(int32_t) * (size_t)out_size * taps, err);
+    if (!rc) rc = mx8_scratch_reserve(&a->pos, sizeof(int) * 2 * (size_t)out_size, err);
+    if (!rc) rc = mx8_scratch_reserve(wd, sizeof(double) * (size_t)ksize, err);
+    if (rc) return rc;
+    int32_t *k = a->k.p;
+    int *pos = a->pos.p;
+    double *w = wd->p;
+    a->lo = in_size;
+    a->hi = 0;
+    for (int i = 0; i < out_size; i++) {
+        int first, n = sample_weights(in_size, b0, scale, support, 1.0 / filterscale, i, w, &first);
+        int slot = flip ? out_size - 1 - i : i;
+        int32_t *kk = k + (size_t)slot * taps;
+        int shift = 0;
+        if (fixed && first + taps > in_size) shift = first + taps - in_size;
+        memset(kk, 0, sizeof(int32_t) * (size_t)taps);
+        for (int x = 0; x < n; x++) kk[x + shift] = to_fixed(w[x]);
+        pos[2 * slot] = first - shift;
+        pos[2 * slot + 1] = fixed ? taps : n;
+        if (first - shift < a->lo) a->lo = first - shift;
+        if (first - shift + pos[2 * slot + 1] > a->hi) a->hi = first - shift + pos[2 * slot + 1];
+    }
+    if (a->lo > a->hi) a->lo = a->hi;
+    a->in_size = in_size;
+    a->out_size = out_size;
+    a->flip = flip;
+    a->b0 = b0;
+    a->b1 = b1;
+    a->taps = taps;
+    a->valid = 1;
+    return MX8_OK;
+}
+
+int mx8_resize_plan(mx8_resizer *r, int in_w, int in_h, float x0, float y0, float x1,
+                    float y1, int out_w, int out_h, int flip, mx8_error *err) {
+    if (in_w <= 0 || in_h <= 0 || out_w <= 0 || out_h <= 0)
+        return mx8_error_set(err, MX8_ERR_ARG, "resize %dx%d -> %dx%d: sizes must be > 0",
+                             in_w, in_h, out_w, out_h);
+    if (!(x0 >= 0 && y0 >= 0 && x1 <= in_w && y1 <= in_h && x1 > x0 && y1 > y0))
+        return mx8_error_set(err, MX8_ERR_ARG, "resize box (%g, %g, %g, %g) outside the %dx%d image",
+                             x0, y0, x1, y1, in_w, in_h);
+    r->in_w = in_w;
+    r->in_h = in_h;
+    r->out_w = out_w;
+    r->out_h = out_h;
+    /* Pillow skips a pass when it is the identity (its test compares box[2] to the
+     * output size); a flip always needs the horizontal pass. */
+    r->need_h = out_w != in_w || x0 != 0 || x1 != out_w || flip;
+    r->need_v = out_h != in_h || y0 != 0 || y1 != out_h;
+    int rc = plan_axis(&r->ax, &r->wd, in_w, x0, x1, out_w, flip ? 1 : 0, 1, err);
+    if (!rc) rc = plan_axis(&r->ay, &r->wd, in_h, y0, y1, out_h, 0, 0, err);
+    if (rc) return rc;
+    if (!r->need_h) {
+        r->ax.lo = 0;
+        r->ax.hi = in_w;
+    }
+    if (!r->need_v) {
+        r->ay.lo = 0;
+        r->ay.hi = in_h;
+    }
+    return MX8_OK;
+}
+
+static inline uint8_t clip8(int32_t v) {
+    int32_t s = v >> PRECISION_BITS;
+    return (uint8_t)(s > 255 ? 255 : s); /* weights are >= 0, so s >= 0 */
+}
+
+/* Horizontal pass over one row; output interleaved (NHWC) or into three planes. */
+static void h_row_rgb(const uint8_t *restrict s, int col0, uint8_t *restrict d, int out_w,
+                      int taps, const int32_t *restrict k, const int *restrict pos) {
+    for (int x = 0; x < out_w; x++, k += taps) {
+        const uint8_t *p = s + (size_t)(pos[2 * x] - col0) * 3;
+        int32_t a0 = HALF, a1 = HALF, a2 = HALF;
+        for (int t = 0; t < taps; t++) {
+            a0 += p[3 * t] * k[t];
+            a1 += p[3 * t + 1] * k[t];
+            a2 += p[3 * t + 2] * k[t];
+        }
+        d[3 * x] = clip8(a0);
+        d[3 * x + 1] = clip8(a1);
+        d[3 * x + 2] = clip8(a2);
+    }
+}
+
+static void h_row_planar(const uint8_t *restrict s, int col0, uint8_t *restrict d0,
+                         uint8_t *restrict d1, uint8_t *restrict d2, int out_w, int taps,
+                         const int32_t *restrict k, const int *restrict pos) {
+    for (int x = 0; x < out_w; x++, k += taps) {
+        const uint8_t *p = s + (size_t)(pos[2 * x] - col0) * 3;
+        int32_t a0 = HALF, a1 = HALF, a2 = HALF;
+        for (int t = 0; t < taps; t++) {
+            a0 += p[3 * t] * k[t];
+            a1 += p[3 * t + 1] * k[t];
+            a2 += p[3 * t + 2] * k[t];
+        }
+        d0[x] = clip8(a0);
+        d1[x] = clip8(a1);
+        d2[x] = clip8(a2);
+    }
+}
+
+/* One output row of one plane: acc over the taps rows, each a contiguous run of n bytes
+ * (the j loops vectorise: widen, multiply, add). */
+static void v_row(const uint8_t *rows, size_t row_stride, int n, int count,
+                  const int32_t *restrict k, int32_t *restrict acc, uint8_t *restrict out) {
+    for (int j = 0; j < n; j++) acc[j] = HALF;
+    for (int t = 0; t < count; t++) {
+        const uint8_t *restrict s = rows + (size_t)t * row_stride;
+        int32_t kt = k[t];
+        for (int j = 0; j < n; j++) acc[j] += s[j] * kt;
+    }
+    for (int j = 0; j < n; j++) out[j] = clip8(acc[j]);
+}
+
+/* Stage 2: vertical pass (or plain copy) of `planes` planes, each n bytes wide, from
+ * tmp (row y of plane p at tmp + p*plane_stride + (y - y_lo)*row_stride) to out. */
+static void vertical(const mx8_resizer *r, const uint8_t *tmp, size_t plane_stride,
+                     size_t row_stride, int planes, int n, int32_t *acc, uint8_t *out) {
+    const int32_t *k = r->ay.k.p;
+    const int *pos = r->ay.pos.p;
+    size_t out_plane = planes == 3 ? (size_t)r->out_w * r->out_h : 0;
+    for (int p = 0; p < planes; p++) {
+        const uint8_t *tp = tmp + p * plane_stride;
+        uint8_t *op = out + p * out_plane;
+        for (int y = 0; y < r->out_h; y++, op += n) {
+            if (!r->need_v) {
+                memcpy(op, tp + (size_t)(y - r->ay.lo) * row_stride, (size_t)n);
+                continue;
+            }
+            const uint8_t *rows = tp + (size_t)(pos[2 * y] - r->ay.lo) * row_stride;
+            v_row(rows, row_stride, n, pos[2 * y + 1], k + (size_t)y * r->ay.taps, acc, op);
+        }
+    }
+}
+
+int mx8_resize_run(mx8_resizer *r, const uint8_t *src, size_t stride, int src_x, int src_y,
+                   int src_w, int src_h, uint8_t *out, int layout, mx8_error *err) {
+    if (src_x < 0 || src_y < 0 || src_x > r->ax.lo || src_y > r->ay.lo || src_x + src_w < r->ax.hi ||
+        src_y + src_h < r->ay.hi)
+        return mx8_error_set(err, MX8_ERR_ARG,
+                             "resize source %dx%d+%d+%d does not cover columns %d..%d rows %d..%d",
+                             src_w, src_h, src_x, src_y, r->ax.lo, r->ax.hi, r->ay.lo, r->ay.hi);
+    int planar = layout == MX8_LAYOUT_NCHW;
+    int rows = r->ay.hi - r->ay.lo, ow = r->out_w;
+    /* The first source row the passes read, as a pointer into src. */
+    const uint8_t *s0 = src + (size_t)(r->ay.lo - src_y) * stride;
+    size_t acc_n = (size_t)ow * 3, tmp_n = acc_n * (size_t)rows;
+    int rc = mx8_scratch_reserve(&r->acc, sizeof(int32_t) * acc_n, err);
+    if (rc) return rc;
+    if (!r->need_h && !planar) { /* NHWC identity columns: read the source rows in place */
+        vertical(r, s0, 0, stride, 1, ow * 3, r->acc.p, out); /* src_x == ax.lo == 0 */
+        return MX8_OK;
+    }
+    if ((rc = mx8_scratch_reserve(&r->tmp, tmp_n, err))) return rc;
+    uint8_t *tmp = r->tmp.p;
+    const int32_t *k = r->ax.k.p;
+    const int *pos = r->ax.pos.p;
+    const uint8_t *row = s0;
+    size_t plane = (size_t)ow * rows;
+    for (int y = 0; y < rows; y++, row += stride) {
+        if (planar)
+            h_row_planar(row, src_x, tmp + (size_t)y * ow, tmp + plane + (size_t)y * ow,
+                         tmp + 2 * plane + (size_t)y * ow, ow, r->ax.taps, k, pos);
+        else
+            h_row_rgb(row, src_x, tmp + (size_t)y * ow * 3, ow, r->ax.taps, k, pos);
+    }
+    if (planar)
+        vertical(r, tmp, plane, (size_t)ow, 3, ow, r->acc.p, out);
+    else
+        vertical(r, tmp, 0, (size_t)ow * 3, 1, ow * 3, r->acc.p, out);
+    return MX8_OK;
+}
