@@ -1,0 +1,34 @@
+/* Every test, once: X(name). run_tests.c turns the list into its table. */
+#ifndef MX8_TESTS_H
+#define MX8_TESTS_H
+
+#define MX8_TESTS(X)                                \
+    X(test_jpeg_crop_aware_bit_exact)               \
+    X(test_jpeg_gray_and_cmyk_colours)              \
+    X(test_jpeg_truncated)                          \
+    X(test_jpeg_corrupt)                            \
+    X(test_jpeg_too_large)                          \
+    X(test_jpeg_dct_scaled_window)                  \
+    X(test_png_all_modes_match_pillow_rules)        \
+    X(test_png_truncated_and_corrupt)               \
+    X(test_png_too_large)                           \
+    X(test_resize_identity_exact)                   \
+    X(test_resize_flip_and_layouts)                 \
+    X(test_resize_matches_float_model)              \
+    X(test_resize_rejects_bad_args)                 \
+    X(test_rrc_windows_inside_and_in_bounds)        \
+    X(test_rrc_positions_cover_the_image)           \
+    X(test_rrc_deterministic_and_seed_sensitive)    \
+    X(test_rrc_fallback_clamps_ratio)               \
+    X(test_center_crop_box)                         \
+    X(test_transform_crop_aware_equals_full)        \
+    X(test_transform_deterministic)                 \
+    X(test_transform_equals_manual_pipeline)        \
+    X(test_transform_png_and_dct_scaling)           \
+    X(test_transform_rejects_garbage_and_bad_args)
+
+#define MX8_DECLARE(name) void name(void);
+MX8_TESTS(MX8_DECLARE)
+#undef MX8_DECLARE
+
+#endif
