@@ -141,7 +141,7 @@ class Dataset(torch.utils.data.IterableDataset):
         self.crop_aware, self.dct_scaling = crop_aware, dct_scaling
         self.pin_memory = pin_memory
         self._rank, self._world_size = rank, world_size
-        self._iter: Optional[_BatchIterator] = None
+        self._engine: Optional[_core.Engine] = None  # of the current/last iteration, for stats()
         self._plan_info: Dict[str, int] = {}
 
     # -- snapshot and pickling -------------------------------------------------------
@@ -159,15 +159,14 @@ class Dataset(torch.utils.data.IterableDataset):
     def __len__(self) -> int:
         """Batches this consumer yields per epoch (DataLoader workers share them)."""
         world = current_world(self._rank, self._world_size)
-        return self._plan(world.rank, world.world_size, 0, 1).samples // self.batch_size + (
-            0 if self.drop_last or self._plan(world.rank, world.world_size, 0, 1).samples % self.batch_size == 0
-            else 1)
+        samples = self._plan(world.rank, world.world_size, 0, 1).samples
+        return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
 
     def __getstate__(self) -> Dict[str, Any]:
         # Native objects do not cross processes: a DataLoader worker re-resolves the pinned URI.
         state = self.__dict__.copy()
         state["_snapshot"] = None
-        state["_iter"] = None
+        state["_engine"] = None
         return state
 
     # -- iteration ---------------------------------------------------------------------
@@ -206,21 +205,26 @@ class Dataset(torch.utils.data.IterableDataset):
                               self.batch_size, depth, not self.decode, self.on_error == "skip",
                               derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
                               self._transform() if self.decode else {})
-        self._iter = _BatchIterator(engine, self, depth, pin)
-        return self._iter
+        self._engine = engine
+        shape = None
+        if self.decode:
+            h, w = self.size  # type: ignore[misc]
+            shape = (3, h, w) if self.layout == "NCHW" else (h, w, 3)
+        # The iterator does not reference the Dataset: dropping it closes the engine at once.
+        return _BatchIterator(engine, shape, depth, pin)
 
     def stats(self) -> Dict[str, Any]:
         """Counters of the current (or last) iteration: images, bytes_read, errors, skipped,
         batches, read_s/decode_s (summed over threads), wait_s (consumer blocked), padded."""
         out: Dict[str, Any] = dict(self._plan_info)
-        if self._iter is not None:
-            out.update(self._iter.engine.stats())
+        if self._engine is not None:
+            out.update(self._engine.stats())
         return out
 
     def close(self) -> None:
         """Stops and joins the native threads of the current iteration."""
-        if self._iter is not None:
-            self._iter.close()
+        if self._engine is not None:
+            self._engine.close()
 
     def __enter__(self) -> "Dataset":
         return self
@@ -232,9 +236,10 @@ class Dataset(torch.utils.data.IterableDataset):
 class _BatchIterator:
     """Keeps up to `depth` batches provided to the engine and yields them in order."""
 
-    def __init__(self, engine: "_core.Engine", ds: Dataset, depth: int, pin: bool) -> None:
+    def __init__(self, engine: "_core.Engine", image_shape: Optional[Tuple[int, int, int]], depth: int,
+                 pin: bool) -> None:
         self.engine = engine
-        self.ds = ds
+        self.image_shape = image_shape  # per sample; None for raw batches
         self.depth = depth
         self.pin = pin
         self.pending: Dict[int, Tuple[torch.Tensor, ...]] = {}
@@ -246,10 +251,8 @@ class _BatchIterator:
         n = self.engine.batch_len(b)
         ids = torch.empty(n, dtype=torch.int64)
         labels = torch.empty(n, dtype=torch.int64)
-        if self.ds.decode:
-            h, w = self.ds.size  # type: ignore[misc]
-            shape = (n, 3, h, w) if self.ds.layout == "NCHW" else (n, h, w, 3)
-            images = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
+        if self.image_shape is not None:
+            images = torch.empty((n,) + self.image_shape, dtype=torch.uint8, pin_memory=self.pin)
             return images, labels, ids
         data = torch.empty(max(self.engine.required_bytes(b), 1), dtype=torch.uint8, pin_memory=self.pin)
         offsets = torch.empty(n + 1, dtype=torch.int64)

@@ -1,0 +1,210 @@
+"""mx8.Dataset: every sample exactly once with its label, pixels against Pillow, transforms,
+layouts, DataLoader workers, threads and stats."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mx8
+from mx8 import _core
+from conftest import image_files
+
+
+def native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def source_bytes(snap, sid):
+    loc, off, length, _ = snap.manifest.record(sid)
+    with open(snap.location_paths()[loc], "rb") as f:
+        f.seek(off)
+        return f.read(length)
+
+
+def test_every_sample_once_with_its_label(packed, corpus):
+    snap = mx8.resolve(str(packed))
+    ds = mx8.Dataset(snap.pinned_uri, batch_size=32, size=64, crop="random", flip=True, shuffle=True)
+    seen, shapes = {}, []
+    for b in ds:
+        shapes.append(tuple(b.images.shape))
+        for sid, label in zip(b.sample_ids.tolist(), b.labels.tolist()):
+            assert sid not in seen
+            seen[sid] = label
+    assert sorted(seen) == list(range(snap.samples))
+    assert all(s[1:] == (3, 64, 64) for s in shapes) and all(s[0] == 32 for s in shapes[:-1])
+    # labels agree with the folder each packed file came from
+    by_bytes = {p.read_bytes(): p.parent.name for p in image_files(corpus)}
+    for sid, label in seen.items():
+        assert snap.labels[label] == by_bytes[source_bytes(snap, sid)]
+
+
+def test_raw_batches_carry_the_exact_bytes(packed):
+    snap = mx8.resolve(str(packed))
+    n = 0
+    for b in mx8.Dataset(str(packed), batch_size=24, decode=False, shuffle=True, seed=3):
+        assert b.offsets[0] == 0 and b.offsets[-1] == b.data.numel()
+        for i, sid in enumerate(b.sample_ids.tolist()):
+            got = b.data[b.offsets[i]:b.offsets[i + 1]].numpy().tobytes()
+            assert got == source_bytes(snap, sid)
+            n += 1
+    assert n == snap.samples
+
+
+def test_full_decode_matches_pillow_for_every_image(corpus):
+    """JPEG (libjpeg-turbo, islow + fancy upsampling) and PNG decode bit-identical to Pillow."""
+    files = image_files(corpus)
+    assert len(files) > 200
+    for p in files:
+        data = p.read_bytes()
+        w, h, rgb = _core.decode_image(data)
+        ref = np.asarray(Image.open(p).convert("RGB"))
+        got = np.frombuffer(rgb, np.uint8).reshape(h, w, 3)
+        assert got.shape == ref.shape, p
+        diff = np.abs(got.astype(int) - ref.astype(int)).max()
+        # Pillow and libjpeg-turbo differ in CMYK->RGB rounding only; everything else is exact.
+        assert diff <= (1 if "cmyk" in p.name else 0), f"{p}: max diff {diff}"
+
+
+def pillow_resize(path, out_w, out_h, box=None):
+    img = Image.open(path).convert("RGB")
+    return np.asarray(img.resize((out_w, out_h), Image.BILINEAR, box=box))
+
+
+RESIZE_TOLERANCE = 1  # levels, per pixel, against Pillow's BILINEAR (antialiased) resize
+
+
+@pytest.mark.parametrize("out", [(224, 224), (100, 150), (400, 300)])
+def test_resize_matches_pillow(corpus, out):
+    h, w = out
+    for p in image_files(corpus)[::9]:
+        got = np.frombuffer(_core.transform_image(p.read_bytes(), h, w, crop_mode=0, layout=1), np.uint8)
+        ref = pillow_resize(p, w, h)
+        diff = np.abs(got.reshape(h, w, 3).astype(int) - ref.astype(int))
+        assert diff.max() <= RESIZE_TOLERANCE, f"{p}: max diff {diff.max()}"
+
+
+def center_box(W, H, short=256, out=224):
+    """torchvision Resize(short) + CenterCrop(out) as a box of the original image."""
+    nw, nh = (short, int(short * H / W)) if W <= H else (int(short * W / H), short)
+    left, top = int(round((nw - out) / 2.0)), int(round((nh - out) / 2.0))
+    sx, sy = W / nw, H / nh
+    return (left * sx, top * sy, (left + out) * sx, (top + out) * sy)
+
+
+def test_center_crop_matches_pillow_box_resize(corpus):
+    """Resize + center crop is one resample of the equivalent box of the original image."""
+    for p in image_files(corpus)[::11]:
+        W, H = Image.open(p).size
+        box = center_box(W, H)
+        got = np.frombuffer(_core.transform_image(p.read_bytes(), 224, 224, crop_mode=1, resize_short=256,
+                                                  layout=1), np.uint8).reshape(224, 224, 3)
+        diff = np.abs(got.astype(int) - pillow_resize(p, 224, 224, box).astype(int))
+        assert diff.max() <= RESIZE_TOLERANCE, f"{p}: max diff {diff.max()}"
+
+
+def test_crop_aware_decode_equals_full_decode_then_crop(corpus):
+    for p in image_files(corpus):
+        if p.suffix != ".jpg":
+            continue
+        data = p.read_bytes()
+        for seed in range(3):
+            a = _core.transform_image(data, 160, 160, crop_mode=2, seed=seed, crop_aware=1)
+            b = _core.transform_image(data, 160, 160, crop_mode=2, seed=seed, crop_aware=0)
+            assert a == b, f"{p} seed {seed}"
+
+
+def test_layouts_flip_and_determinism(packed):
+    kw = dict(batch_size=16, size=(48, 40), crop="random", shuffle=True, seed=5)
+    nchw = next(iter(mx8.Dataset(str(packed), **kw)))
+    nhwc = next(iter(mx8.Dataset(str(packed), layout="NHWC", **kw)))
+    assert nhwc.images.shape == (16, 48, 40, 3)
+    assert torch.equal(nchw.images, nhwc.images.permute(0, 3, 1, 2))
+    again = next(iter(mx8.Dataset(str(packed), **kw)))
+    assert torch.equal(nchw.images, again.images) and torch.equal(nchw.sample_ids, again.sample_ids)
+    ds = mx8.Dataset(str(packed), **kw)
+    ds.set_epoch(1)
+    other = next(iter(ds))
+    assert not torch.equal(other.sample_ids, nchw.sample_ids)
+
+    plain = next(iter(mx8.Dataset(str(packed), batch_size=64, size=32, crop="none")))
+    flipped = next(iter(mx8.Dataset(str(packed), batch_size=64, size=32, crop="none", flip=True)))
+    same = [torch.equal(a, b) for a, b in zip(plain.images, flipped.images)]
+    mirrored = [torch.equal(a.flip(-1), b) for a, b in zip(plain.images, flipped.images)]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 16 < sum(mirrored) < 48  # about half
+
+
+def test_random_crop_is_resized_crop_of_the_image(corpus):
+    """A random crop of the 'size' of the whole image with scale=(1,1), ratio=(W/H, W/H) is
+    the plain resize: checks the RandomResizedCrop geometry end to end."""
+    p = image_files(corpus)[3]
+    W, H = Image.open(p).size
+    r = W / H
+    got = _core.transform_image(p.read_bytes(), 64, 64, crop_mode=2, scale_min=1.0, scale_max=1.0,
+                                ratio_min=r, ratio_max=r, layout=1)
+    ref = pillow_resize(p, 64, 64)
+    assert np.abs(np.frombuffer(got, np.uint8).reshape(64, 64, 3).astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_dataloader_workers_deliver_each_sample_once(packed):
+    ds = mx8.Dataset(str(packed), batch_size=10, size=32, shuffle=True, threads=1)
+    pickle.loads(pickle.dumps(ds))  # pickles cleanly (no native state)
+    single = [b.sample_ids.tolist() for b in ds]
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    multi = [b.sample_ids.tolist() for b in loader]
+    assert multi == single  # same batches, same order
+    flat = [i for b in multi for i in b]
+    assert sorted(flat) == list(range(mx8.resolve(str(packed)).samples))
+
+
+def test_no_threads_before_iter_and_none_after_close(packed):
+    base = native_threads()
+    ds = mx8.Dataset(str(packed), batch_size=8, size=32, threads=3)
+    assert native_threads() == base
+    it = iter(ds)
+    next(it)
+    assert native_threads() >= base + 3
+    ds.close()
+    assert native_threads() == base
+    with mx8.Dataset(str(packed), batch_size=8, size=32, threads=2) as ds2:
+        for i, _ in enumerate(ds2):
+            if i == 2:
+                break
+    assert native_threads() == base
+    # an abandoned iterator is cleaned up too
+    it = iter(mx8.Dataset(str(packed), batch_size=8, size=32, threads=2))
+    next(it)
+    del it
+    assert native_threads() == base
+
+
+def test_stats(packed):
+    ds = mx8.Dataset(str(packed), batch_size=50, size=32)
+    n = sum(len(b.sample_ids) for b in ds)
+    st = ds.stats()
+    assert st["images"] == n and st["batches"] == -(-n // 50) and st["errors"] == 0
+    assert st["bytes_read"] > 0 and st["decode_s"] > 0 and st["wait_s"] >= 0
+
+
+def test_rank_shares_are_disjoint_equal_and_complete(packed):
+    n = mx8.resolve(str(packed)).samples
+    for world in (2, 3):
+        shares = [[i for b in mx8.Dataset(str(packed), batch_size=7, size=16, shuffle=True, rank=r,
+                                          world_size=world) for i in b.sample_ids.tolist()]
+                  for r in range(world)]
+        assert len({len(s) for s in shares}) == 1  # equal step counts
+        flat = [i for s in shares for i in s]
+        assert set(flat) == set(range(n)) and len(flat) - n == (-n) % world  # padding only
+
+
+def test_batches_survive_the_iterator(packed):
+    """Handed-out tensors are never reused behind the user's back."""
+    ds = mx8.Dataset(str(packed), batch_size=16, size=32, prefetch_mb=1)
+    kept = list(ds)
+    again = list(ds)
+    assert all(torch.equal(a.images, b.images) for a, b in zip(kept, again))
