@@ -358,7 +358,18 @@ static size_t compact(mx8_engine *e, slot_t *s, size_t n) {
     return k;
 }
 
-int mx8_engine_next(mx8_engine *e, int *has_batch, mx8_batch_info *info, mx8_error *err) {
+static void deadline_after(struct timespec *ts, int ms) {
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_info *info,
+                    mx8_error *err) {
     memset(info, 0, sizeof *info);
     *has_batch = 0;
     pthread_mutex_lock(&e->mu);
@@ -374,9 +385,22 @@ int mx8_engine_next(mx8_engine *e, int *has_batch, mx8_batch_info *info, mx8_err
     slot_t *s = &e->slots[b % (size_t)e->cfg.depth];
     size_t n = mx8_engine_batch_len(e, b);
     uint64_t t0 = now_ns();
-    while (!e->stop && s->done < n)
-        pthread_cond_wait(&e->ready_cv, &e->mu);
+    struct timespec deadline;
+    if (timeout_ms >= 0)
+        deadline_after(&deadline, timeout_ms);
+    int timed_out = 0;
+    while (!e->stop && s->done < n && !timed_out) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&e->ready_cv, &e->mu);
+        else
+            timed_out = pthread_cond_timedwait(&e->ready_cv, &e->mu, &deadline) != 0;
+    }
     atomic_fetch_add(&e->wait_ns, now_ns() - t0);
+    if (!e->stop && s->done < n) {
+        pthread_mutex_unlock(&e->mu);
+        *has_batch = -1;
+        return MX8_OK;
+    }
     if (s->done < n) {
         pthread_mutex_unlock(&e->mu);
         return mx8_error_set(err, MX8_ERR_CLOSED, "the engine was stopped");

@@ -82,8 +82,11 @@ int mx8_engine_provide(mx8_engine *e, uint8_t *images, size_t cap, int64_t *labe
 
 int mx8_engine_start(mx8_engine *e, mx8_error *err);
 
-/* Blocks until the next batch is complete. *has_batch = 0 at the end of the order. */
-int mx8_engine_next(mx8_engine *e, int *has_batch, mx8_batch_info *info, mx8_error *err);
+/* Waits up to timeout_ms (< 0: forever) for the next batch. *has_batch: 1 = info holds
+ * the batch, 0 = the order is exhausted, -1 = timed out (call again; the caller can check
+ * for signals in between). */
+int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_info *info,
+                    mx8_error *err);
 
 /* Stops and joins the threads; safe to call twice. The caller's buffers are not touched
  * after it returns. */
