@@ -374,6 +374,10 @@ int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_inf
     *has_batch = 0;
     pthread_mutex_lock(&e->mu);
     size_t b = e->delivered;
+    if (e->stop) {
+        pthread_mutex_unlock(&e->mu);
+        return mx8_error_set(err, MX8_ERR_CLOSED, "the engine was stopped");
+    }
     if (b >= e->n_batches) {
         pthread_mutex_unlock(&e->mu);
         return MX8_OK;
