@@ -119,6 +119,9 @@ int mx8_resize_plan(mx8_resizer *r, int in_w, int in_h, float x0, float y0, floa
      * output size); a flip always needs the horizontal pass. */
     r->need_h = out_w != in_w || x0 != 0 || x1 != out_w || flip;
     r->need_v = out_h != in_h || y0 != 0 || y1 != out_h;
+    /* Pillow 11+: when the height shrinks by more than twice what the width does, the
+     * vertical pass runs first. The order changes rounding, so follow it exactly. */
+    r->h_first = !(in_h - out_h > 0 && in_h - out_h > (in_w - out_w) * 2);
     int rc = plan_axis(&r->ax, &r->wd, in_w, x0, x1, out_w, flip ? 1 : 0, 1, err);
     if (!rc) rc = plan_axis(&r->ay, &r->wd, in_h, y0, y1, out_h, 0, 0, err);
     if (rc) return rc;
@@ -206,30 +209,21 @@ static void vertical(const mx8_resizer *r, const uint8_t *tmp, size_t plane_stri
     }
 }
 
-int mx8_resize_run(mx8_resizer *r, const uint8_t *src, size_t stride, int src_x, int src_y,
-                   int src_w, int src_h, uint8_t *out, int layout, mx8_error *err) {
-    if (src_x < 0 || src_y < 0 || src_x > r->ax.lo || src_y > r->ay.lo || src_x + src_w < r->ax.hi ||
-        src_y + src_h < r->ay.hi)
-        return mx8_error_set(err, MX8_ERR_ARG,
-                             "resize source %dx%d+%d+%d does not cover columns %d..%d rows %d..%d",
-                             src_w, src_h, src_x, src_y, r->ax.lo, r->ax.hi, r->ay.lo, r->ay.hi);
-    int planar = layout == MX8_LAYOUT_NCHW;
+/* Pillow >= 11 order: horizontal pass first, rows [ay.lo, ay.hi) into tmp, then vertical. */
+static int run_h_first(mx8_resizer *r, const uint8_t *src, size_t stride, int src_x, int src_y,
+                       uint8_t *out, int planar, mx8_error *err) {
     int rows = r->ay.hi - r->ay.lo, ow = r->out_w;
-    /* The first source row the passes read, as a pointer into src. */
-    const uint8_t *s0 = src + (size_t)(r->ay.lo - src_y) * stride;
-    size_t acc_n = (size_t)ow * 3, tmp_n = acc_n * (size_t)rows;
-    int rc = mx8_scratch_reserve(&r->acc, sizeof(int32_t) * acc_n, err);
-    if (rc) return rc;
+    const uint8_t *row = src + (size_t)(r->ay.lo - src_y) * stride; /* first row read */
     if (!r->need_h && !planar) { /* NHWC identity columns: read the source rows in place */
-        vertical(r, s0, 0, stride, 1, ow * 3, r->acc.p, out); /* src_x == ax.lo == 0 */
+        vertical(r, row, 0, stride, 1, ow * 3, r->acc.p, out); /* src_x == ax.lo == 0 */
         return MX8_OK;
     }
-    if ((rc = mx8_scratch_reserve(&r->tmp, tmp_n, err))) return rc;
+    size_t plane = (size_t)ow * rows;
+    int rc = mx8_scratch_reserve(&r->tmp, plane * 3, err);
+    if (rc) return rc;
     uint8_t *tmp = r->tmp.p;
     const int32_t *k = r->ax.k.p;
     const int *pos = r->ax.pos.p;
-    const uint8_t *row = s0;
-    size_t plane = (size_t)ow * rows;
     for (int y = 0; y < rows; y++, row += stride) {
         if (planar)
             h_row_planar(row, src_x, tmp + (size_t)y * ow, tmp + plane + (size_t)y * ow,
@@ -242,4 +236,53 @@ int mx8_resize_run(mx8_resizer *r, const uint8_t *src, size_t stride, int src_x,
     else
         vertical(r, tmp, 0, (size_t)ow * 3, 1, ow * 3, r->acc.p, out);
     return MX8_OK;
+}
+
+/* Vertical pass first (Pillow does this when the height shrinks much more than the
+ * width): only the columns [ax.lo, ax.hi) the horizontal pass reads, into tmp, then the
+ * horizontal pass writes the output rows in the requested layout. */
+static int run_v_first(mx8_resizer *r, const uint8_t *src, size_t stride, int src_x, int src_y,
+                       uint8_t *out, int planar, mx8_error *err) {
+    int ow = r->out_w, oh = r->out_h, ncols = r->ax.hi - r->ax.lo;
+    const uint8_t *rows = src + (size_t)(0 - src_y) * stride; /* !need_v: src_y == 0 */
+    size_t rstride = stride;
+    int col0 = src_x;
+    if (r->need_v) {
+        size_t n = (size_t)ncols * 3;
+        int rc = mx8_scratch_reserve(&r->tmp, n * (size_t)oh, err);
+        if (rc) return rc;
+        const int32_t *k = r->ay.k.p;
+        const int *pos = r->ay.pos.p;
+        const uint8_t *s0 = src + (size_t)(r->ax.lo - src_x) * 3;
+        for (int y = 0; y < oh; y++)
+            v_row(s0 + (size_t)(pos[2 * y] - src_y) * stride, stride, (int)n, pos[2 * y + 1],
+                  k + (size_t)y * r->ay.taps, r->acc.p, (uint8_t *)r->tmp.p + (size_t)y * n);
+        rows = r->tmp.p;
+        rstride = n;
+        col0 = r->ax.lo;
+    }
+    size_t plane = (size_t)ow * oh;
+    for (int y = 0; y < oh; y++, rows += rstride) {
+        uint8_t *o = out + (size_t)y * ow * (planar ? 1 : 3);
+        if (planar)
+            h_row_planar(rows, col0, o, o + plane, o + 2 * plane, ow, r->ax.taps, r->ax.k.p, r->ax.pos.p);
+        else
+            h_row_rgb(rows, col0, o, ow, r->ax.taps, r->ax.k.p, r->ax.pos.p);
+    }
+    return MX8_OK;
+}
+
+int mx8_resize_run(mx8_resizer *r, const uint8_t *src, size_t stride, int src_x, int src_y,
+                   int src_w, int src_h, uint8_t *out, int layout, mx8_error *err) {
+    if (src_x < 0 || src_y < 0 || src_x > r->ax.lo || src_y > r->ay.lo ||
+        src_x + src_w < r->ax.hi || src_y + src_h < r->ay.hi)
+        return mx8_error_set(err, MX8_ERR_ARG,
+                             "resize source %dx%d+%d+%d does not cover columns %d..%d rows %d..%d",
+                             src_w, src_h, src_x, src_y, r->ax.lo, r->ax.hi, r->ay.lo, r->ay.hi);
+    int planar = layout == MX8_LAYOUT_NCHW;
+    size_t widest = (size_t)(r->out_w > r->ax.hi - r->ax.lo ? r->out_w : r->ax.hi - r->ax.lo);
+    int rc = mx8_scratch_reserve(&r->acc, sizeof(int32_t) * 3 * widest, err);
+    if (rc) return rc;
+    if (r->h_first) return run_h_first(r, src, stride, src_x, src_y, out, planar, err);
+    return run_v_first(r, src, stride, src_x, src_y, out, planar, err);
 }

@@ -1,9 +1,11 @@
 /* Separable antialiased bilinear resampling, equal to Pillow's
  * Image.resize((w, h), Image.BILINEAR, box=(x0, y0, x1, y1)) on RGB images: triangle
  * filter whose support grows with the downscale factor, coefficients computed in double
- * like Pillow's precompute_coeffs, then 22-bit fixed point, horizontal pass (clipped to
- * 8 bits) then vertical pass. Written straight into the caller's slot in NCHW or NHWC,
- * with an optional horizontal flip folded into the coefficients (no extra pass).
+ * like Pillow's precompute_coeffs, then 22-bit fixed point; two passes, clipped to 8 bits
+ * in between, in Pillow's (>= 11) order: vertical first when the height shrinks by more
+ * than twice what the width does, else horizontal first. Written straight into the
+ * caller's slot in NCHW or NHWC, with an optional horizontal flip folded into the
+ * coefficients (no extra pass).
  *
  * Measured against Pillow 13.0 on the real-photo corpus (crop + resize boxes):
  * max abs diff 0 levels (bit-identical); the contract we promise is +-1. */
@@ -31,6 +33,7 @@ typedef struct {
 typedef struct {
     int in_w, in_h, out_w, out_h;
     int need_h, need_v;
+    int h_first; /* pass order, Pillow's rule */
     mx8_resize_axis ax, ay;
     mx8_scratch tmp; /* horizontal pass output */
     mx8_scratch acc; /* int32 vertical accumulators */

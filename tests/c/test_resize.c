@@ -39,14 +39,15 @@ void test_resize_identity_exact(void) {
     mx8_resizer_release(&r);
 }
 
-void test_resize_flip_and_layouts(void) {
+/* Flip and NCHW agree with plain NHWC, for both pass orders (wide and tall sources). */
+static void flip_and_layouts(int W, int H, int OW, int OH, const float box[4], int want_h_first) {
     mx8_error err;
     mx8_resizer r = {0};
-    const int W = 97, H = 61, OW = 31, OH = 23;
-    uint8_t src[W * H * 3], a[OW * OH * 3], b[OW * OH * 3], c[OW * OH * 3], d[OW * OH * 3];
+    size_t n = (size_t)OW * OH * 3;
+    uint8_t *src = malloc((size_t)W * H * 3), *a = malloc(n), *b = malloc(n), *c = malloc(n), *d = malloc(n);
     t_fill_photo(src, W, H, 3, 2);
-    float box[4] = {3.5f, 2.25f, 90.0f, 60.0f};
     REQUIRE_OK(resize(&r, src, W, H, box[0], box[1], box[2], box[3], OW, OH, 0, MX8_LAYOUT_NHWC, a, &err), &err);
+    CHECK_INT(r.h_first, ==, want_h_first);
     REQUIRE_OK(resize(&r, src, W, H, box[0], box[1], box[2], box[3], OW, OH, 1, MX8_LAYOUT_NHWC, b, &err), &err);
     REQUIRE_OK(resize(&r, src, W, H, box[0], box[1], box[2], box[3], OW, OH, 0, MX8_LAYOUT_NCHW, c, &err), &err);
     REQUIRE_OK(resize(&r, src, W, H, box[0], box[1], box[2], box[3], OW, OH, 1, MX8_LAYOUT_NCHW, d, &err), &err);
@@ -62,11 +63,29 @@ void test_resize_flip_and_layouts(void) {
     CHECK(flip_ok);
     CHECK(nchw_ok);
     CHECK(nchw_flip_ok);
+    free(src);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    mx8_resizer_release(&r);
+}
+
+void test_resize_flip_and_layouts(void) {
+    const float wide[4] = {3.5f, 2.25f, 90.0f, 60.0f}, tall[4] = {1.0f, 10.5f, 59.0f, 190.0f};
+    flip_and_layouts(97, 61, 31, 23, wide, 1);
+    flip_and_layouts(60, 200, 50, 40, tall, 0);
     /* flip of an identity-size resize mirrors the exact pixels */
-    uint8_t e[W * H * 3];
+    mx8_error err;
+    mx8_resizer r = {0};
+    const int W = 19, H = 7;
+    uint8_t src[W * H * 3], e[W * H * 3];
+    t_fill_photo(src, W, H, 3, 4);
     REQUIRE_OK(resize(&r, src, W, H, 0, 0, W, H, W, H, 1, MX8_LAYOUT_NHWC, e, &err), &err);
-    CHECK(memcmp(e, src + (W - 1) * 3, 3) == 0);
-    CHECK(memcmp(e + (W - 1) * 3, src, 3) == 0);
+    int mirrored = 1;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) mirrored &= memcmp(e + (y * W + x) * 3, src + (y * W + W - 1 - x) * 3, 3) == 0;
+    CHECK(mirrored);
     mx8_resizer_release(&r);
 }
 
