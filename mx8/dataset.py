@@ -200,7 +200,7 @@ class Dataset(torch.utils.data.IterableDataset):
         snap = self.snapshot
         batch_bytes = self.batch_size * (3 * self.size[0] * self.size[1] if self.decode else 1 << 17)
         depth = max(2, min(16, (self.prefetch_mb << 20) // max(batch_bytes, 1)))
-        pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        pin = torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
         engine = _core.Engine(snap.manifest, snap.location_paths(), p.positions, self.threads,
                               self.batch_size, depth, not self.decode, self.on_error == "skip",
                               derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
@@ -242,6 +242,14 @@ class _BatchIterator:
         self.image_shape = image_shape  # per sample; None for raw batches
         self.depth = depth
         self.pin = pin
+        # Pageable decoded batches come from a pool of recycled buffers: a buffer returns when
+        # torch frees the last view of the batch handed out, so nothing is ever overwritten
+        # under the user, and steady state has no allocation and no page faults. Pinned
+        # batches use torch's caching host allocator, which recycles the same way.
+        self.pool = None
+        if image_shape is not None and not pin:
+            nbytes = max(engine.batch_len(0), 1) * image_shape[0] * image_shape[1] * image_shape[2]
+            self.pool = _core.BufferPool(nbytes, depth + 2)
         self.pending: Dict[int, Tuple[torch.Tensor, ...]] = {}
         self.closed = False
         self._fill()
@@ -251,8 +259,10 @@ class _BatchIterator:
         n = self.engine.batch_len(b)
         ids = torch.empty(n, dtype=torch.int64)
         labels = torch.empty(n, dtype=torch.int64)
+        if self.pool is not None:
+            return self.pool.acquire(), labels, ids
         if self.image_shape is not None:
-            images = torch.empty((n,) + self.image_shape, dtype=torch.uint8, pin_memory=self.pin)
+            images = torch.empty((n,) + self.image_shape, dtype=torch.uint8, pin_memory=True)
             return images, labels, ids
         data = torch.empty(max(self.engine.required_bytes(b), 1), dtype=torch.uint8, pin_memory=self.pin)
         offsets = torch.empty(n + 1, dtype=torch.int64)
@@ -264,8 +274,11 @@ class _BatchIterator:
             b = self.engine.next_to_provide
             bufs = self._alloc(b)
             offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
-            self.engine.provide(bufs[0].data_ptr(), bufs[0].numel(), bufs[1].data_ptr(), bufs[2].data_ptr(),
-                                offsets, bufs)
+            if isinstance(bufs[0], torch.Tensor):
+                ptr, nbytes = bufs[0].data_ptr(), bufs[0].numel()
+            else:
+                ptr, nbytes = bufs[0].ptr, bufs[0].nbytes
+            self.engine.provide(ptr, nbytes, bufs[1].data_ptr(), bufs[2].data_ptr(), offsets, bufs)
             self.pending[b] = bufs
 
     def __iter__(self) -> "_BatchIterator":
@@ -286,7 +299,10 @@ class _BatchIterator:
         bufs = self.pending.pop(b)
         self._fill()
         if len(bufs) == 3:
-            return Batch(bufs[0][:count], bufs[1][:count], bufs[2][:count])
+            images = bufs[0]
+            if not isinstance(images, torch.Tensor):
+                images = torch.from_dlpack(images.export((count,) + self.image_shape))
+            return Batch(images[:count], bufs[1][:count], bufs[2][:count])
         data, labels, ids, offsets = bufs
         return RawBatch(data[:int(offsets[count])], offsets[:count + 1], labels[:count], ids[:count])
 

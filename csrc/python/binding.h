@@ -23,6 +23,8 @@ typedef struct {
     PyTypeObject *ManifestType;
     PyTypeObject *EngineType;
     PyTypeObject *TarWriterType;
+    PyTypeObject *BufferPoolType;
+    PyTypeObject *PooledBufferType;
 } mx8_state;
 
 mx8_state *mx8_get_state(PyObject *module);
@@ -47,6 +49,9 @@ int mx8_engine_type_init(PyObject *module, mx8_state *st);
 
 /* tar_writer_type.c */
 int mx8_tar_writer_type_init(PyObject *module, mx8_state *st);
+
+/* buffer_pool_type.c */
+int mx8_buffer_pool_type_init(PyObject *module, mx8_state *st);
 
 /* image_functions.c: module-level functions (probe/decode/transform, epoch_order) */
 extern PyMethodDef mx8_image_methods[];

@@ -13,7 +13,8 @@ mx8_state *mx8_state_from_type(PyTypeObject *tp) {
 static int mx8_exec(PyObject *module) {
     mx8_state *st = mx8_get_state(module);
     if (mx8_errors_init(module, st) < 0 || mx8_manifest_type_init(module, st) < 0 ||
-        mx8_engine_type_init(module, st) < 0 || mx8_tar_writer_type_init(module, st) < 0)
+        mx8_engine_type_init(module, st) < 0 || mx8_tar_writer_type_init(module, st) < 0 ||
+        mx8_buffer_pool_type_init(module, st) < 0)
         return -1;
     return 0;
 }
@@ -29,6 +30,8 @@ static int mx8_traverse(PyObject *module, visitproc visit, void *arg) {
     Py_VISIT(st->ManifestType);
     Py_VISIT(st->EngineType);
     Py_VISIT(st->TarWriterType);
+    Py_VISIT(st->BufferPoolType);
+    Py_VISIT(st->PooledBufferType);
     return 0;
 }
 
@@ -43,6 +46,8 @@ static int mx8_clear(PyObject *module) {
     Py_CLEAR(st->ManifestType);
     Py_CLEAR(st->EngineType);
     Py_CLEAR(st->TarWriterType);
+    Py_CLEAR(st->BufferPoolType);
+    Py_CLEAR(st->PooledBufferType);
     return 0;
 }
 
