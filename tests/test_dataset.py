@@ -211,7 +211,8 @@ def test_batches_survive_the_iterator(packed):
 
 
 def test_batch_memory_is_recycled_only_after_release(packed):
-    ds = mx8.Dataset(str(packed), batch_size=8, size=32, pin_memory=False, prefetch_mb=1)
+    # 8 x 3 x 128 x 128 = 384 KiB a batch: prefetch_mb=1 gives depth 2
+    ds = mx8.Dataset(str(packed), batch_size=8, size=128, pin_memory=False, prefetch_mb=1)
     ptrs = [b.images.data_ptr() for b in ds]  # each batch dropped before the next arrives
     assert len(ptrs) > 20 and len(set(ptrs)) <= 4  # depth (2) + the pool's spare buffers
     held = list(ds)
