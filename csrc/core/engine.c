@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "file_reader.h"
-#include "rng_splitmix.h"
+#include "rng.h"
 
 /* A single encoded sample above this is refused instead of allocated. */
 #define MAX_SAMPLE_BYTES ((uint64_t)1 << 30)
@@ -65,8 +65,9 @@ static uint64_t now_ns(void) {
 }
 
 static uint64_t sample_seed(uint64_t aug_seed, int64_t id) {
-    uint64_t s = aug_seed ^ ((uint64_t)id * 0xD1B54A32D192ED03ULL);
-    return mx8_splitmix64(&s);
+    mx8_rng r;
+    mx8_rng_seed(&r, aug_seed ^ ((uint64_t)id * 0xD1B54A32D192ED03ULL));
+    return mx8_rng_next(&r);
 }
 
 size_t mx8_engine_num_batches(const mx8_engine *e) { return e->n_batches; }
