@@ -45,7 +45,7 @@ size_t mx8_decoder_scratch_bytes(const mx8_decoder *dec) {
     const mx8_resizer *r = &dec->rs;
     return mx8_jpeg_scratch_bytes(dec->jpeg) + dec->png_pix.cap + dec->png_rows.cap +
            r->tmp.cap + r->acc.cap + r->wd.cap + r->ax.k.cap + r->ax.pos.cap + r->ay.k.cap +
-           r->ay.pos.cap;
+           r->ay.pos.cap + r->row4.cap;
 }
 
 static int sniff(const uint8_t *d, size_t len) {

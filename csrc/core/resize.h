@@ -38,6 +38,7 @@ typedef struct {
     mx8_scratch tmp; /* horizontal pass output */
     mx8_scratch acc; /* int32 vertical accumulators */
     mx8_scratch wd;  /* double weights while computing coefficients */
+    mx8_scratch row4; /* one source row as int32 x 4 pixels for the horizontal pass */
 } mx8_resizer;
 
 void mx8_resizer_release(mx8_resizer *r);

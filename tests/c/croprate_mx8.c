@@ -1,0 +1,131 @@
+/* Bench: mx8_decode_transform with RandomResizedCrop(224) + flip, crop-aware vs full
+ * decode, and a plain full decode (mx8_decode_rgb), single thread, images from memory.
+ *   make -C tests/c bench && tests/c/build/croprate_mx8 LIST [reps] [dct_scaling]
+ * LIST holds one JPEG path a line. Prints images/s for each mode and the ratio; quote
+ * ratios from one run (absolute rates drift on shared machines). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../csrc/core/image_transform.h"
+
+typedef struct {
+    uint8_t **data;
+    size_t *len;
+    size_t n;
+} corpus;
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int read_file(const char *path, uint8_t **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    int rc = -1;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long sz = ftell(f);
+        if (sz > 0 && fseek(f, 0, SEEK_SET) == 0 && (*data = malloc((size_t)sz))) {
+            *len = fread(*data, 1, (size_t)sz, f);
+            rc = *len == (size_t)sz ? 0 : -1;
+            if (rc) free(*data);
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+static int load(const char *list, corpus *c) {
+    FILE *f = fopen(list, "r");
+    if (!f) return -1;
+    char path[4096];
+    size_t cap = 0;
+    while (fgets(path, sizeof path, f)) {
+        path[strcspn(path, "\r\n")] = 0;
+        if (!path[0]) continue;
+        if (c->n == cap) {
+            cap = cap ? cap * 2 : 256;
+            uint8_t **d = realloc(c->data, cap * sizeof *d);
+            size_t *l = d ? realloc(c->len, cap * sizeof *l) : NULL;
+            if (d) c->data = d;
+            if (!l) break;
+            c->len = l;
+        }
+        if (read_file(path, &c->data[c->n], &c->len[c->n]) == 0) c->n++;
+        else fprintf(stderr, "skipping %s\n", path);
+    }
+    fclose(f);
+    return c->n ? 0 : -1;
+}
+
+/* mode 0: full decode (mx8_decode_rgb); 1: transform full path; 2: transform crop-aware.
+ * Interleaved per image (rotating which mode goes first) so that load from other
+ * processes on a shared machine hits all modes alike; secs[mode] gets the time. */
+static void run(mx8_decoder *dec, const corpus *c, int reps, int dct, uint8_t *out, double secs[3]) {
+    mx8_transform t;
+    memset(&t, 0, sizeof t);
+    t.out_h = t.out_w = 224;
+    t.crop_mode = MX8_CROP_RANDOM;
+    t.scale_min = 0.08;
+    t.scale_max = 1.0;
+    t.ratio_min = 3.0 / 4;
+    t.ratio_max = 4.0 / 3;
+    t.flip = 1;
+    t.layout = MX8_LAYOUT_NCHW;
+    t.max_pixels = 100000000;
+    t.dct_scaling = dct;
+    mx8_error err;
+    long failed = 0;
+    for (int r = 0; r < reps; r++)
+        for (size_t i = 0; i < c->n; i++)
+            for (int k = 0; k < 3; k++) {
+                int mode = (int)((i + (size_t)k) % 3), rc;
+                double t0 = now();
+                if (mode == 0) {
+                    const uint8_t *rgb;
+                    int w, h;
+                    rc = mx8_decode_rgb(dec, c->data[i], c->len[i], t.max_pixels, &rgb, &w, &h, &err);
+                } else {
+                    t.crop_aware = mode == 2;
+                    rc = mx8_decode_transform(dec, c->data[i], c->len[i], &t, (uint64_t)i * 7919 + r, out, &err);
+                }
+                secs[mode] += now() - t0;
+                failed += rc != 0;
+            }
+    if (failed) fprintf(stderr, "%ld decodes failed (last: %s)\n", failed, err.msg);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s LIST [reps] [dct_scaling]\n", argv[0]);
+        return 2;
+    }
+    int reps = argc > 2 ? atoi(argv[2]) : 1, dct = argc > 3 ? atoi(argv[3]) : 0;
+    corpus c = {0};
+    if (load(argv[1], &c) != 0) {
+        fprintf(stderr, "no images read from %s\n", argv[1]);
+        return 1;
+    }
+    mx8_decoder *dec = mx8_decoder_new();
+    uint8_t *out = malloc(3 * 224 * 224);
+    if (!dec || !out) return 1;
+    double warm[3] = {0, 0, 0}, secs[3] = {0, 0, 0};
+    run(dec, &c, 1, dct, out, warm); /* grow scratch, fault pages in */
+    run(dec, &c, reps, dct, out, secs);
+    double n = (double)c.n * reps;
+    double full = n / secs[0], rrc_full = n / secs[1], rrc_crop = n / secs[2];
+    printf("images %zu x %d reps, single thread%s\n", c.n, reps, dct ? ", dct_scaling on" : "");
+    printf("full decode (mx8_decode_rgb):          %8.0f img/s\n", full);
+    printf("RRC(224)+flip, full decode + resize:   %8.0f img/s\n", rrc_full);
+    printf("RRC(224)+flip, crop-aware + resize:    %8.0f img/s\n", rrc_crop);
+    printf("crop-aware / full ratio:               %8.2fx\n", rrc_crop / rrc_full);
+    for (size_t i = 0; i < c.n; i++) free(c.data[i]);
+    free(c.data);
+    free(c.len);
+    free(out);
+    mx8_decoder_free(dec);
+    return 0;
+}
