@@ -9,7 +9,7 @@
 """
 from .dataset import Batch, Dataset, RawBatch
 from .errors import (DecodeError, Error, ImageTooLargeError, ManifestError, PackError, RangeError, ReadError,
-                     SnapshotMismatchError)
+                     RendezvousError, SnapshotMismatchError)
 from .pack import PackResult, pack
 from .resolve import Snapshot, resolve
 
@@ -18,5 +18,5 @@ __version__ = "0.1.0"
 __all__ = [
     "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch",
     "Error", "ManifestError", "ReadError", "RangeError", "DecodeError", "ImageTooLargeError",
-    "SnapshotMismatchError", "PackError",
+    "SnapshotMismatchError", "PackError", "RendezvousError",
 ]

@@ -12,9 +12,13 @@ from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, U
 import torch
 
 from . import _core
-from .distributed import current_world
+from .distributed import World, current_world
+from .errors import SnapshotMismatchError
+from .rendezvous import agree
 from .resolve import Snapshot, resolve
-from .sharding import derive_seed, plan
+from .sharding import consumed_after, derive_seed, plan
+
+STATE_FORMAT = "mx8.Dataset/1"
 
 CROP_MODES = {"none": 0, "center": 1, "random": 2}
 LAYOUTS = {"NCHW": 0, "NHWC": 1}
@@ -143,6 +147,8 @@ class Dataset(torch.utils.data.IterableDataset):
         self._rank, self._world_size = rank, world_size
         self._engine: Optional[_core.Engine] = None  # of the current/last iteration, for stats()
         self._plan_info: Dict[str, int] = {}
+        self._start = 0  # global positions of this epoch already consumed (mid-epoch resume)
+        self._progress: Optional[_Progress] = None  # batches yielded by the current iteration
 
     # -- snapshot and pickling -------------------------------------------------------
 
@@ -167,18 +173,58 @@ class Dataset(torch.utils.data.IterableDataset):
         state = self.__dict__.copy()
         state["_snapshot"] = None
         state["_engine"] = None
+        state["_progress"] = None
         return state
 
     # -- iteration ---------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        """Selects the epoch's order. Keeps a position loaded by load_state_dict() when the
+        epoch is the checkpoint's, so `ds.load_state_dict(sd); ds.set_epoch(sd_epoch)` resumes."""
+        epoch = int(epoch)
+        if epoch != self.epoch:
+            self._start = 0
+            self._progress = None
+        self.epoch = epoch
 
-    def _plan(self, rank: int, world_size: int, worker: int, num_workers: int):
+    def _plan(self, rank: int, world_size: int, worker: int, num_workers: int, start: int = 0):
         return plan(len(self.snapshot.manifest), manifest_hash=self.manifest_hash, seed=self.seed,
                     epoch=self.epoch, shuffle=self.shuffle, rank=rank, world_size=world_size,
-                    batch_size=self.batch_size, drop_last=self.drop_last, worker=worker,
+                    batch_size=self.batch_size, drop_last=self.drop_last, start=start, worker=worker,
                     num_workers=num_workers)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _position(self) -> int:
+        p = self._progress
+        if p is None:
+            return self._start
+        return consumed_after(p.start, p.batches, self.batch_size, p.world_size, len(self.snapshot.manifest))
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where this epoch stands: save it with your model checkpoint. ``position`` counts the
+        samples of the epoch's global order consumed by all ranks together (every rank has
+        yielded the same number of batches), so a resume may use another world size.
+
+        Counts batches yielded by this process's iterator: use ``num_workers=0`` (mx8's fast
+        path) when you need mid-epoch resume."""
+        return {"format": STATE_FORMAT, "manifest_hash": self.manifest_hash, "seed": self.seed,
+                "epoch": self.epoch, "shuffle": self.shuffle, "drop_last": self.drop_last,
+                "batch_size": self.batch_size, "samples": len(self.snapshot.manifest),
+                "world_size": self._progress.world_size if self._progress else None,
+                "position": self._position()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Resumes at the next unseen batch of the saved epoch (any world size, any batch size)."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not an mx8.Dataset state_dict (format {state.get('format')!r})")
+        if state["manifest_hash"] != self.manifest_hash:
+            raise SnapshotMismatchError(f"state_dict is for manifest_hash {state['manifest_hash']}, this dataset "
+                                        f"is {self.manifest_hash}")
+        self.seed, self.epoch, self.shuffle = int(state["seed"]), int(state["epoch"]), bool(state["shuffle"])
+        self.drop_last = bool(state["drop_last"])
+        self._start = int(state["position"])
+        self._progress = None
 
     def _transform(self) -> Dict[str, Any]:
         assert self.size is not None
@@ -195,8 +241,14 @@ class Dataset(torch.utils.data.IterableDataset):
         world = current_world(self._rank, self._world_size)
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        p = self._plan(world.rank, world.world_size, worker, num_workers)
-        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": p.samples}
+        start = self._start
+        if info is None:  # DataLoader workers have no process group; their parent checked
+            self._rendezvous(world, start)
+        p = self._plan(world.rank, world.world_size, worker, num_workers, start)
+        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": p.samples, "start": start}
+        # The next iteration (same epoch, no new checkpoint loaded) starts from the beginning.
+        self._start = 0
+        self._progress = _Progress(start, world.world_size)
         snap = self.snapshot
         batch_bytes = self.batch_size * (3 * self.size[0] * self.size[1] if self.decode else 1 << 17)
         depth = max(2, min(16, (self.prefetch_mb << 20) // max(batch_bytes, 1)))
@@ -211,7 +263,13 @@ class Dataset(torch.utils.data.IterableDataset):
             h, w = self.size  # type: ignore[misc]
             shape = (3, h, w) if self.layout == "NCHW" else (h, w, 3)
         # The iterator does not reference the Dataset: dropping it closes the engine at once.
-        return _BatchIterator(engine, shape, depth, pin)
+        return _BatchIterator(engine, shape, depth, pin, self._progress)
+
+    def _rendezvous(self, world: World, start: int) -> None:
+        self._plan_info["rendezvous"] = agree(
+            {"manifest_hash": self.manifest_hash, "seed": self.seed, "epoch": self.epoch,
+             "shuffle": self.shuffle, "batch_size": self.batch_size, "drop_last": self.drop_last,
+             "position": start, "world_size": world.world_size}, world)
 
     def stats(self) -> Dict[str, Any]:
         """Counters of the current (or last) iteration: images, bytes_read, errors, skipped,
@@ -233,12 +291,22 @@ class Dataset(torch.utils.data.IterableDataset):
         self.close()
 
 
+class _Progress:
+    """Batches an iteration has yielded; shared by the iterator and its Dataset's state_dict."""
+
+    def __init__(self, start: int, world_size: int) -> None:
+        self.start = start
+        self.world_size = world_size
+        self.batches = 0
+
+
 class _BatchIterator:
     """Keeps up to `depth` batches provided to the engine and yields them in order."""
 
     def __init__(self, engine: "_core.Engine", image_shape: Optional[Tuple[int, int, int]], depth: int,
-                 pin: bool) -> None:
+                 pin: bool, progress: _Progress) -> None:
         self.engine = engine
+        self.progress = progress
         self.image_shape = image_shape  # per sample; None for raw batches
         self.depth = depth
         self.pin = pin
@@ -298,6 +366,7 @@ class _BatchIterator:
         b, count, _skipped = got
         bufs = self.pending.pop(b)
         self._fill()
+        self.progress.batches += 1
         if len(bufs) == 3:
             images = bufs[0]
             if not isinstance(images, torch.Tensor):

@@ -11,6 +11,7 @@ here; the rest are raised by the Python glue.
     - ``ImageTooLargeError``: an image is above the pixel limit (decompression bomb guard).
   - ``SnapshotMismatchError``: the data no longer matches a pinned ``@sha256:`` hash.
   - ``PackError``: ``mx8.pack`` met an input it cannot pack (names the file).
+  - ``RendezvousError``: ranks disagree on manifest_hash, seed, epoch, batch size, ...
 
 Errors about one sample carry ``sample_id``, ``location`` and, for byte ranges,
 ``offset`` and ``length`` attributes.
@@ -29,6 +30,10 @@ class SnapshotMismatchError(Error):
     """The dataset's manifest_hash differs from the one pinned with ``uri@sha256:<hash>``."""
 
 
+class RendezvousError(Error):
+    """Ranks disagree on the snapshot or its reading settings (names which rank had what)."""
+
+
 class PackError(Error):
     """``mx8.pack`` met an input it cannot pack (zero-length, unreadable, not an image)."""
 
@@ -42,4 +47,5 @@ __all__ = [
     "ImageTooLargeError",
     "SnapshotMismatchError",
     "PackError",
+    "RendezvousError",
 ]
