@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# mx8 slow gates, selected by the MX8 seed's flags (set to 1). Each flag selects the pytest
+# tests carrying the marker named after it: the flag without "MX8_", lower-cased.
+#
+#   flag                              marker                        what the gate proves
+#   MX8_SMOKE_TORCH_DDP               smoke_torch_ddp               multi-process (gloo) DDP training loop runs
+#   MX8_SMOKE_TORCH_DDP_NODUPES       smoke_torch_ddp_nodupes       every sample goes to exactly one rank once per epoch
+#   MX8_SMOKE_TORCH_DDP_DETERMINISM   smoke_torch_ddp_determinism   same (hash, seed, epoch, world) -> same sequences
+#   MX8_SMOKE_TORCH_DDP_RESTART       smoke_torch_ddp_restart       epoch restart / state_dict resume reproduce the order
+#   MX8_SMOKE_MINIO                   smoke_minio                   S3 reads against a local S3 server (moto)
+#   MX8_SMOKE_MINIO_PACK              smoke_minio_pack              mx8 pack / mx8-pack-s3 to and from S3
+#   MX8_SMOKE_DEMO2_MINIO_SCALE       smoke_demo2_minio_scale       a larger S3 dataset end to end, bounded memory
+#   MX8_SMOKE_MINIO_MANIFEST_STORE    smoke_minio_manifest_store    manifests stored in / resolved from S3, pinning
+#   MX8_SMOKE_PY_VISION_PILLOW        smoke_py_vision_pillow        decoded pixels match Pillow/torchvision
+#   MX8_SMOKE_ALL=1 selects every gate.
+#
+# A test joins a gate with `@pytest.mark.smoke_torch_ddp` (and may check the flag, which this
+# script exports, to skip itself in a plain `pytest` run). Outcome per gate:
+#   PASS             tests ran and passed
+#   FAIL             a test failed or errored
+#   NOT IMPLEMENTED  no test carries the marker yet; not a pass
+#   ALL SKIPPED      tests exist but every one skipped itself; not a pass
+# Exit status: 0 when every selected gate passed (or none was selected: "no gate selected"),
+# 1 when one failed, 2 when none failed but some are not implemented or all skipped.
+# PYTEST_ADDOPTS passes options to pytest.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+FLAGS=(MX8_SMOKE_TORCH_DDP MX8_SMOKE_TORCH_DDP_NODUPES MX8_SMOKE_TORCH_DDP_DETERMINISM
+       MX8_SMOKE_TORCH_DDP_RESTART MX8_SMOKE_MINIO MX8_SMOKE_MINIO_PACK
+       MX8_SMOKE_DEMO2_MINIO_SCALE MX8_SMOKE_MINIO_MANIFEST_STORE MX8_SMOKE_PY_VISION_PILLOW)
+
+selected=()
+for f in "${FLAGS[@]}"; do
+  if [[ "${!f:-0}" == 1 || "${MX8_SMOKE_ALL:-0}" == 1 ]]; then selected+=("$f"); fi
+done
+if ((${#selected[@]} == 0)); then
+  echo "[smoke] no gate selected. Set one or more flags to 1 (or MX8_SMOKE_ALL=1):"
+  printf '  %s\n' "${FLAGS[@]}"
+  exit 0
+fi
+
+./scripts/setup_env.sh
+PY="$REPO/.venv/bin/python"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# junit counts -> "tests failures errors skipped"
+junit_counts() {
+  "$PY" - "$1" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+t = [sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")]
+print(*t)
+EOF
+}
+
+results=()
+worst=0
+for f in "${selected[@]}"; do
+  marker="$(echo "${f#MX8_}" | tr '[:upper:]' '[:lower:]')"
+  echo
+  echo "=== [smoke] gate $f (pytest -m $marker) ==="
+  export "$f"=1
+  # Collect first: a gate without tests is reported as such, before installing anything for it.
+  rc=0
+  "$PY" -m pytest --collect-only -q -m "$marker" tests/ >"$tmp/collect.txt" 2>&1 || rc=$?
+  if ((rc == 5)); then
+    echo "[smoke] gate $f: not implemented yet (no test is marked '$marker')"
+    results+=("$(printf '%-34s NOT IMPLEMENTED  no test marked %s' "$f" "$marker")")
+    if ((worst == 0)); then worst=2; fi
+    continue
+  elif ((rc != 0)); then
+    cat "$tmp/collect.txt"
+    results+=("$(printf '%-34s FAIL             collection failed (pytest exit %s)' "$f" "$rc")")
+    worst=1
+    continue
+  fi
+  if [[ "$marker" == *minio* ]] && ! "$PY" -c 'import moto, boto3' 2>/dev/null; then
+    echo "[smoke] installing the S3 test server for $f: moto[server] boto3"
+    "$PY" -m pip install -q --disable-pip-version-check 'moto[server]' boto3 \
+      2> >(grep -v 'is ignored: it is neither' >&2)
+  fi
+  rc=0
+  "$PY" -m pytest -q -rfEs -m "$marker" --junitxml="$tmp/$marker.xml" tests/ || rc=$?
+  read -r n fails errs skips < <(junit_counts "$tmp/$marker.xml" 2>/dev/null || echo "0 0 0 0")
+  if ((rc == 0 && n > 0 && skips == n)); then
+    results+=("$(printf '%-34s ALL SKIPPED      %s test(s), every one skipped' "$f" "$n")")
+    if ((worst == 0)); then worst=2; fi
+  elif ((rc == 0)); then
+    results+=("$(printf '%-34s PASS             %s passed, %s skipped' "$f" "$((n - skips))" "$skips")")
+  else
+    results+=("$(printf '%-34s FAIL             %s failed, %s errors of %s (pytest exit %s)' \
+                "$f" "$fails" "$errs" "$n" "$rc")")
+    worst=1
+  fi
+done
+
+echo
+echo "=== [smoke] summary ==="
+printf '%s\n' "${results[@]}"
+case $worst in
+  0) echo "[smoke] OK" ;;
+  1) echo "[smoke] FAILED" ;;
+  2) echo "[smoke] INCOMPLETE: some selected gates have no tests that ran" ;;
+esac
+exit "$worst"
