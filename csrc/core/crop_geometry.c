@@ -82,6 +82,9 @@ void mx8_crop_center(int width, int height, int resize_short, int out_h, int out
     g->by0 = (float)(top * sy);
     g->bx1 = (float)((left + cw) * sx);
     g->by1 = (float)((top + ch) * sy);
+    /* float rounding must not push the box past the image (the resampler refuses it) */
+    if (g->bx1 > (float)width) g->bx1 = (float)width;
+    if (g->by1 > (float)height) g->by1 = (float)height;
 }
 
 void mx8_crop_full(int width, int height, mx8_crop_geometry *g) {

@@ -25,7 +25,8 @@
     X(test_transform_deterministic)                 \
     X(test_transform_equals_manual_pipeline)        \
     X(test_transform_png_and_dct_scaling)           \
-    X(test_transform_rejects_garbage_and_bad_args)
+    X(test_transform_rejects_garbage_and_bad_args) \
+    X(test_transform_odd_sizes)
 
 #define MX8_DECLARE(name) void name(void);
 MX8_TESTS(MX8_DECLARE)
