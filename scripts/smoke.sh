@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # mx8 slow gates, selected by the MX8 seed's flags (set to 1). Each flag selects the pytest
-# tests carrying the marker named after it: the flag without "MX8_", lower-cased.
+# tests carrying its marker (registered in pyproject.toml, [tool.pytest.ini_options]):
 #
-#   flag                              marker                        what the gate proves
-#   MX8_SMOKE_TORCH_DDP               smoke_torch_ddp               multi-process (gloo) DDP training loop runs
-#   MX8_SMOKE_TORCH_DDP_NODUPES       smoke_torch_ddp_nodupes       every sample goes to exactly one rank once per epoch
-#   MX8_SMOKE_TORCH_DDP_DETERMINISM   smoke_torch_ddp_determinism   same (hash, seed, epoch, world) -> same sequences
-#   MX8_SMOKE_TORCH_DDP_RESTART       smoke_torch_ddp_restart       epoch restart / state_dict resume reproduce the order
-#   MX8_SMOKE_MINIO                   smoke_minio                   S3 reads against a local S3 server (moto)
-#   MX8_SMOKE_MINIO_PACK              smoke_minio_pack              mx8 pack / mx8-pack-s3 to and from S3
-#   MX8_SMOKE_DEMO2_MINIO_SCALE       smoke_demo2_minio_scale       a larger S3 dataset end to end, bounded memory
-#   MX8_SMOKE_MINIO_MANIFEST_STORE    smoke_minio_manifest_store    manifests stored in / resolved from S3, pinning
-#   MX8_SMOKE_PY_VISION_PILLOW        smoke_py_vision_pillow        decoded pixels match Pillow/torchvision
+#   flag                              marker                 what the gate proves
+#   MX8_SMOKE_TORCH_DDP               ddp_train              a small model trains under torchrun (gloo) DDP
+#   MX8_SMOKE_TORCH_DDP_NODUPES       ddp_nodupes            every sample goes to exactly one rank once per epoch
+#   MX8_SMOKE_TORCH_DDP_DETERMINISM   ddp_determinism        same (hash, seed, epoch, world) -> same sequences
+#   MX8_SMOKE_TORCH_DDP_RESTART       ddp_restart            a killed rank restarts and resumes mid-epoch exactly once
+#   MX8_SMOKE_MINIO                   minio                  S3 reads against a local S3 server (moto)
+#   MX8_SMOKE_MINIO_PACK              minio_pack             mx8 pack / mx8-pack-s3 to and from S3
+#   MX8_SMOKE_DEMO2_MINIO_SCALE       demo2_minio_scale      a larger S3 dataset end to end, bounded memory
+#   MX8_SMOKE_MINIO_MANIFEST_STORE    minio_manifest_store   manifests stored in / resolved from S3, pinning
+#   MX8_SMOKE_PY_VISION_PILLOW        py_vision_pillow       decoded pixels match Pillow/torchvision
 #   MX8_SMOKE_ALL=1 selects every gate.
 #
-# A test joins a gate with `@pytest.mark.smoke_torch_ddp` (and may check the flag, which this
-# script exports, to skip itself in a plain `pytest` run). Outcome per gate:
+# A test joins a gate with `@pytest.mark.ddp_train` etc. The script exports the flag while the
+# gate runs, so a slow test may skip itself in a plain `pytest` run. Outcome per gate:
 #   PASS             tests ran and passed
 #   FAIL             a test failed or errored
 #   NOT IMPLEMENTED  no test carries the marker yet; not a pass
@@ -27,17 +27,19 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-FLAGS=(MX8_SMOKE_TORCH_DDP MX8_SMOKE_TORCH_DDP_NODUPES MX8_SMOKE_TORCH_DDP_DETERMINISM
-       MX8_SMOKE_TORCH_DDP_RESTART MX8_SMOKE_MINIO MX8_SMOKE_MINIO_PACK
-       MX8_SMOKE_DEMO2_MINIO_SCALE MX8_SMOKE_MINIO_MANIFEST_STORE MX8_SMOKE_PY_VISION_PILLOW)
+GATES=(MX8_SMOKE_TORCH_DDP:ddp_train MX8_SMOKE_TORCH_DDP_NODUPES:ddp_nodupes
+       MX8_SMOKE_TORCH_DDP_DETERMINISM:ddp_determinism MX8_SMOKE_TORCH_DDP_RESTART:ddp_restart
+       MX8_SMOKE_MINIO:minio MX8_SMOKE_MINIO_PACK:minio_pack MX8_SMOKE_DEMO2_MINIO_SCALE:demo2_minio_scale
+       MX8_SMOKE_MINIO_MANIFEST_STORE:minio_manifest_store MX8_SMOKE_PY_VISION_PILLOW:py_vision_pillow)
 
 selected=()
-for f in "${FLAGS[@]}"; do
-  if [[ "${!f:-0}" == 1 || "${MX8_SMOKE_ALL:-0}" == 1 ]]; then selected+=("$f"); fi
+for g in "${GATES[@]}"; do
+  f="${g%%:*}"
+  if [[ "${!f:-0}" == 1 || "${MX8_SMOKE_ALL:-0}" == 1 ]]; then selected+=("$g"); fi
 done
 if ((${#selected[@]} == 0)); then
   echo "[smoke] no gate selected. Set one or more flags to 1 (or MX8_SMOKE_ALL=1):"
-  printf '  %s\n' "${FLAGS[@]}"
+  printf '  %s\n' "${GATES[@]%%:*}"
   exit 0
 fi
 
@@ -59,8 +61,9 @@ EOF
 
 results=()
 worst=0
-for f in "${selected[@]}"; do
-  marker="$(echo "${f#MX8_}" | tr '[:upper:]' '[:lower:]')"
+for g in "${selected[@]}"; do
+  f="${g%%:*}"
+  marker="${g#*:}"
   echo
   echo "=== [smoke] gate $f (pytest -m $marker) ==="
   export "$f"=1
