@@ -1,0 +1,127 @@
+"""A training-job stand-in run under torchrun by tests/test_ddp.py (real processes, gloo on
+127.0.0.1). Each rank writes what it saw to OUT/rank<r>.json."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+
+import torch
+import torch.distributed as dist
+
+import mx8
+
+
+def write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # a SIGKILL leaves either the old or the new file, never half
+
+
+def init_process_group(rank: int) -> None:
+    """gloo over torchrun's agent store, under a per-attempt prefix: the agent's store
+    outlives a restart, and without the prefix restarted ranks read the dead attempt's
+    gloo addresses (seen with torch 2.13: connectFullMesh 'Connection refused')."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+    dist.init_process_group("gloo", store=dist.PrefixStore(f"mx8-test/attempt{attempt}", store), rank=rank,
+                            world_size=int(os.environ["WORLD_SIZE"]))
+
+
+def dataset(a, rank_seed_offset=0):
+    return mx8.Dataset(a.uri, batch_size=a.batch_size, decode=a.mode == "train", size=32 if a.mode == "train" else None,
+                       crop="random", shuffle=True, seed=a.seed + rank_seed_offset, drop_last=a.drop_last)
+
+
+def run_ids(a, rank, out):
+    ds = dataset(a)
+    epochs = {}
+    for epoch in a.epochs:
+        ds.set_epoch(epoch)
+        epochs[epoch] = [b.sample_ids.tolist() for b in ds]
+    write_json(out, {"epochs": epochs, "stats": ds.stats()})
+
+
+def run_mismatch(a, rank, out):
+    ds = dataset(a, rank_seed_offset=rank)  # rank r uses seed + r: must be refused everywhere
+    try:
+        next(iter(ds))
+        write_json(out, {"error": None})
+    except mx8.RendezvousError as e:
+        write_json(out, {"error": str(e)})
+
+
+def run_restart(a, rank, out):
+    """Checkpoint after every step; on the first attempt the last rank SIGKILLs itself."""
+    ds = dataset(a)
+    ckpt_path = os.path.join(a.out, f"ckpt{rank}.json")
+    seen = []
+    if os.path.exists(ckpt_path):
+        with open(ckpt_path) as f:
+            ckpt = json.load(f)
+        ds.load_state_dict(ckpt["data"])
+        seen = ckpt["seen"]
+    ds.set_epoch(a.epochs[0])
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    for step, batch in enumerate(ds):
+        seen.append(batch.sample_ids.tolist())  # "train" on the batch, then checkpoint
+        dist.barrier()  # a step of DDP: every rank takes it together
+        write_json(ckpt_path, {"data": ds.state_dict(), "seen": seen})
+        if attempt == 0 and step == a.kill_at and rank == dist.get_world_size() - 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    write_json(out, {"seen": seen, "attempt": attempt, "stats": ds.stats()})
+
+
+def run_train(a, rank, out):
+    """A small model trains for two epochs under DDP on mx8 batches."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, a.classes))
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    ds = dataset(a)
+    losses, steps = [], []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        total, n = 0.0, 0
+        for batch in torch.utils.data.DataLoader(ds, batch_size=None):
+            x = batch.images.float() / 255.0
+            loss = torch.nn.functional.cross_entropy(ddp(x), batch.labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            n += 1
+        losses.append(total / max(n, 1))
+        steps.append(n)
+    write_json(out, {"losses": losses, "steps": steps})
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=("ids", "mismatch", "restart", "train"))
+    p.add_argument("uri")
+    p.add_argument("out")
+    p.add_argument("--batch-size", type=int, default=7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, nargs="+", default=[0])
+    p.add_argument("--drop-last", action="store_true")
+    p.add_argument("--kill-at", type=int, default=3)
+    p.add_argument("--classes", type=int, default=8)
+    p.add_argument("--no-process-group", action="store_true", help="rendezvous through torchrun's agent store")
+    a = p.parse_args()
+    rank = int(os.environ["RANK"])
+    if not a.no_process_group:
+        init_process_group(rank)
+    out = os.path.join(a.out, f"rank{rank}.json")
+    {"ids": run_ids, "mismatch": run_mismatch, "restart": run_restart, "train": run_train}[a.mode](a, rank, out)
+    if not a.no_process_group:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

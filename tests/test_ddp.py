@@ -1,0 +1,113 @@
+"""Training under DDP with real processes: torchrun, gloo on 127.0.0.1, world sizes 1-3.
+
+Markers select the seed's smoke gates (scripts/smoke.sh): ddp_nodupes, ddp_determinism,
+ddp_restart, ddp_train."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import mx8
+
+JOB = Path(__file__).with_name("ddp_job.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(world: int, args, out: Path, *, max_restarts: int = 0, timeout: int = 180):
+    out.mkdir(parents=True, exist_ok=True)
+    # The c10d rendezvous (not a static master port) gives each restart a fresh round, so
+    # the restarted ranks never read the dead attempt's addresses.
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={world}", "--nnodes=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=mx8-test",
+           f"--max-restarts={max_restarts}", "--monitor-interval=0.5", str(JOB)] + [str(x) for x in args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    results = [json.loads((out / f"rank{r}.json").read_text()) if (out / f"rank{r}.json").exists() else None
+               for r in range(world)]
+    return p, results
+
+
+@pytest.fixture(scope="module")
+def uri(corpus, tmp_path_factory):
+    """The corpus plus one image: 211 samples, a prime, so no world or batch size divides it."""
+    import shutil
+    src = tmp_path_factory.mktemp("odd-src")
+    shutil.copytree(corpus, src, dirs_exist_ok=True)
+    shutil.copy(next(corpus.glob("class_000/*.jpg")), src / "class_001" / "extra.jpg")
+    out = tmp_path_factory.mktemp("odd")
+    r = mx8.pack(str(src), str(out), shard_mb=4, progress=False)
+    assert r.samples == 211
+    return str(out)
+
+
+@pytest.mark.ddp_nodupes
+@pytest.mark.parametrize("world,batch_size,drop_last", [(1, 7, False), (2, 7, False), (3, 8, False), (3, 5, True)])
+def test_ranks_share_each_epoch_without_duplicates(uri, tmp_path, world, batch_size, drop_last):
+    n = mx8.resolve(uri).samples
+    args = ["ids", uri, tmp_path, "--batch-size", batch_size, "--epochs", 0, 1] + (["--drop-last"] if drop_last else [])
+    p, res = torchrun(world, args, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for epoch in ("0", "1"):
+        per_rank = [r["epochs"][epoch] for r in res]
+        assert len({len(b) for b in per_rank}) == 1, "ranks took different step counts"
+        ids = Counter(i for batches in per_rank for b in batches for i in b)
+        st = res[0]["stats"]
+        if drop_last:
+            assert max(ids.values()) == 1 and len(ids) == n - st["dropped"]
+        else:
+            assert set(ids) == set(range(n)) and sum(ids.values()) - n == st["padded"]
+            assert st["padded"] == (-n) % world
+    assert res[0]["epochs"]["0"] != res[0]["epochs"]["1"]  # epochs reshuffle
+
+
+@pytest.mark.ddp_determinism
+def test_two_runs_give_identical_sequences_and_seed_changes_them(uri, tmp_path):
+    runs = [torchrun(2, ["ids", uri, tmp_path / name, "--seed", seed], tmp_path / name)
+            for name, seed in (("a", 5), ("b", 5), ("c", 6))]
+    for p, _ in runs:
+        assert p.returncode == 0, p.stderr[-3000:]
+    a, b, c = (res for _, res in runs)
+    assert a[0]["epochs"] == b[0]["epochs"] and a[1]["epochs"] == b[1]["epochs"]
+    assert a[0]["epochs"] != c[0]["epochs"]
+
+
+@pytest.mark.ddp_determinism
+@pytest.mark.parametrize("process_group", [True, False])
+def test_mismatched_seed_fails_on_every_rank_naming_who_had_what(uri, tmp_path, process_group):
+    args = ["mismatch", uri, tmp_path] + ([] if process_group else ["--no-process-group"])
+    p, res = torchrun(2, args, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for r in res:
+        assert r["error"] and "disagree on seed" in r["error"]
+        assert "rank 0: seed=0" in r["error"] and "rank 1: seed=1" in r["error"]
+
+
+@pytest.mark.ddp_restart
+def test_sigkilled_rank_restart_resumes_mid_epoch_exactly_once(uri, tmp_path):
+    n = mx8.resolve(uri).samples
+    p, res = torchrun(2, ["restart", uri, tmp_path, "--batch-size", 8, "--kill-at", 4], tmp_path, max_restarts=1)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert all(r["attempt"] == 1 for r in res), "the job was not restarted after the SIGKILL"
+    ids = Counter(i for r in res for b in r["seen"] for i in b)
+    assert set(ids) == set(range(n)) and sum(ids.values()) - n == res[0]["stats"]["padded"]
+    assert len(res[0]["seen"]) == len(res[1]["seen"])
+
+
+@pytest.mark.ddp_train
+def test_small_model_trains_two_epochs_under_ddp(uri, tmp_path):
+    p, res = torchrun(2, ["train", uri, tmp_path, "--batch-size", 16], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert res[0]["steps"] == res[1]["steps"] and res[0]["steps"][0] > 0
+    assert all(l == l and l < 10 for r in res for l in r["losses"])  # finite losses
