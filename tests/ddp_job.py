@@ -79,11 +79,12 @@ def run_restart(a, rank, out):
 def run_train(a, rank, out):
     """A small model trains for two epochs under DDP on mx8 batches."""
     torch.manual_seed(0)
+    ds = dataset(a)
+    classes = len(ds.snapshot.labels)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(8, a.classes))
+                                torch.nn.Flatten(), torch.nn.Linear(8, classes))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
-    ds = dataset(a)
     losses, steps = [], []
     for epoch in range(2):
         ds.set_epoch(epoch)
@@ -111,7 +112,6 @@ def main():
     p.add_argument("--epochs", type=int, nargs="+", default=[0])
     p.add_argument("--drop-last", action="store_true")
     p.add_argument("--kill-at", type=int, default=3)
-    p.add_argument("--classes", type=int, default=8)
     p.add_argument("--no-process-group", action="store_true", help="rendezvous through torchrun's agent store")
     a = p.parse_args()
     rank = int(os.environ["RANK"])
