@@ -25,7 +25,19 @@
     X(test_transform_deterministic)                 \
     X(test_transform_equals_manual_pipeline)        \
     X(test_transform_png_and_dct_scaling)           \
-    X(test_transform_rejects_garbage_and_bad_args) \
+    X(test_transform_rejects_garbage_and_bad_args)  \
+    X(test_manifest_parse_and_hash)                 \
+    X(test_manifest_missing_final_newline_hashes_canonically) \
+    X(test_manifest_errors_name_the_line)           \
+    X(test_manifest_many_unique_locations)          \
+    X(test_tar_writer_members_and_offsets)          \
+    X(test_tar_writer_open_error_names_path)        \
+    X(test_epoch_order_permutation_and_determinism) \
+    X(test_epoch_order_batches_mix_blocks)          \
+    X(test_engine_order_determinism_and_skip)       \
+    X(test_engine_raw_mode_and_limits)              \
+    X(test_engine_stop_with_work_pending)           \
+    X(test_buffer_pool_reuse_and_lifetime) \
     X(test_transform_odd_sizes)
 
 #define MX8_DECLARE(name) void name(void);
