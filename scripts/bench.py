@@ -1,0 +1,587 @@
+#!/usr/bin/env python3
+"""mx8 side-by-side benchmark: one run, one corpus, the same cores for every contender.
+
+Contenders (each in its own subprocess, so peak RSS and start-up are its own):
+  mx8-train          mx8.Dataset(size=224, crop="random", flip=True): decode + RandomResizedCrop
+                     + flip into uint8 NCHW batches of 256, threads = all cores
+  mx8-eval           crop="center", resize 256 -> center 224
+  mx8-no-crop-aware  mx8-train with crop_aware=False (decode whole JPEGs, then crop)
+  torchvision-wN     ImageFolder + Pillow, RandomResizedCrop(224) + RandomHorizontalFlip +
+                     PILToTensor, DataLoader(batch_size=256, num_workers=N) for N in --workers
+  turbojpeg-raw      the physical-limit probe shared/bench/tjrate.c: single-thread TurboJPEG
+                     full decode of every JPEG (no crop, no resize, no PNG) from memory
+
+Every contender gets a warm-up pass over a few batches, then is timed over the whole corpus
+(--repeats epochs, the best one counts). The table gives images/s, the ratio to the best
+torchvision setting and to raw TurboJPEG (one core, and N cores ideal = N x that rate), peak
+RSS of the contender's largest process (getrusage via wait4), peak PSS summed over its
+processes (DataLoader workers included; sampled) and the time to the first batch. Results go
+to --out as bench.md, bench.json and, when matplotlib imports, bench.png.
+
+torchvision: the torchvision wheel that matches this project's torch==2.13.0 does not import
+beside it ("operator torchvision::nms does not exist"), so unless .venv has a working one, the
+torchvision contenders run in a separate virtualenv .venv-baseline with torch==2.14.1 and
+torchvision==0.29.1 (made on first use, ~5.5 GB; never in CI). The table names the versions.
+
+Quote ratios, not absolute rates: the machines are shared and noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_PY = os.path.join(REPO, ".venv", "bin", "python")
+BASELINE_VENV = os.path.join(REPO, ".venv-baseline")
+BASELINE_PINS = ["torch==2.14.1", "torchvision==0.29.1", "pillow", "numpy"]
+CACHE = os.path.join(REPO, ".cache")
+BATCH = 256
+TV_WORKERS = [0, 1, 2, 3, 4]
+MX8_CONTENDERS = ["mx8-train", "mx8-eval", "mx8-no-crop-aware"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def shared_dir() -> str:
+    for cand in (os.path.join(REPO, "..", "shared"), os.path.join(REPO, "shared")):
+        if os.path.exists(os.path.join(cand, "bench", "make_corpus.py")):
+            return os.path.realpath(cand)
+    raise SystemExit("bench: shared/bench (make_corpus.py, tjrate.c) not found at ../shared or ./shared")
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus and packed dataset
+
+def build_corpus(count: int, python: str = sys.executable) -> str:
+    """A cached real-photo ImageFolder of `count` images under .cache/ (make_corpus.py)."""
+    out = os.path.join(CACHE, f"bench-corpus-{count}")
+    if os.path.exists(os.path.join(out, "_corpus.tsv")):
+        return out
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"making a {count}-image real-photo corpus -> {out} (about {count // 50 + 5}s)")
+    subprocess.run([python, os.path.join(shared_dir(), "bench", "make_corpus.py"), tmp, "--count", str(count)],
+                   check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def corpus_images(corpus: str) -> List[str]:
+    """Relative paths of the images of an ImageFolder, sorted."""
+    out = []
+    for d, _, files in os.walk(corpus):
+        for f in files:
+            if f.lower().endswith((".jpg", ".jpeg", ".png")):
+                out.append(os.path.relpath(os.path.join(d, f), corpus))
+    return sorted(out)
+
+
+def ensure_packed(corpus: str, python: str = VENV_PY) -> str:
+    """mx8.pack the corpus once into .cache/bench-packed/<name>-<hash> (reused while it
+    matches). Runs in a child: the parent never imports torch, or every child it forks
+    would start with (and getrusage would report) the parent's RSS."""
+    import hashlib
+    real = os.path.realpath(corpus)
+    out = os.path.join(CACHE, "bench-packed", f"{os.path.basename(real)}-{hashlib.sha1(real.encode()).hexdigest()[:10]}")
+    spec = {"name": "pack", "corpus": corpus, "packed": out, "images": len(corpus_images(corpus))}
+    subprocess.run([python, os.path.abspath(__file__), "--child-spec", json.dumps(spec)], check=True)
+    return out
+
+
+def pack_if_needed(corpus: str, out: str, images: int) -> None:
+    import mx8
+    if os.path.exists(os.path.join(out, "_mx8", "manifest.tsv")):
+        try:
+            if mx8.resolve(out).samples == images:
+                return
+        except mx8.Error:
+            pass
+    log(f"packing {corpus} -> {out}")
+    r = mx8.pack(corpus, out, progress=False)
+    log(f"packed {r.samples} samples, {r.bytes / 1e6:.0f} MB, {r.shards} shard(s)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Contenders (child side). Each returns a dict with rate, epochs, first_batch_s, images.
+
+def _self_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed_epochs(make_iter, repeats: int, warmup_batches: int, count_of) -> Dict[str, Any]:
+    """Warm-up (first iteration, `warmup_batches` batches, measures time to first batch),
+    then `repeats` full epochs; `make_iter(epoch)` returns a fresh iterator."""
+    t0 = time.perf_counter()
+    it = make_iter(-1)
+    first = None
+    for i, batch in enumerate(it):
+        if first is None:
+            first = time.perf_counter() - t0
+        if i + 1 >= warmup_batches:
+            break
+    del it
+    epochs = []
+    for e in range(repeats):
+        n = 0
+        t = time.perf_counter()
+        for batch in make_iter(e):
+            n += count_of(batch)
+        dt = time.perf_counter() - t
+        epochs.append({"images": n, "seconds": dt, "rate": n / dt})
+        print(f"    epoch {e}: {n} images in {dt:.2f}s = {n / dt:.0f} img/s", flush=True)
+    best = max(epochs, key=lambda r: r["rate"])
+    return {"rate": best["rate"], "images": best["images"], "epochs": epochs, "first_batch_s": first}
+
+
+def run_mx8(name: str, packed: str, repeats: int, warmup: int) -> Dict[str, Any]:
+    import torch
+
+    import mx8
+    rss0 = _self_rss_mb()
+    threads = cores()
+    kw: Dict[str, Any] = dict(batch_size=BATCH, size=224, threads=threads)
+    if name == "mx8-train":
+        kw.update(crop="random", flip=True, shuffle=True)
+    elif name == "mx8-eval":
+        kw.update(crop="center", resize=256, shuffle=False)
+    elif name == "mx8-no-crop-aware":
+        kw.update(crop="random", flip=True, shuffle=True, crop_aware=False)
+    else:
+        raise ValueError(name)
+    holder: Dict[str, Any] = {}
+
+    def make_iter(epoch: int):
+        if "ds" not in holder:
+            holder["ds"] = mx8.Dataset(packed, **kw)  # resolve + manifest parse: part of first batch
+        ds = holder["ds"]
+        ds.set_epoch(max(epoch, 0))
+        return iter(torch.utils.data.DataLoader(ds, batch_size=None))
+
+    res = _timed_epochs(make_iter, repeats, warmup, lambda b: int(b.images.shape[0]))
+    res["config"] = {k: v for k, v in kw.items()}
+    res["import_rss_mb"] = rss0
+    res["versions"] = {"torch": torch.__version__, "mx8": mx8.__version__}
+    return res
+
+
+def run_torchvision(workers: int, corpus: str, repeats: int, warmup: int) -> Dict[str, Any]:
+    import PIL
+    import torch
+    import torchvision
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+    rss0 = _self_rss_mb()
+
+    tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()])
+    holder: Dict[str, Any] = {}
+
+    def make_iter(epoch: int):
+        if "dl" not in holder:
+            ds = ImageFolder(corpus, transform=tf)
+            holder["dl"] = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
+                                                       persistent_workers=workers > 0)
+        return iter(holder["dl"])
+
+    res = _timed_epochs(make_iter, repeats, warmup, lambda b: int(b[0].shape[0]))
+    res["import_rss_mb"] = rss0
+    res["config"] = {"num_workers": workers, "batch_size": BATCH, "persistent_workers": workers > 0}
+    res["versions"] = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                       "pillow": PIL.__version__, "python": sys.executable}
+    return res
+
+
+def build_tjrate(workdir: str) -> str:
+    src = os.path.join(shared_dir(), "bench", "tjrate.c")
+    exe = os.path.join(workdir, "tjrate")
+    r = subprocess.run(["gcc", "-O2", src, "-lturbojpeg", "-o", exe], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"gcc tjrate.c failed (libturbojpeg0-dev installed?):\n{r.stderr}")
+    return exe
+
+
+def run_turbojpeg(exe: str, corpus: str, repeats: int, workdir: str) -> Dict[str, Any]:
+    jpegs = [os.path.join(corpus, p) for p in corpus_images(corpus) if not p.lower().endswith(".png")]
+    lst, warm = os.path.join(workdir, "jpegs.txt"), os.path.join(workdir, "warm.txt")
+    with open(lst, "w") as f:
+        f.write("\n".join(jpegs) + "\n")
+    with open(warm, "w") as f:
+        f.write("\n".join(jpegs[:64]) + "\n")
+    subprocess.run([exe, warm, "1", "1"], check=True, capture_output=True)
+    epochs = []
+    for e in range(repeats):
+        out = subprocess.run([exe, lst, "1", "1"], check=True, capture_output=True, text=True).stdout
+        m = re.search(r"images=(\d+).*?: (\d+) img/s.*errors=(\d+)", out)
+        if not m:
+            raise RuntimeError(f"tjrate: unexpected output {out!r}")
+        n, rate, errs = int(m.group(1)), float(m.group(2)), int(m.group(3))
+        print(f"    run {e}: {out.strip()}", flush=True)
+        epochs.append({"images": n, "rate": rate, "errors": errs, "seconds": n / rate})
+    best = max(epochs, key=lambda r: r["rate"])
+    return {"rate": best["rate"], "images": best["images"], "epochs": epochs, "first_batch_s": None,
+            "config": {"jpegs": len(jpegs), "threads": 1, "note": "JPEG only, full decode, no crop/resize"}}
+
+
+def child_main(a: argparse.Namespace) -> int:
+    spec = json.loads(a.child_spec)
+    name = spec["name"]
+    if name == "pack":
+        pack_if_needed(spec["corpus"], spec["packed"], spec["images"])
+        return 0
+    if name.startswith("mx8"):
+        res = run_mx8(name, spec["packed"], spec["repeats"], spec["warmup"])
+    elif name.startswith("torchvision"):
+        res = run_torchvision(spec["workers"], spec["corpus"], spec["repeats"], spec["warmup"])
+    elif name == "turbojpeg-raw":
+        with tempfile.TemporaryDirectory() as d:
+            res = run_turbojpeg(spec["tjrate"], spec["corpus"], spec["repeats"], d)
+    else:
+        raise SystemExit(f"unknown contender {name}")
+    with open(spec["result_file"], "w") as f:
+        json.dump(res, f)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side: one subprocess per contender, its rusage and sampled PSS
+
+def _tree(pid: int) -> List[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_contender(spec: Dict[str, Any], python: str, timeout: float) -> Dict[str, Any]:
+    """Runs one contender in a child process; adds peak_rss_mb (largest process, from wait4)
+    and peak_pss_mb (all its processes, sampled every 0.2 s)."""
+    fd, result_file = tempfile.mkstemp(prefix="mx8-bench-", suffix=".json")
+    os.close(fd)
+    spec = dict(spec, result_file=result_file)
+    cmd = [python, os.path.abspath(__file__), "--child-spec", json.dumps(spec)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    peak_pss = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            peak_pss[0] = max(peak_pss[0], sum(_pss_kb(q) for q in _tree(p.pid)))
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    status, ru = None, None
+    while True:  # wait4 with a deadline
+        pid, st, r = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            status, ru = st, r
+            break
+        if time.monotonic() - t0 > timeout:
+            p.kill()
+            _, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.05)
+    done.set()
+    th.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    try:
+        with open(result_file) as f:
+            text = f.read()
+        res = json.loads(text) if text else None
+    finally:
+        os.unlink(result_file)
+    if p.returncode != 0 or res is None:
+        why = "timed out" if time.monotonic() - t0 > timeout else f"exit {p.returncode}"
+        return {"name": spec["name"], "error": why, "rate": None}
+    res.update(name=spec["name"], peak_rss_mb=ru.ru_maxrss / 1024, peak_pss_mb=peak_pss[0] / 1024,
+               wall_s=time.monotonic() - t0)
+    return res
+
+
+def _venv_has_torchvision(python: str) -> bool:
+    if not os.path.exists(python):
+        return False
+    r = subprocess.run([python, "-c", "import torchvision.transforms, torchvision.datasets"],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def baseline_python(allow_create: bool) -> Optional[str]:
+    """A Python that imports torchvision: .venv's, else .venv-baseline's (made if allowed)."""
+    if _venv_has_torchvision(VENV_PY):
+        return VENV_PY
+    bpy = os.path.join(BASELINE_VENV, "bin", "python")
+    if _venv_has_torchvision(bpy):
+        return bpy
+    if not allow_create:
+        return None
+    log(f"creating {BASELINE_VENV} with {' '.join(BASELINE_PINS)} for the torchvision baseline "
+        "(torchvision 0.28.0 does not import beside torch 2.13.0; ~5.5 GB, a few minutes)")
+    py = shutil.which("python3") or sys.executable
+    subprocess.run([py, "-m", "venv", "--clear", BASELINE_VENV], check=True)
+    subprocess.run([bpy, "-m", "pip", "install", "-q", "--disable-pip-version-check"] + BASELINE_PINS, check=True)
+    return bpy if _venv_has_torchvision(bpy) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+def _fmt(v: Optional[float], spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def summarise(results: List[Dict[str, Any]], ncores: int) -> List[Dict[str, Any]]:
+    """Adds the ratio columns and the 'N cores ideal' TurboJPEG row."""
+    tv = [r["rate"] for r in results if r["name"].startswith("torchvision") and r.get("rate")]
+    tv_best = max(tv) if tv else None
+    tj = next((r["rate"] for r in results if r["name"] == "turbojpeg-raw" and r.get("rate")), None)
+    rows = list(results)
+    if tj:
+        rows.append({"name": f"turbojpeg-raw, {ncores} cores ideal", "rate": tj * ncores, "derived": True,
+                     "note": f"{ncores} x the single-thread rate"})
+    for r in rows:
+        rate = r.get("rate")
+        r["vs_torchvision_best"] = rate / tv_best if rate and tv_best else None
+        r["vs_turbojpeg_1core"] = rate / tj if rate and tj else None
+        r["vs_turbojpeg_ideal"] = rate / (tj * ncores) if rate and tj else None
+    return rows
+
+
+def render_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+    n = meta["cores"]
+    out = [f"# mx8 benchmark ({meta['date']})", "",
+           f"Corpus: `{meta['corpus']}`: {meta['images']} images ({meta['jpegs']} JPEG), "
+           f"{meta['corpus_mb']:.0f} MB. Batch {BATCH}, output 224x224, {n} cores "
+           f"({meta['cpu']}). Best of {meta['repeats']} epoch(s) after a warm-up.", "",
+           f"| contender | img/s | vs torchvision best | vs raw TurboJPEG (1 core) | "
+           f"vs raw TurboJPEG ({n} cores ideal) | peak RSS MB | RSS after imports MB | "
+           f"peak PSS MB (all procs) | first batch s |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.get("error"):
+            out.append(f"| {r['name']} | failed: {r['error']} | | | | | | | |")
+            continue
+        out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["name"], _fmt(r["rate"], ".0f"), _fmt(r["vs_torchvision_best"], ".2f"),
+            _fmt(r["vs_turbojpeg_1core"], ".2f"), _fmt(r["vs_turbojpeg_ideal"], ".2f"),
+            _fmt(r.get("peak_rss_mb"), ".0f"), _fmt(r.get("import_rss_mb"), ".0f"),
+            _fmt(r.get("peak_pss_mb"), ".0f"),
+            _fmt(r.get("first_batch_s"), ".2f")))
+    out += ["", "Notes:"]
+    for line in meta["notes"]:
+        out.append(f"- {line}")
+    return "\n".join(out) + "\n"
+
+
+def write_chart(rows: List[Dict[str, Any]], path: str) -> Optional[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart (pip install matplotlib to get bench.png)"
+    ok = [r for r in rows if r.get("rate")]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(ok) + 1.2))
+    names = [r["name"] for r in ok][::-1]
+    rates = [r["rate"] for r in ok][::-1]
+    colors = ["#1f77b4" if n.startswith("mx8") else "#ff7f0e" if n.startswith("torchvision") else "#7f7f7f"
+              for n in names]
+    ax.barh(names, rates, color=colors)
+    for y, v in enumerate(rates):
+        ax.text(v, y, f" {v:.0f}", va="center", fontsize=8)
+    ax.set_xlabel("images/s (higher is better)")
+    ax.set_title("mx8 vs torchvision vs raw TurboJPEG, same corpus and cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+
+def select(only: Optional[str], workers: List[int]) -> List[str]:
+    tv = [f"torchvision-w{w}" for w in workers]
+    everything = MX8_CONTENDERS + tv + ["turbojpeg-raw"]
+    if not only:
+        return everything
+    chosen: List[str] = []
+    for item in only.split(","):
+        item = item.strip()
+        group = {"mx8": MX8_CONTENDERS, "torchvision": tv, "turbojpeg": ["turbojpeg-raw"]}.get(item)
+        names = group or ([item] if item in everything else None)
+        if names is None:
+            raise SystemExit(f"bench: --only {item!r}: not one of {', '.join(everything)} "
+                             "(or the groups mx8, torchvision, turbojpeg)")
+        chosen += [n for n in names if n not in chosen]
+    return chosen
+
+
+def run_all(names: List[str], corpus: str, packed: Optional[str], tv_python: Optional[str], repeats: int,
+            warmup: int, timeout: float, tmpdir: str) -> List[Dict[str, Any]]:
+    """Runs the contenders one after another, each in its own process."""
+    results = []
+    tjrate = build_tjrate(tmpdir) if "turbojpeg-raw" in names else None  # not in the probe's RSS
+    for name in names:
+        spec: Dict[str, Any] = {"name": name, "repeats": repeats, "warmup": warmup, "corpus": corpus,
+                                "packed": packed, "tjrate": tjrate}
+        python = VENV_PY if os.path.exists(VENV_PY) else sys.executable
+        if name.startswith("torchvision"):
+            spec["workers"] = int(name.rsplit("w", 1)[1])
+            python = tv_python
+        log(f"{name} ...")
+        r = run_contender(spec, python, timeout)
+        if r.get("error"):
+            log(f"{name}: FAILED ({r['error']})")
+        else:
+            log(f"{name}: {r['rate']:.0f} img/s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                f"first batch {_fmt(r.get('first_batch_s'), '.2f')} s")
+        results.append(r)
+    return results
+
+
+def run(a: argparse.Namespace) -> int:
+    ncores = cores()
+    count = a.count or (512 if a.quick else 5000)
+    repeats = a.repeats or (1 if a.quick else 2)
+    warmup = 1 if a.quick else 3
+    timeout = a.timeout or (600 if a.quick else 3600)
+    names = select(a.only, a.workers)
+    corpus = os.path.abspath(a.corpus) if a.corpus else build_corpus(count)
+    images = corpus_images(corpus)
+    if not images:
+        raise SystemExit(f"bench: no images under {corpus}")
+    jpegs = [p for p in images if not p.lower().endswith(".png")]
+    meta: Dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "corpus": corpus, "images": len(images), "jpegs": len(jpegs),
+        "corpus_mb": sum(os.path.getsize(os.path.join(corpus, p)) for p in images) / 1e6,
+        "cores": ncores, "cpu": platform.processor() or platform.machine(), "repeats": repeats,
+        "warmup_batches": warmup, "batch_size": BATCH, "python": sys.version.split()[0], "notes": [],
+    }
+    packed = ensure_packed(corpus) if any(n.startswith("mx8") for n in names) else None
+    tv_python = None
+    if any(n.startswith("torchvision") for n in names):
+        ci = os.environ.get("CI", "").lower() in ("1", "true")
+        tv_python = baseline_python(allow_create=not a.no_baseline_venv and not ci)
+        if tv_python is None:
+            why = "CI" if ci else "--no-baseline-venv"
+            log(f"torchvision baseline skipped: no importable torchvision in .venv and no {BASELINE_VENV} ({why})")
+            meta["notes"].append("torchvision baseline skipped: no working torchvision available")
+            names = [n for n in names if not n.startswith("torchvision")]
+
+    tmpdir = tempfile.mkdtemp(prefix="mx8-bench-")
+    try:
+        results = run_all(names, corpus, packed, tv_python, repeats, warmup, timeout, tmpdir)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+    rows = summarise(results, ncores)
+    tv_rows = [r for r in results if r["name"].startswith("torchvision") and not r.get("error")]
+    if tv_rows:
+        v = tv_rows[0]["versions"]
+        meta["notes"].append(f"torchvision baseline: torch {v['torch']}, torchvision {v['torchvision']}, "
+                             f"Pillow {v['pillow']} ({v['python']})")
+    mx = next((r for r in results if r["name"].startswith("mx8") and not r.get("error")), None)
+    if mx:
+        meta["notes"].append(f"mx8 {mx['versions']['mx8']} on torch {mx['versions']['torch']}, "
+                             f"{ncores} decode threads, DataLoader(batch_size=None, num_workers=0)")
+    if any(r["name"] == "turbojpeg-raw" for r in results):
+        meta["notes"].append("raw TurboJPEG = shared/bench/tjrate.c: one thread, full decode of the JPEGs only "
+                             "(no crop, resize or PNG), from memory: the per-core physical limit")
+    meta["notes"].append("peak RSS: the contender's largest process (getrusage/wait4); RSS after imports: "
+                         "the same process before any work (torch and its libraries); peak PSS: all its "
+                         "processes, DataLoader workers included (sampled every 0.2 s)")
+    if tv_rows and "+cu" in tv_rows[0]["versions"]["torch"]:
+        meta["notes"].append("the torchvision baseline's torch is a CUDA build (CPU used): its libraries "
+                             "inflate RSS; compare peak RSS minus RSS after imports")
+    meta["notes"].append("first batch: from creating the Dataset/DataLoader (workers included) to the first batch")
+
+    os.makedirs(a.out, exist_ok=True)
+    md = render_markdown(rows, meta)
+    with open(os.path.join(a.out, "bench.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(a.out, "bench.json"), "w") as f:
+        json.dump({"meta": meta, "results": rows}, f, indent=2)
+    why = write_chart(rows, os.path.join(a.out, "bench.png"))
+    print()
+    print(md)
+    log(f"wrote {a.out}/bench.md, bench.json" + ("" if why else ", bench.png"))
+    if why:
+        log(why)
+    return 1 if any(r.get("error") for r in results) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", metavar="DIR",
+                   help="ImageFolder to run on (default: a real-photo corpus made by shared/bench/make_corpus.py "
+                        "under .cache/, --count images)")
+    p.add_argument("--count", type=int, help="images in the generated corpus (default 5000; 512 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke-test size: 512 images, one timed epoch, 1 warm-up batch")
+    p.add_argument("--only", metavar="NAME[,NAME]",
+                   help="run only these contenders: mx8-train, mx8-eval, mx8-no-crop-aware, torchvision-wN, "
+                        "turbojpeg-raw, or the groups mx8, torchvision, turbojpeg")
+    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=TV_WORKERS,
+                   help="torchvision DataLoader num_workers settings to try (default 0,1,2,3,4)")
+    p.add_argument("--repeats", type=int, help="timed epochs per contender, best counts (default 2; 1 with --quick)")
+    p.add_argument("--out", default=os.path.join(REPO, "bench-out"), help="output directory (default bench-out/)")
+    p.add_argument("--timeout", type=float, help="seconds per contender (default 3600; 600 with --quick)")
+    p.add_argument("--no-baseline-venv", action="store_true",
+                   help=f"do not create {os.path.basename(BASELINE_VENV)} for torchvision; skip it instead")
+    p.add_argument("--child-spec", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.child_spec:
+        return child_main(a)
+    # Run the parent in the project's venv (it packs with mx8), whatever `python3` is.
+    if os.path.exists(VENV_PY) and os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(REPO, ".venv")):
+        os.execv(VENV_PY, [VENV_PY, os.path.abspath(__file__)] + (sys.argv[1:] if argv is None else argv))
+    if not os.path.exists(VENV_PY):
+        raise SystemExit("bench: no .venv; run ./scripts/setup_env.sh first")
+    return run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
