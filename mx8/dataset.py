@@ -242,10 +242,11 @@ class Dataset(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         start = self._start
-        if info is None:  # DataLoader workers have no process group; their parent checked
-            self._rendezvous(world, start)
+        # DataLoader workers have no process group to check through (stats: rendezvous_checked).
+        checked = self._rendezvous(world, start) if info is None else False
         p = self._plan(world.rank, world.world_size, worker, num_workers, start)
-        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": p.samples, "start": start}
+        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": p.samples, "start": start,
+                           "rank": world.rank, "world_size": world.world_size, "rendezvous_checked": checked}
         # The next iteration (same epoch, no new checkpoint loaded) starts from the beginning.
         self._start = 0
         self._progress = _Progress(start, world.world_size)
@@ -265,8 +266,8 @@ class Dataset(torch.utils.data.IterableDataset):
         # The iterator does not reference the Dataset: dropping it closes the engine at once.
         return _BatchIterator(engine, shape, depth, pin, self._progress)
 
-    def _rendezvous(self, world: World, start: int) -> None:
-        self._plan_info["rendezvous"] = agree(
+    def _rendezvous(self, world: World, start: int) -> bool:
+        return agree(
             {"manifest_hash": self.manifest_hash, "seed": self.seed, "epoch": self.epoch,
              "shuffle": self.shuffle, "batch_size": self.batch_size, "drop_last": self.drop_last,
              "position": start, "world_size": world.world_size}, world)
