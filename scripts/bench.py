@@ -129,18 +129,21 @@ def _self_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed_epochs(make_iter, repeats: int, warmup_batches: int, count_of) -> Dict[str, Any]:
-    """Warm-up (first iteration, `warmup_batches` batches, measures time to first batch),
-    then `repeats` full epochs; `make_iter(epoch)` returns a fresh iterator."""
+def _timed_epochs(warmup_iter, end_warmup, make_iter, repeats: int, warmup_batches: int,
+                  count_of) -> Dict[str, Any]:
+    """Warm-up: `warmup_iter()` for `warmup_batches` batches (it also gives the time to the
+    first batch, set-up included), then `end_warmup()` stops its work, so that nothing left
+    over runs inside the timed window. Then `repeats` full epochs of `make_iter(epoch)`."""
     t0 = time.perf_counter()
-    it = make_iter(-1)
+    it = warmup_iter()
     first = None
     for i, batch in enumerate(it):
         if first is None:
             first = time.perf_counter() - t0
         if i + 1 >= warmup_batches:
             break
-    del it
+    del it, batch
+    end_warmup()
     epochs = []
     for e in range(repeats):
         n = 0
@@ -171,14 +174,16 @@ def run_mx8(name: str, packed: str, repeats: int, warmup: int) -> Dict[str, Any]
         raise ValueError(name)
     holder: Dict[str, Any] = {}
 
-    def make_iter(epoch: int):
-        if "ds" not in holder:
-            holder["ds"] = mx8.Dataset(packed, **kw)  # resolve + manifest parse: part of first batch
-        ds = holder["ds"]
-        ds.set_epoch(max(epoch, 0))
-        return iter(torch.utils.data.DataLoader(ds, batch_size=None))
+    def warmup_iter():
+        holder["ds"] = mx8.Dataset(packed, **kw)  # resolve + manifest parse: part of the first batch
+        return iter(torch.utils.data.DataLoader(holder["ds"], batch_size=None))
 
-    res = _timed_epochs(make_iter, repeats, warmup, lambda b: int(b.images.shape[0]))
+    def make_iter(epoch: int):
+        holder["ds"].set_epoch(epoch)
+        return iter(torch.utils.data.DataLoader(holder["ds"], batch_size=None))
+
+    res = _timed_epochs(warmup_iter, lambda: holder["ds"].close(), make_iter, repeats, warmup,
+                        lambda b: int(b.images.shape[0]))
     res["config"] = {k: v for k, v in kw.items()}
     res["import_rss_mb"] = rss0
     res["versions"] = {"torch": torch.__version__, "mx8": mx8.__version__}
@@ -196,14 +201,20 @@ def run_torchvision(workers: int, corpus: str, repeats: int, warmup: int) -> Dic
     tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()])
     holder: Dict[str, Any] = {}
 
+    def warmup_iter():
+        # Its own short-lived loader: stopping a persistent loader mid-epoch would leave its
+        # prefetched batches to be finished inside the first timed epoch.
+        holder["ds"] = ds = ImageFolder(corpus, transform=tf)
+        sub = torch.utils.data.Subset(ds, range(min(len(ds), warmup * BATCH)))
+        return iter(torch.utils.data.DataLoader(sub, batch_size=BATCH, shuffle=True, num_workers=workers))
+
     def make_iter(epoch: int):
         if "dl" not in holder:
-            ds = ImageFolder(corpus, transform=tf)
-            holder["dl"] = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
-                                                       persistent_workers=workers > 0)
+            holder["dl"] = torch.utils.data.DataLoader(holder["ds"], batch_size=BATCH, shuffle=True,
+                                                       num_workers=workers, persistent_workers=workers > 0)
         return iter(holder["dl"])
 
-    res = _timed_epochs(make_iter, repeats, warmup, lambda b: int(b[0].shape[0]))
+    res = _timed_epochs(warmup_iter, lambda: None, make_iter, repeats, warmup, lambda b: int(b[0].shape[0]))
     res["import_rss_mb"] = rss0
     res["config"] = {"num_workers": workers, "batch_size": BATCH, "persistent_workers": workers > 0}
     res["versions"] = {"torch": torch.__version__, "torchvision": torchvision.__version__,
