@@ -198,6 +198,8 @@ def run_torchvision(workers: int, corpus: str, repeats: int, warmup: int) -> Dic
     from torchvision.datasets import ImageFolder
     rss0 = _self_rss_mb()
 
+    import warnings
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # more workers than cores: on purpose
     tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()])
     holder: Dict[str, Any] = {}
 
