@@ -7,7 +7,7 @@
     for images, labels, sample_ids in torch.utils.data.DataLoader(ds, batch_size=None):
         ...
 """
-from .dataset import Batch, Dataset, RawBatch
+from .dataset import Batch, Dataset, RawBatch, to_device
 from .errors import (DecodeError, Error, ImageTooLargeError, ManifestError, PackError, RangeError, ReadError,
                      RendezvousError, SnapshotMismatchError)
 from .pack import PackResult, pack
@@ -16,7 +16,7 @@ from .resolve import Snapshot, resolve
 __version__ = "0.1.0"
 
 __all__ = [
-    "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch",
+    "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch", "to_device",
     "Error", "ManifestError", "ReadError", "RangeError", "DecodeError", "ImageTooLargeError",
     "SnapshotMismatchError", "PackError", "RendezvousError",
 ]

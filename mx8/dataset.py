@@ -21,12 +21,14 @@ from .sharding import consumed_after, derive_seed, plan
 STATE_FORMAT = "mx8.Dataset/1"
 
 CROP_MODES = {"none": 0, "center": 1, "random": 2}
+DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 LAYOUTS = {"NCHW": 0, "NHWC": 1}
 ON_ERROR = ("raise", "skip")
 
 
 class Batch(NamedTuple):
-    """Decoded images: uint8 (N, 3, H, W) or (N, H, W, 3); labels and sample_ids int64 (N,)."""
+    """Decoded images: uint8 or float32, (N, 3, H, W) or (N, H, W, 3); labels and sample_ids
+    int64 (N,)."""
     images: torch.Tensor
     labels: torch.Tensor
     sample_ids: torch.Tensor
@@ -99,6 +101,8 @@ class Dataset(torch.utils.data.IterableDataset):
         prefetch_mb: bound on batch memory in flight (at least two batches).
         threads: native worker threads (default: the CPUs this process may use).
         layout: ``"NCHW"`` or ``"NHWC"``.
+        dtype: ``"uint8"`` (pixels) or ``"float32"``: ``(x / 255 - mean) / std`` per channel
+            (torchvision ToTensor + Normalize), computed by the worker threads.
         pin_memory: allocate batches in pinned memory (default: when CUDA is available).
         max_pixels: images above this many pixels are refused before decoding.
         crop_aware: decode only the part of a JPEG the crop needs (same pixels, faster).
@@ -112,6 +116,8 @@ class Dataset(torch.utils.data.IterableDataset):
                  shuffle: Optional[bool] = None, seed: Optional[int] = None, epoch: Optional[int] = None,
                  drop_last: bool = False, on_error: str = "raise", prefetch_mb: int = 256,
                  threads: Optional[int] = None, layout: str = "NCHW", decode: bool = True,
+                 dtype: str = "uint8", mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None,
                  pin_memory: Optional[bool] = None, max_pixels: int = 100_000_000,
                  crop_aware: bool = True, dct_scaling: bool = False,
                  rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
@@ -124,6 +130,14 @@ class Dataset(torch.utils.data.IterableDataset):
             raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {layout!r}")
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+        if dtype == "uint8" and (mean is not None or std is not None):
+            raise ValueError("mean/std normalise float output: pass dtype='float32' with them")
+        mean = tuple(float(m) for m in (mean if mean is not None else (0.0, 0.0, 0.0)))
+        std = tuple(float(x) for x in (std if std is not None else (1.0, 1.0, 1.0)))
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std positive; got {mean}, {std}")
         if not (0 < scale[0] <= scale[1] <= 1.0) or not (0 < ratio[0] <= ratio[1]):
             raise ValueError(f"bad scale {scale} or ratio {ratio}")
         if isinstance(uri, Snapshot):
@@ -142,6 +156,7 @@ class Dataset(torch.utils.data.IterableDataset):
         self.drop_last, self.on_error, self.prefetch_mb = drop_last, on_error, prefetch_mb
         self.threads = threads or _default_threads()
         self.layout, self.max_pixels = layout, max_pixels
+        self.dtype, self.mean, self.std = dtype, mean, std
         self.crop_aware, self.dct_scaling = crop_aware, dct_scaling
         self.pin_memory = pin_memory
         self._rank, self._world_size = rank, world_size
@@ -234,7 +249,8 @@ class Dataset(torch.utils.data.IterableDataset):
                 "scale_max": float(self.scale[1]), "ratio_min": float(self.ratio[0]),
                 "ratio_max": float(self.ratio[1]), "flip": int(self.flip), "layout": LAYOUTS[self.layout],
                 "max_pixels": int(self.max_pixels), "crop_aware": int(self.crop_aware),
-                "dct_scaling": int(self.dct_scaling)}
+                "dct_scaling": int(self.dct_scaling), "out_float": self.dtype == "float32",
+                "mean": self.mean, "std": self.std}
 
     def __iter__(self) -> Iterator[Union[Batch, RawBatch]]:
         self.close()
@@ -251,7 +267,8 @@ class Dataset(torch.utils.data.IterableDataset):
         self._start = 0
         self._progress = _Progress(start, world.world_size)
         snap = self.snapshot
-        batch_bytes = self.batch_size * (3 * self.size[0] * self.size[1] if self.decode else 1 << 17)
+        itemsize = 4 if self.dtype == "float32" else 1
+        batch_bytes = self.batch_size * (3 * self.size[0] * self.size[1] * itemsize if self.decode else 1 << 17)
         depth = max(2, min(16, (self.prefetch_mb << 20) // max(batch_bytes, 1)))
         pin = torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
         engine = _core.Engine(snap.manifest, snap.location_paths(), p.positions, self.threads,
@@ -264,7 +281,7 @@ class Dataset(torch.utils.data.IterableDataset):
             h, w = self.size  # type: ignore[misc]
             shape = (3, h, w) if self.layout == "NCHW" else (h, w, 3)
         # The iterator does not reference the Dataset: dropping it closes the engine at once.
-        return _BatchIterator(engine, shape, depth, pin, self._progress)
+        return _BatchIterator(engine, shape, DTYPES[self.dtype], depth, pin, self._progress)
 
     def _rendezvous(self, world: World, start: int) -> bool:
         return agree(
@@ -304,9 +321,10 @@ class _Progress:
 class _BatchIterator:
     """Keeps up to `depth` batches provided to the engine and yields them in order."""
 
-    def __init__(self, engine: "_core.Engine", image_shape: Optional[Tuple[int, int, int]], depth: int,
-                 pin: bool, progress: _Progress) -> None:
+    def __init__(self, engine: "_core.Engine", image_shape: Optional[Tuple[int, int, int]], dtype: torch.dtype,
+                 depth: int, pin: bool, progress: _Progress) -> None:
         self.engine = engine
+        self.dtype = dtype
         self.progress = progress
         self.image_shape = image_shape  # per sample; None for raw batches
         self.depth = depth
@@ -317,7 +335,8 @@ class _BatchIterator:
         # batches use torch's caching host allocator, which recycles the same way.
         self.pool = None
         if image_shape is not None and not pin:
-            nbytes = max(engine.batch_len(0), 1) * image_shape[0] * image_shape[1] * image_shape[2]
+            nbytes = (max(engine.batch_len(0), 1) * image_shape[0] * image_shape[1] * image_shape[2]
+                      * dtype.itemsize)
             self.pool = _core.BufferPool(nbytes, depth + 2)
         self.pending: Dict[int, Tuple[torch.Tensor, ...]] = {}
         self.closed = False
@@ -331,7 +350,7 @@ class _BatchIterator:
         if self.pool is not None:
             return self.pool.acquire(), labels, ids
         if self.image_shape is not None:
-            images = torch.empty((n,) + self.image_shape, dtype=torch.uint8, pin_memory=True)
+            images = torch.empty((n,) + self.image_shape, dtype=self.dtype, pin_memory=True)
             return images, labels, ids
         data = torch.empty(max(self.engine.required_bytes(b), 1), dtype=torch.uint8, pin_memory=self.pin)
         offsets = torch.empty(n + 1, dtype=torch.int64)
@@ -344,7 +363,7 @@ class _BatchIterator:
             bufs = self._alloc(b)
             offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
             if isinstance(bufs[0], torch.Tensor):
-                ptr, nbytes = bufs[0].data_ptr(), bufs[0].numel()
+                ptr, nbytes = bufs[0].data_ptr(), bufs[0].numel() * bufs[0].element_size()
             else:
                 ptr, nbytes = bufs[0].ptr, bufs[0].nbytes
             self.engine.provide(ptr, nbytes, bufs[1].data_ptr(), bufs[2].data_ptr(), offsets, bufs)
@@ -371,7 +390,8 @@ class _BatchIterator:
         if len(bufs) == 3:
             images = bufs[0]
             if not isinstance(images, torch.Tensor):
-                images = torch.from_dlpack(images.export((count,) + self.image_shape))
+                images = torch.from_dlpack(images.export((count,) + self.image_shape,
+                                                         self.dtype == torch.float32))
             return Batch(images[:count], bufs[1][:count], bufs[2][:count])
         data, labels, ids, offsets = bufs
         return RawBatch(data[:int(offsets[count])], offsets[:count + 1], labels[:count], ids[:count])
@@ -384,3 +404,11 @@ class _BatchIterator:
 
     def __del__(self) -> None:
         self.close()
+
+
+def to_device(batch: Union[Batch, RawBatch], device: Union[str, torch.device],
+              non_blocking: bool = True) -> Union[Batch, RawBatch]:
+    """Copies every tensor of a batch to ``device``. Copies from pinned memory (mx8's default
+    when CUDA is available) are asynchronous with ``non_blocking=True``: the host can prepare
+    the next batch while the copy runs."""
+    return type(batch)(*(t.to(device, non_blocking=non_blocking and t.is_pinned()) for t in batch))

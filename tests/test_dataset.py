@@ -217,3 +217,26 @@ def test_batch_memory_is_recycled_only_after_release(packed):
     assert len(ptrs) > 20 and len(set(ptrs)) <= 4  # depth (2) + the pool's spare buffers
     held = list(ds)
     assert len({b.images.data_ptr() for b in held}) == len(held)  # nothing held is reused
+
+
+def test_float32_output_is_torchvision_normalize_of_the_uint8_batch(packed):
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    kw = dict(batch_size=16, size=40, crop="random", flip=True, shuffle=True, seed=2)
+    for layout, cdim in (("NCHW", 1), ("NHWC", 3)):
+        u8 = next(iter(mx8.Dataset(str(packed), layout=layout, **kw)))
+        f32 = next(iter(mx8.Dataset(str(packed), layout=layout, dtype="float32", mean=mean, std=std, **kw)))
+        assert f32.images.dtype == torch.float32 and f32.images.shape == u8.images.shape
+        shape = [1, 1, 1, 1]
+        shape[cdim] = 3
+        want = (u8.images.float() / 255 - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+        assert torch.allclose(f32.images, want, atol=1e-5)
+    plain = next(iter(mx8.Dataset(str(packed), dtype="float32", **kw)))
+    assert 0.0 <= plain.images.min() and plain.images.max() <= 1.0
+    with pytest.raises(ValueError, match="dtype='float32'"):
+        mx8.Dataset(str(packed), batch_size=4, size=8, mean=mean)
+
+
+def test_to_device_keeps_the_batch_type(packed):
+    b = next(iter(mx8.Dataset(str(packed), batch_size=4, size=16)))
+    moved = mx8.to_device(b, "cpu")
+    assert isinstance(moved, mx8.Batch) and torch.equal(moved.images, b.images)

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "file_reader.h"
+#include "normalize.h"
 #include "rng.h"
 
 /* A single encoded sample above this is refused instead of allocated. */
@@ -35,6 +36,7 @@ typedef struct {
     mx8_file_reader reader;
     uint8_t *scratch;
     size_t scratch_cap;
+    uint8_t *u8_slot; /* out_float: the uint8 image before normalisation */
 } worker_t;
 
 struct mx8_engine {
@@ -43,6 +45,7 @@ struct mx8_engine {
     int64_t *order;
     size_t n_order, n_batches, slot_bytes;
     mx8_engine_config cfg;
+    mx8_normalize norm;
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv;  /* a buffer was provided, or stop */
@@ -105,6 +108,9 @@ static int check_config(const mx8_manifest *m, const int64_t *order, size_t n,
          c->transform.out_w > 65535))
         return mx8_error_set(err, MX8_ERR_ARG, "output size %dx%d is out of range",
                              c->transform.out_h, c->transform.out_w);
+    for (int ch = 0; c->out_float && ch < 3; ch++)
+        if (!(c->std[ch] > 0))
+            return mx8_error_set(err, MX8_ERR_ARG, "std[%d] must be positive", ch);
     for (size_t i = 0; i < n; i++) {
         if (order[i] < 0 || (uint64_t)order[i] >= m->n_records)
             return mx8_error_set(err, MX8_ERR_ARG, "order[%zu] = %lld is not a sample id (0..%zu)", i,
@@ -132,7 +138,9 @@ mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, cons
     e->cfg = *cfg;
     e->n_order = n_order;
     e->n_batches = (n_order + (size_t)cfg->batch_size - 1) / (size_t)cfg->batch_size;
-    e->slot_bytes = 3 * (size_t)cfg->transform.out_h * (size_t)cfg->transform.out_w;
+    e->slot_bytes = 3 * (size_t)cfg->transform.out_h * (size_t)cfg->transform.out_w * (cfg->out_float ? 4 : 1);
+    if (cfg->out_float)
+        mx8_normalize_init(&e->norm, cfg->mean, cfg->std);
     e->order = malloc((n_order ? n_order : 1) * sizeof *e->order);
     e->slots = calloc((size_t)cfg->depth, sizeof *e->slots);
     e->workers = calloc((size_t)cfg->threads, sizeof *e->workers);
@@ -248,8 +256,12 @@ static int process(worker_t *w, slot_t *s, size_t i, int64_t id, mx8_error *err)
     atomic_fetch_add(&e->bytes_read, len);
     if (e->cfg.output == MX8_OUTPUT_RAW)
         return MX8_OK;
-    rc = mx8_decode_transform(w->dec, dst, (size_t)len, &e->cfg.transform, sample_seed(e->cfg.aug_seed, id),
-                              s->images + i * e->slot_bytes, err);
+    uint8_t *slot = s->images + i * e->slot_bytes;
+    const mx8_transform *t = &e->cfg.transform;
+    rc = mx8_decode_transform(w->dec, dst, (size_t)len, t, sample_seed(e->cfg.aug_seed, id),
+                              e->cfg.out_float ? w->u8_slot : slot, err);
+    if (!rc && e->cfg.out_float)
+        mx8_normalize_run(&e->norm, w->u8_slot, (float *)slot, (size_t)t->out_h, (size_t)t->out_w, t->layout);
     atomic_fetch_add(&e->decode_ns, now_ns() - t1);
     return rc;
 }
@@ -318,6 +330,10 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
         mx8_file_reader_init(&w->reader, e->paths, e->m->n_locations);
         if (e->cfg.output == MX8_OUTPUT_DECODED && !(w->dec = mx8_decoder_new())) {
             rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a decoder");
+            break;
+        }
+        if (e->cfg.out_float && !(w->u8_slot = malloc(e->slot_bytes / 4))) {
+            rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a worker's image buffer");
             break;
         }
         if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
@@ -452,6 +468,7 @@ void mx8_engine_free(mx8_engine *e) {
                 mx8_file_reader_close(&w->reader);
             mx8_decoder_free(w->dec);
             free(w->scratch);
+            free(w->u8_slot);
         }
         pthread_mutex_destroy(&e->mu);
         pthread_cond_destroy(&e->work_cv);

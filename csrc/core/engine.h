@@ -19,7 +19,7 @@
 #include "mx8_error.h"
 
 typedef enum {
-    MX8_OUTPUT_DECODED = 0, /* uint8 images, 3*out_h*out_w bytes a slot */
+    MX8_OUTPUT_DECODED = 0, /* images, 3*out_h*out_w uint8 (or float32) a slot */
     MX8_OUTPUT_RAW = 1,     /* the encoded bytes, back to back, with offsets */
 } mx8_output_mode;
 
@@ -31,6 +31,8 @@ typedef struct {
     int skip_errors; /* 1: a failed sample is dropped from its batch and counted */
     uint64_t aug_seed;
     mx8_transform transform; /* MX8_OUTPUT_DECODED only */
+    int out_float;           /* 1: float32 slots, (x/255 - mean) / std per channel */
+    float mean[3], std[3];   /* out_float only */
 } mx8_engine_config;
 
 typedef struct {

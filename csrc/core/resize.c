@@ -6,6 +6,15 @@
 #include "image_transform.h"
 
 /* Pillow's 8-bit precision: 32 bits - 8 for the value - 2 for overshoot. */
+/* The inner loops multiply int32 lanes: baseline x86-64 (SSE2) has no 32-bit vector
+ * multiply, so they are also built for SSE4.1 and AVX2 and picked at load time (ifunc).
+ * Measured single-thread RandomResizedCrop(224) + decode: 355 img/s baseline, 497 with AVX2. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define MX8_HOT_LOOP __attribute__((target_clones("avx2", "sse4.1", "default")))
+#else
+#define MX8_HOT_LOOP
+#endif
+
 #define PRECISION_BITS 22
 #define HALF (1 << (PRECISION_BITS - 1))
 
@@ -149,7 +158,7 @@ typedef int32_t v4i32 __attribute__((vector_size(16)));
 
 /* Widens source columns [0, n) of an RGB row to int32 lanes once per row, so the tap loop
  * (which reads each pixel about 2 * taps / scale times) does no byte work. */
-static void expand_rgbx(const uint8_t *restrict s, int n, int32_t *restrict d) {
+MX8_HOT_LOOP static void expand_rgbx(const uint8_t *restrict s, int n, int32_t *restrict d) {
     for (int x = 0; x < n; x++) {
         d[4 * x] = s[3 * x];
         d[4 * x + 1] = s[3 * x + 1];
@@ -166,7 +175,7 @@ typedef struct {
 } row_out;
 
 /* Horizontal pass over one row held as int32 pixels starting at input column lo. */
-static void h_row(const int32_t *restrict px4, int lo, row_out o, int out_w, int taps,
+MX8_HOT_LOOP static void h_row(const int32_t *restrict px4, int lo, row_out o, int out_w, int taps,
                   const int32_t *restrict k, const int *restrict pos) {
     const v4i32 half = {HALF, HALF, HALF, HALF}, top = {255, 255, 255, 255};
     for (int x = 0; x < out_w; x++, k += taps) {
@@ -193,7 +202,7 @@ static row_out out_row(uint8_t *o, size_t plane, int planar) {
 
 /* One output row of one plane: acc over the taps rows, each a contiguous run of n bytes
  * (the j loops vectorise: widen, multiply, add). */
-static void v_row(const uint8_t *rows, size_t row_stride, int n, int count,
+MX8_HOT_LOOP static void v_row(const uint8_t *rows, size_t row_stride, int n, int count,
                   const int32_t *restrict k, int32_t *restrict acc, uint8_t *restrict out) {
     for (int j = 0; j < n; j++) acc[j] = HALF;
     for (int t = 0; t < count; t++) {

@@ -39,7 +39,12 @@ static void capsule_destructor(PyObject *capsule) {
     }
 }
 
-static PyObject *PooledBuffer_export(PooledBufferObject *self, PyObject *shape_arg) {
+/* export(shape, float32=False): the capsule's dtype is uint8 or float32; shape counts elements. */
+static PyObject *PooledBuffer_export(PooledBufferObject *self, PyObject *args) {
+    PyObject *shape_arg;
+    int is_float = 0;
+    if (!PyArg_ParseTuple(args, "O|p:export", &shape_arg, &is_float))
+        return NULL;
     if (!self->buf) {
         PyErr_SetString(PyExc_ValueError, "buffer already exported");
         return NULL;
@@ -49,7 +54,7 @@ static PyObject *PooledBuffer_export(PooledBufferObject *self, PyObject *shape_a
         return NULL;
     Py_ssize_t nd = PySequence_Fast_GET_SIZE(shape);
     export_ctx *ctx = nd >= 1 && nd <= MAX_DIMS ? calloc(1, sizeof *ctx) : NULL;
-    uint64_t total = 1;
+    uint64_t total = is_float ? 4 : 1;
     for (Py_ssize_t i = 0; ctx && i < nd; i++) {
         long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(shape, i));
         if (v < 0 || (v == -1 && PyErr_Occurred())) {
@@ -73,8 +78,8 @@ static PyObject *PooledBuffer_export(PooledBufferObject *self, PyObject *shape_a
     t->data = self->buf;
     t->device.device_type = MX8_DL_CPU;
     t->ndim = (int32_t)nd;
-    t->dtype.code = MX8_DL_UINT;
-    t->dtype.bits = 8;
+    t->dtype.code = is_float ? MX8_DL_FLOAT : MX8_DL_UINT;
+    t->dtype.bits = is_float ? 32 : 8;
     t->dtype.lanes = 1;
     t->shape = ctx->shape;
     ctx->managed.deleter = export_deleter;
@@ -112,8 +117,8 @@ static PyObject *PooledBuffer_get_nbytes(PooledBufferObject *self, void *c) {
 }
 
 static PyMethodDef PooledBuffer_methods[] = {
-    {"export", (PyCFunction)PooledBuffer_export, METH_O,
-     "export(shape) -> DLPack capsule (uint8, CPU); torch.from_dlpack(capsule) takes it over"},
+    {"export", (PyCFunction)PooledBuffer_export, METH_VARARGS,
+     "export(shape, float32=False) -> DLPack capsule (CPU); torch.from_dlpack(capsule) takes it over"},
     {NULL, NULL, 0, NULL},
 };
 

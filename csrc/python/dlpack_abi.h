@@ -34,5 +34,6 @@ typedef struct DLManagedTensor {
 
 #define MX8_DL_CPU 1
 #define MX8_DL_UINT 1
+#define MX8_DL_FLOAT 2
 
 #endif

@@ -78,6 +78,36 @@ static int parse_transform(PyObject *kw, mx8_transform *t) {
     return 0;
 }
 
+/* "out_float": bool, "mean"/"std": 3 floats each (torchvision Normalize, [0, 1] units). */
+static int parse_normalize(PyObject *kw, mx8_engine_config *cfg) {
+    PyObject *v = PyDict_GetItemString(kw, "out_float");
+    if (!v || !PyObject_IsTrue(v))
+        return 0;
+    cfg->out_float = 1;
+    const char *names[] = {"mean", "std"};
+    float *dst[] = {cfg->mean, cfg->std};
+    for (int k = 0; k < 2; k++) {
+        PyObject *seq = PyDict_GetItemString(kw, names[k]);
+        PyObject *fast = seq ? PySequence_Fast(seq, "mean and std must be sequences of 3 floats") : NULL;
+        if (!fast || PySequence_Fast_GET_SIZE(fast) != 3) {
+            Py_XDECREF(fast);
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "%s must hold 3 floats", names[k]);
+            return -1;
+        }
+        for (int c = 0; c < 3; c++) {
+            double d = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, c));
+            if (d == -1.0 && PyErr_Occurred()) {
+                Py_DECREF(fast);
+                return -1;
+            }
+            dst[k][c] = (float)d;
+        }
+        Py_DECREF(fast);
+    }
+    return 0;
+}
+
 static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"manifest", "paths", "order", "threads", "batch_size", "depth", "raw",
                              "skip_errors", "aug_seed", "transform", NULL};
@@ -103,7 +133,7 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         PyErr_SetString(PyExc_ValueError, "order must hold int64 sample ids");
         goto fail;
     }
-    if (transform && parse_transform(transform, &cfg.transform) < 0)
+    if (transform && (parse_transform(transform, &cfg.transform) < 0 || parse_normalize(transform, &cfg) < 0))
         goto fail;
     self = (EngineObject *)type->tp_alloc(type, 0);
     if (!self)
