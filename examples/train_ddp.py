@@ -1,6 +1,6 @@
 """Train a small classifier under DDP on mx8 batches, with mid-epoch checkpoints.
 
-    torchrun --nproc-per-node=2 examples/train_ddp.py DATASET --ckpt /tmp/ckpt.pt
+    torchrun --nproc-per-node=2 --max-restarts=1 examples/train_ddp.py DATASET --ckpt /tmp/ckpt.pt
 
 Kill it at any time and run the same command again: it resumes at the next unseen batch
 of the epoch it was in, and every sample of that epoch is still seen exactly once (up to the
@@ -15,6 +15,16 @@ import torch.distributed as dist
 import mx8
 
 
+def init_process_group(backend: str) -> None:
+    """init_process_group over torchrun's store under a per-attempt prefix. torchrun's agent
+    store outlives a restart (--max-restarts), and with torch 2.13 restarted ranks otherwise
+    read the dead attempt's gloo addresses and fail ('connectFullMesh ... Connection refused')."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+    dist.init_process_group(backend, store=dist.PrefixStore(f"attempt{attempt}", store),
+                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dataset", help="packed dataset or ImageFolder directory (optionally @sha256:<hash>)")
@@ -24,7 +34,7 @@ def main():
     p.add_argument("--size", type=int, default=64)
     a = p.parse_args()
 
-    dist.init_process_group("gloo")  # "nccl" on GPUs
+    init_process_group("gloo")  # "nccl" on GPUs
     rank = dist.get_rank()
     ds = mx8.Dataset(a.dataset, batch_size=a.batch_size, size=a.size, crop="random", flip=True, shuffle=True)
     classes = len(ds.snapshot.labels or ()) or 1
