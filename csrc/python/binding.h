@@ -55,6 +55,8 @@ int mx8_buffer_pool_type_init(PyObject *module, mx8_state *st);
 
 /* image_functions.c: module-level functions (probe/decode/transform, epoch_order) */
 extern PyMethodDef mx8_image_methods[];
+/* s3_functions.c: module-level S3 functions (request signing, ...) */
+extern PyMethodDef mx8_s3_methods[];
 
 /* Reads a pointer-sized integer (e.g. tensor.data_ptr()). */
 int mx8_ptr_from_object(PyObject *o, void **out);

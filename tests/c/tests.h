@@ -38,7 +38,13 @@
     X(test_engine_raw_mode_and_limits)              \
     X(test_engine_stop_with_work_pending)           \
     X(test_buffer_pool_reuse_and_lifetime) \
-    X(test_transform_odd_sizes)
+    X(test_transform_odd_sizes)                     \
+    X(test_s3_sign_aws_doc_get_object)              \
+    X(test_s3_sign_aws_doc_put_object)              \
+    X(test_s3_sign_aws_doc_bucket_queries)          \
+    X(test_s3_sign_encoding_rules)                  \
+    X(test_s3_sign_host_ports_and_headers)          \
+    X(test_s3_sign_rejects_bad_input_without_leaking_secret)
 
 #define MX8_DECLARE(name) void name(void);
 MX8_TESTS(MX8_DECLARE)
