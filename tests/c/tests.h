@@ -44,7 +44,10 @@
     X(test_s3_sign_aws_doc_bucket_queries)          \
     X(test_s3_sign_encoding_rules)                  \
     X(test_s3_sign_host_ports_and_headers)          \
-    X(test_s3_sign_rejects_bad_input_without_leaking_secret)
+    X(test_s3_sign_rejects_bad_input_without_leaking_secret) \
+    X(test_s3_xml_list_page)                        \
+    X(test_s3_xml_error_body)                       \
+    X(test_s3_xml_rejects_malformed)
 
 #define MX8_DECLARE(name) void name(void);
 MX8_TESTS(MX8_DECLARE)
