@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "image_transform.h"
+#include "resize_simd.h"
 
 /* Pillow's 8-bit precision: 32 bits - 8 for the value - 2 for overshoot. */
 /* The inner loops multiply int32 lanes: baseline x86-64 (SSE2) has no 32-bit vector
@@ -23,6 +24,8 @@ void mx8_resizer_release(mx8_resizer *r) {
     for (int i = 0; i < 2; i++) {
         mx8_scratch_release(&axes[i]->k);
         mx8_scratch_release(&axes[i]->pos);
+        mx8_scratch_release(&axes[i]->sk);
+        mx8_scratch_release(&axes[i]->soff);
         axes[i]->valid = 0;
     }
     mx8_scratch_release(&r->tmp);
@@ -63,13 +66,31 @@ static int sample_weights(int in_size, float in0, double scale, double support, 
     return n;
 }
 
+/* The AVX2 kernels' copy of a planned axis: horizontal (fixed) as mx8_hk_build lays it
+ * out, vertical as ceil(taps / 2) kh/kl pair dwords per output row. */
+static int plan_simd(mx8_resize_axis *a, int fixed, mx8_error *err) {
+    const int32_t *k = a->k.p;
+    const int *pos = a->pos.p;
+    int pairs = (a->taps + 1) / 2;
+    if (fixed) {
+        int rc = mx8_scratch_reserve(&a->sk, mx8_hk_k_bytes(a->out_size, a->taps), err);
+        if (!rc) rc = mx8_scratch_reserve(&a->soff, mx8_hk_off_bytes(a->out_size), err);
+        if (!rc) mx8_hk_build(k, pos, a->lo, a->out_size, a->taps, a->sk.p, a->soff.p);
+        return rc;
+    }
+    int rc = mx8_scratch_reserve(&a->sk, sizeof(int32_t) * 2 * (size_t)pairs * a->out_size, err);
+    for (int i = 0; !rc && i < a->out_size; i++)
+        mx8_vk_build(k + (size_t)i * a->taps, pos[2 * i + 1], (int32_t *)a->sk.p + (size_t)i * 2 * pairs);
+    return rc;
+}
+
 /* Fills one axis. fixed = 1 (horizontal) gives every output exactly `taps` coefficients,
  * zero padded, with the start moved left when it would run off the input: the inner
  * loop then has no per-pixel bound and reads only real pixels (times zero). */
 static int plan_axis(mx8_resize_axis *a, mx8_scratch *wd, int in_size, float b0, float b1,
-                     int out_size, int flip, int fixed, mx8_error *err) {
+                     int out_size, int flip, int fixed, int simd, mx8_error *err) {
     if (a->valid && a->in_size == in_size && a->out_size == out_size && a->flip == flip &&
-        a->b0 == b0 && a->b1 == b1)
+        a->simd == simd && a->b0 == b0 && a->b1 == b1)
         return MX8_OK; /* same geometry as last time (e.g. center crops of equal sizes) */
     a->valid = 0;
     double scale = (double)(b1 - b0) / out_size; /* float subtraction, as Pillow */
@@ -109,6 +130,8 @@ static int plan_axis(mx8_resize_axis *a, mx8_scratch *wd, int in_size, float b0,
     a->b0 = b0;
     a->b1 = b1;
     a->taps = taps;
+    a->simd = simd;
+    if (simd && (rc = plan_simd(a, fixed, err))) return rc;
     a->valid = 1;
     return MX8_OK;
 }
@@ -132,8 +155,9 @@ int mx8_resize_plan(mx8_resizer *r, int in_w, int in_h, float x0, float y0, floa
     /* Pillow 11+: when the height shrinks by more than twice what the width does, the
      * vertical pass runs first. The order changes rounding, so follow it exactly. */
     r->h_first = !(in_h - out_h > 0 && in_h - out_h > (in_w - out_w) * 2);
-    int rc = plan_axis(&r->ax, &r->wd, in_w, x0, x1, out_w, flip ? 1 : 0, 1, err);
-    if (!rc) rc = plan_axis(&r->ay, &r->wd, in_h, y0, y1, out_h, 0, 0, err);
+    r->simd = !r->no_simd && mx8_resize_simd_available();
+    int rc = plan_axis(&r->ax, &r->wd, in_w, x0, x1, out_w, flip ? 1 : 0, 1, r->simd, err);
+    if (!rc) rc = plan_axis(&r->ay, &r->wd, in_h, y0, y1, out_h, 0, 0, r->simd, err);
     if (rc) return rc;
     if (!r->need_h) {
         r->ax.lo = 0;
@@ -213,11 +237,44 @@ MX8_HOT_LOOP static void v_row(const uint8_t *rows, size_t row_stride, int n, in
     for (int j = 0; j < n; j++) out[j] = clip8(acc[j]);
 }
 
+/* Output row y of the vertical pass over n bytes: AVX2 when planned (and wide enough). */
+static void v_pass_row(const mx8_resizer *r, int y, const uint8_t *rows, size_t stride, int n,
+                       int32_t *acc, uint8_t *out) {
+    int count = ((const int *)r->ay.pos.p)[2 * y + 1];
+#if MX8_RESIZE_SIMD
+    if (r->simd && n >= 32) {
+        size_t pairs = (size_t)(r->ay.taps + 1) / 2;
+        mx8_resize_v_row_avx2(rows, stride, n, count, (const int32_t *)r->ay.sk.p + (size_t)y * 2 * pairs, out);
+        return;
+    }
+#endif
+    v_row(rows, stride, n, count, (const int32_t *)r->ay.k.p + (size_t)y * r->ay.taps, acc, out);
+}
+
+/* Row scratch for h_pass_row: the AVX2 kernel's zero-padded tail or the int32 row. */
+static int reserve_row(mx8_resizer *r, mx8_error *err) {
+    size_t ncols = (size_t)(r->ax.hi - r->ax.lo), pairs = (size_t)(r->ax.taps + 1) / 2;
+    return mx8_scratch_reserve(&r->row4, r->simd ? 12 * pairs + 48 : ncols * 16, err);
+}
+
+/* Horizontal pass of one row: RGB bytes of source columns [ax.lo, ax.hi). */
+static void h_pass_row(mx8_resizer *r, const uint8_t *row, row_out o) {
+    int ncols = r->ax.hi - r->ax.lo;
+#if MX8_RESIZE_SIMD
+    if (r->simd) {
+        mx8_hk p = {r->out_w, (r->ax.taps + 1) / 2, r->ax.sk.p, r->ax.soff.p};
+        mx8_resize_h_row_avx2(&p, row, ncols * 3, r->row4.p, o.d0, o.d1, o.d2, o.step);
+        return;
+    }
+#endif
+    expand_rgbx(row, ncols, r->row4.p);
+    h_row(r->row4.p, r->ax.lo, o, r->out_w, r->ax.taps, r->ax.k.p, r->ax.pos.p);
+}
+
 /* Stage 2: vertical pass (or plain copy) of `planes` planes, each n bytes wide, from
  * tmp (row y of plane p at tmp + p*plane_stride + (y - y_lo)*row_stride) to out. */
 static void vertical(const mx8_resizer *r, const uint8_t *tmp, size_t plane_stride,
                      size_t row_stride, int planes, int n, int32_t *acc, uint8_t *out) {
-    const int32_t *k = r->ay.k.p;
     const int *pos = r->ay.pos.p;
     size_t out_plane = planes == 3 ? (size_t)r->out_w * r->out_h : 0;
     for (int p = 0; p < planes; p++) {
@@ -229,7 +286,7 @@ static void vertical(const mx8_resizer *r, const uint8_t *tmp, size_t plane_stri
                 continue;
             }
             const uint8_t *rows = tp + (size_t)(pos[2 * y] - r->ay.lo) * row_stride;
-            v_row(rows, row_stride, n, pos[2 * y + 1], k + (size_t)y * r->ay.taps, acc, op);
+            v_pass_row(r, y, rows, row_stride, n, acc, op);
         }
     }
 }
@@ -247,14 +304,10 @@ static int run_h_first(mx8_resizer *r, const uint8_t *src, size_t stride, int sr
     int rc = mx8_scratch_reserve(&r->tmp, plane * 3, err);
     if (rc) return rc;
     uint8_t *tmp = r->tmp.p;
-    int lo = r->ax.lo, ncols = r->ax.hi - lo;
-    if ((rc = mx8_scratch_reserve(&r->row4, (size_t)ncols * 16, err))) return rc;
-    row += (size_t)(lo - src_x) * 3;
-    for (int y = 0; y < rows; y++, row += stride) {
-        expand_rgbx(row, ncols, r->row4.p);
-        h_row(r->row4.p, lo, out_row(tmp + (size_t)y * ow * (planar ? 1 : 3), plane, planar), ow,
-              r->ax.taps, r->ax.k.p, r->ax.pos.p);
-    }
+    if ((rc = reserve_row(r, err))) return rc;
+    row += (size_t)(r->ax.lo - src_x) * 3;
+    for (int y = 0; y < rows; y++, row += stride)
+        h_pass_row(r, row, out_row(tmp + (size_t)y * ow * (planar ? 1 : 3), plane, planar));
     if (planar)
         vertical(r, tmp, plane, (size_t)ow, 3, ow, r->acc.p, out);
     else
@@ -275,26 +328,21 @@ static int run_v_first(mx8_resizer *r, const uint8_t *src, size_t stride, int sr
         size_t n = (size_t)ncols * 3;
         int rc = mx8_scratch_reserve(&r->tmp, n * (size_t)oh, err);
         if (rc) return rc;
-        const int32_t *k = r->ay.k.p;
         const int *pos = r->ay.pos.p;
         const uint8_t *s0 = src + (size_t)(r->ax.lo - src_x) * 3;
         for (int y = 0; y < oh; y++)
-            v_row(s0 + (size_t)(pos[2 * y] - src_y) * stride, stride, (int)n, pos[2 * y + 1],
-                  k + (size_t)y * r->ay.taps, r->acc.p, (uint8_t *)r->tmp.p + (size_t)y * n);
+            v_pass_row(r, y, s0 + (size_t)(pos[2 * y] - src_y) * stride, stride, (int)n, r->acc.p,
+                       (uint8_t *)r->tmp.p + (size_t)y * n);
         rows = r->tmp.p;
         rstride = n;
         col0 = r->ax.lo;
     }
     size_t plane = (size_t)ow * oh;
-    int lo = r->ax.lo;
-    int rc = mx8_scratch_reserve(&r->row4, (size_t)ncols * 16, err);
+    int rc = reserve_row(r, err);
     if (rc) return rc;
-    rows += (size_t)(lo - col0) * 3;
-    for (int y = 0; y < oh; y++, rows += rstride) {
-        expand_rgbx(rows, ncols, r->row4.p);
-        h_row(r->row4.p, lo, out_row(out + (size_t)y * ow * (planar ? 1 : 3), plane, planar), ow,
-              r->ax.taps, r->ax.k.p, r->ax.pos.p);
-    }
+    rows += (size_t)(r->ax.lo - col0) * 3;
+    for (int y = 0; y < oh; y++, rows += rstride)
+        h_pass_row(r, rows, out_row(out + (size_t)y * ow * (planar ? 1 : 3), plane, planar));
     return MX8_OK;
 }
 

@@ -22,12 +22,14 @@
 
 /* One axis of a plan. The key fields let an identical next plan reuse the coefficients. */
 typedef struct {
-    int in_size, out_size, flip, valid; /* cache key (with b0, b1) */
+    int in_size, out_size, flip, simd, valid; /* cache key (with b0, b1) */
     float b0, b1;
     int taps;        /* coefficients per output sample (row stride of k) */
     mx8_scratch k;   /* int32 [out_size * taps] */
     mx8_scratch pos; /* int [out_size * 2]: first input sample, number of taps used */
     int lo, hi;      /* input samples the axis reads: [lo, hi) */
+    mx8_scratch sk;  /* simd: the coefficients as the AVX2 kernels read them */
+    mx8_scratch soff; /* simd, horizontal: byte offset of each output's first tap */
 } mx8_resize_axis;
 
 /* Per-decoder resampler: plan + scratch, all grow-only. Zero-initialise, then
@@ -36,6 +38,8 @@ typedef struct {
     int in_w, in_h, out_w, out_h;
     int need_h, need_v;
     int h_first; /* pass order, Pillow's rule */
+    int no_simd; /* set to 1 to force the portable loops (tests compare the two) */
+    int simd;    /* this plan runs the AVX2 kernels (resize_simd.h) */
     mx8_resize_axis ax, ay;
     mx8_scratch tmp; /* horizontal pass output */
     mx8_scratch acc; /* int32 vertical accumulators */
