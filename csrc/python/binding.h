@@ -57,6 +57,8 @@ int mx8_buffer_pool_type_init(PyObject *module, mx8_state *st);
 extern PyMethodDef mx8_image_methods[];
 /* s3_functions.c: module-level S3 functions (request signing, ...) */
 extern PyMethodDef mx8_s3_methods[];
+/* s3_client_type.c: curl_global_init (once, at import) and the S3Client type */
+int mx8_s3_init(PyObject *module);
 
 /* Reads a pointer-sized integer (e.g. tensor.data_ptr()). */
 int mx8_ptr_from_object(PyObject *o, void **out);

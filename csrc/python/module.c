@@ -12,7 +12,7 @@ mx8_state *mx8_state_from_type(PyTypeObject *tp) {
 
 static int mx8_exec(PyObject *module) {
     mx8_state *st = mx8_get_state(module);
-    if (PyModule_AddFunctions(module, mx8_s3_methods) < 0)
+    if (PyModule_AddFunctions(module, mx8_s3_methods) < 0 || mx8_s3_init(module) < 0)
         return -1;
     if (mx8_errors_init(module, st) < 0 || mx8_manifest_type_init(module, st) < 0 ||
         mx8_engine_type_init(module, st) < 0 || mx8_tar_writer_type_init(module, st) < 0 ||
