@@ -1,0 +1,189 @@
+"""S3 servers for tests: moto in server mode on loopback, and a tiny fault-injecting server.
+
+``MotoServer`` runs ``python -m moto.server -H 127.0.0.1 -p PORT`` in a subprocess (the real
+HTTP path: mx8's C client talks to it over TCP) and can switch signature checking on: moto
+accepts any credentials until ``POST /moto-api/reset-auth`` with body ``0``; from then on
+only access keys created through its IAM API are valid (DESIGN.md section 7).
+
+``FaultServer`` is an in-process HTTP server whose answers a test scripts one by one (503
+SlowDown with Retry-After, a connection reset mid-body, a stall, then a good answer), for
+the client's retry paths; it records every request it saw.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from typing import Callable, Dict, List, Optional
+
+ADMIN_POLICY = json.dumps({"Version": "2012-10-17",
+                           "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """A moto server process; ``endpoint`` is ``http://127.0.0.1:PORT``."""
+
+    def __init__(self, env: Optional[Dict[str, str]] = None, timeout: float = 30.0):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        penv = dict(os.environ)
+        penv.update(env or {})
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"moto server exited with {self.proc.returncode}: {err}")
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/data.json", timeout=1).read()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto server on port {self.port} did not answer in {timeout:.0f}s")
+                time.sleep(0.1)
+
+    def boto3_client(self, service: str = "s3", **creds):
+        import boto3
+        from botocore.config import Config
+        kw = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
+        kw.update(creds)
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}), **kw)
+
+    def create_access_key(self, user: str) -> Dict[str, str]:
+        """An IAM user allowed everything and its access key (call while auth is off)."""
+        iam = self.boto3_client("iam")
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=ADMIN_POLICY)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        return {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
+
+    def assume_role(self, role: str) -> Dict[str, str]:
+        """Temporary credentials (with a session token) of a role allowed everything, from STS
+        AssumeRole: moto checks session tokens only for assumed-role keys (call while auth is off)."""
+        iam = self.boto3_client("iam")
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]})
+        arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+        iam.put_role_policy(RoleName=role, PolicyName="all", PolicyDocument=ADMIN_POLICY)
+        cr = self.boto3_client("sts").assume_role(RoleArn=arn, RoleSessionName="mx8-test")["Credentials"]
+        return {"access_key": cr["AccessKeyId"], "secret_key": cr["SecretAccessKey"],
+                "session_token": cr["SessionToken"]}
+
+    def set_auth(self, on: bool) -> None:
+        """Signature checking on (every later request must be signed by an IAM key) or off."""
+        req = urllib.request.Request(self.endpoint + "/moto-api/reset-auth", data=b"0" if on else b"inf",
+                                     method="POST", headers={"Content-Type": "text/plain"})
+        # (urllib's default form content type would make werkzeug hide the body from moto)
+        urllib.request.urlopen(req, timeout=5).read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+# ---- fault injection ----
+
+# An action gets the handler and does one whole response (or refuses to).
+Action = Callable[[http.server.BaseHTTPRequestHandler], None]
+
+
+def respond(status: int, body: bytes = b"", headers: Optional[Dict[str, str]] = None) -> Action:
+    def act(h):
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(body)
+    return act
+
+
+def s3_error(status: int, code: str, message: str = "", request_id: str = "REQ123",
+             headers: Optional[Dict[str, str]] = None) -> Action:
+    body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>").encode()
+    return respond(status, body, dict(headers or {}, **{"Content-Type": "application/xml"}))
+
+
+def reset_mid_body(total: int, sent: int) -> Action:
+    """Promises total bytes, sends sent of them, then resets the connection (RST)."""
+    def act(h):
+        h.send_response(206)
+        h.send_header("Content-Length", str(total))
+        h.end_headers()
+        h.wfile.write(b"x" * sent)
+        h.wfile.flush()
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        h.connection.close()
+        h.close_connection = True
+    return act
+
+
+def stall(seconds: float) -> Action:
+    """Sends headers, then nothing for a while (a stuck server)."""
+    def act(h):
+        h.send_response(200)
+        h.send_header("Content-Length", "10")
+        h.end_headers()
+        h.wfile.flush()
+        time.sleep(seconds)
+        h.close_connection = True
+    return act
+
+
+class FaultServer:
+    """Answers request i with actions[i] (the last one repeats); records (method, path, headers)."""
+
+    def __init__(self, actions: List[Action]):
+        self.actions = list(actions)
+        self.seen: List[tuple] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                server.seen.append((self.command, self.path, dict(self.headers.items()), time.monotonic()))
+                i = min(len(server.seen), len(server.actions)) - 1
+                server.actions[i](self)
+
+            do_GET = do_HEAD = do_PUT = do_POST = _any
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,220 @@
+"""The native S3 client (``_core.S3Client``) over HTTP against moto in server mode on
+127.0.0.1, with signature checking on where it matters, and against a fault-injecting
+server for the retry paths (503 SlowDown + Retry-After, resets mid-body, stalls)."""
+from __future__ import annotations
+
+import errno
+import socket
+import time
+
+import pytest
+
+import mx8
+from mx8 import _core
+from s3_server import FaultServer, MotoServer, reset_mid_body, respond, s3_error, stall
+
+pytest.importorskip("moto")
+pytest.importorskip("boto3")
+
+BUCKET = "mx8-test"
+PAGE = 4  # the server's default page size (MOTO_S3_DEFAULT_MAX_KEYS), so pagination needs little data
+ODD_KEYS = ["dir one/cat 1.jpg", "ü€/naïve – ok.png", "a+b=c.jpg", "x&y<z>'\".jpg", "p%2Fq ~.jpg",
+            "deep/" + "d/" * 40 + "leaf.jpg"]
+
+
+@pytest.fixture(scope="module")
+def moto():
+    srv = MotoServer(env={"MOTO_S3_DEFAULT_MAX_KEYS": str(PAGE)})
+    try:
+        srv.boto3_client().create_bucket(Bucket=BUCKET)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(moto):
+    return _core.S3Client(moto.endpoint, "us-east-1", "testing", "testing")
+
+
+def test_put_get_head_range_roundtrip(moto, client):
+    data = bytes(range(256)) * 40
+    etag = client.put(BUCKET, "blob/data.bin", data, content_type="application/octet-stream")
+    assert etag.startswith('"') and len(etag) > 2
+    assert client.get(BUCKET, "blob/data.bin") == data
+    assert client.head(BUCKET, "blob/data.bin") == (len(data), etag)
+    assert client.get_range(BUCKET, "blob/data.bin", 1000, 777) == data[1000:1777]
+    assert client.get_range(BUCKET, "blob/data.bin", len(data) - 1, 1) == data[-1:]
+    buf = bytearray(100)
+    assert client.get_range(BUCKET, "blob/data.bin", 5, 50, into=memoryview(buf)[10:]) == 50
+    assert bytes(buf[10:60]) == data[5:55] and buf[:10] == bytes(10)
+    assert client.get_range(BUCKET, "blob/data.bin", 0, 0) == b""
+    # What mx8 wrote, boto3 reads back byte for byte (and the other way round).
+    obj = moto.boto3_client().get_object(Bucket=BUCKET, Key="blob/data.bin")
+    assert obj["Body"].read() == data and obj["ContentType"] == "application/octet-stream"
+    moto.boto3_client().put_object(Bucket=BUCKET, Key="blob/empty", Body=b"")
+    assert client.get(BUCKET, "blob/empty") == b"" and client.head(BUCKET, "blob/empty")[0] == 0
+    with pytest.raises(mx8.ReadError, match="larger than the limit"):
+        client.get(BUCKET, "blob/data.bin", max_bytes=100)
+
+
+def test_odd_keys_survive_put_get_list(moto, client):
+    for i, key in enumerate(ODD_KEYS):
+        client.put(BUCKET, "odd/" + key, key.encode() * (i + 1))
+    for i, key in enumerate(ODD_KEYS):
+        assert client.get(BUCKET, "odd/" + key) == key.encode() * (i + 1)
+        assert client.get_range(BUCKET, "odd/" + key, 1, 3) == (key.encode() * (i + 1))[1:4]
+        assert moto.boto3_client().head_object(Bucket=BUCKET, Key="odd/" + key)["ContentLength"] == len(key.encode()) * (i + 1)
+    listed, token = [], None
+    while True:
+        entries, token, _ = client.list_page(BUCKET, "odd/", token)
+        listed += entries
+        if token is None:
+            break
+    assert sorted(listed) == sorted(("odd/" + k, len(k.encode()) * (i + 1)) for i, k in enumerate(ODD_KEYS))
+
+
+def test_list_pagination_prefix_and_delimiter(moto, client):
+    names = [f"page/{i:03d}.jpg" for i in range(11)] + ["page/sub/a.jpg", "page/sub/b.jpg", "pagex.jpg"]
+    for n in names:
+        client.put(BUCKET, n, n.encode())
+    pages, token, seen = 0, None, []
+    while True:
+        entries, token, prefixes = client.list_page(BUCKET, "page/", token)
+        assert len(entries) <= PAGE and prefixes == []
+        seen += [k for k, _ in entries]
+        pages += 1
+        if token is None:
+            break
+    assert seen == sorted(n for n in names if n.startswith("page/")) and pages == 4  # 13 keys, 4 a page
+    entries, token, _ = client.list_page(BUCKET, "page/", None, 2)
+    assert len(entries) == 2 and token
+    entries, token, prefixes = client.list_page(BUCKET, "page/", None, 100, delimiter="/")
+    assert len(entries) == 11 and prefixes == ["page/sub/"] and token is None
+    assert client.list_page(BUCKET, "nothing-here/") == ([], None, [])
+
+
+def test_errors_name_operation_key_status_code_and_request_id(client):
+    with pytest.raises(mx8.ReadError) as ei:
+        client.get(BUCKET, "missing dir/nope.jpg")
+    msg = str(ei.value)
+    assert ei.value.errno == errno.ENOENT
+    for part in ("S3 GET", f"s3://{BUCKET}/missing dir/nope.jpg", "HTTP 404", "NoSuchKey", "request id"):
+        assert part in msg, (part, msg)
+    with pytest.raises(mx8.ReadError, match=r"S3 HEAD s3://mx8-test/missing\.jpg: HTTP 404") as ei:
+        client.head(BUCKET, "missing.jpg")
+    assert ei.value.errno == errno.ENOENT
+    with pytest.raises(mx8.ReadError, match="NoSuchBucket"):
+        client.get_range("no-such-bucket", "k", 0, 10)
+    client.put(BUCKET, "small.bin", b"0123456789")
+    with pytest.raises(mx8.RangeError, match=r"s3://mx8-test/small\.bin @ 8\+5: range runs past the end.*size 10"):
+        client.get_range(BUCKET, "small.bin", 8, 5)
+    with pytest.raises(mx8.RangeError, match=r"@ 100\+5: HTTP 416 InvalidRange"):
+        client.get_range(BUCKET, "small.bin", 100, 5)
+    with pytest.raises(ValueError, match="'into' holds 3 bytes, 5 needed"):
+        client.get_range(BUCKET, "small.bin", 0, 5, into=bytearray(3))
+
+
+def test_signature_checking_on(moto):
+    """With moto's auth on: IAM keys and assumed-role session tokens work, a wrong secret,
+    an unknown key or a wrong token fail at once with a clear 403/400, never showing the secret."""
+    user = moto.create_access_key("mx8-user")
+    role = moto.assume_role("mx8-role")
+    _core.S3Client(moto.endpoint, "us-east-1", "testing", "testing").put(BUCKET, "auth/a+b=c d.jpg", b"payload")
+    moto.set_auth(True)
+    try:
+        good = _core.S3Client(moto.endpoint, "us-east-1", user["access_key"], user["secret_key"])
+        assert good.get(BUCKET, "auth/a+b=c d.jpg") == b"payload"
+        assert good.get_range(BUCKET, "auth/a+b=c d.jpg", 2, 3) == b"ylo"
+        good.put(BUCKET, "auth/ü €.jpg", b"x")
+        assert good.list_page(BUCKET, "auth/")[0] == [("auth/a+b=c d.jpg", 7), ("auth/ü €.jpg", 1)]
+        temp = _core.S3Client(moto.endpoint, "us-east-1", role["access_key"], role["secret_key"],
+                              role["session_token"])
+        assert temp.head(BUCKET, "auth/a+b=c d.jpg")[0] == 7
+
+        cases = [(user["access_key"], "wrong-secret-XYZ", None, 403, "SignatureDoesNotMatch"),
+                 ("AKIAUNKNOWNKEY000000", "wrong-secret-XYZ", None, 403, "InvalidAccessKeyId"),
+                 (role["access_key"], role["secret_key"], "not-the-token", 400, "InvalidToken")]  # 400 on AWS too
+        for ak, sk, tok, status, code in cases:
+            bad = _core.S3Client(moto.endpoint, "us-east-1", ak, sk, tok, backoff_base_ms=1000)
+            t0 = time.monotonic()
+            with pytest.raises(mx8.ReadError) as ei:
+                bad.get(BUCKET, "auth/a+b=c d.jpg")
+            assert time.monotonic() - t0 < 2.0  # no retries on a 403
+            msg = str(ei.value)
+            assert f"HTTP {status} {code}" in msg and "auth/a+b=c d.jpg" in msg, msg
+            assert ei.value.errno == (errno.EACCES if status == 403 else None)
+            assert sk not in msg and role["secret_key"] not in msg
+            assert bad.stats()["requests"] == 1 and bad.stats()["retries"] == 0
+    finally:
+        moto.set_auth(False)
+
+
+# ---- retries against scripted faults ----
+
+def _fault_client(srv, **kw):
+    kw.setdefault("backoff_base_ms", 20)
+    return _core.S3Client(srv.endpoint, "us-east-1", "AKIDEXAMPLE", "secret-never-shown", **kw)
+
+
+@pytest.fixture
+def fault():
+    servers = []
+
+    def make(actions):
+        servers.append(FaultServer(actions))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def test_retry_slowdown_honours_retry_after_and_resigns(fault):
+    srv = fault([s3_error(503, "SlowDown", "Please reduce your request rate.", headers={"Retry-After": "1"}),
+                 s3_error(503, "SlowDown"), respond(206, b"0123456789")])
+    c = _fault_client(srv)
+    assert c.get_range("b", "k.jpg", 100, 10) == b"0123456789"
+    assert len(srv.seen) == 3 and c.stats()["retries"] == 2 and c.stats()["requests"] == 3
+    assert srv.seen[1][3] - srv.seen[0][3] >= 0.9  # Retry-After: 1 waited out
+    for method, path, headers, _ in srv.seen:
+        assert (method, path, headers["range"]) == ("GET", "/b/k.jpg", "bytes=100-109")
+        assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+        assert headers["Host"] == srv.endpoint[len("http://"):]
+
+
+def test_retry_after_reset_mid_body_and_stall(fault):
+    srv = fault([reset_mid_body(100, 30), respond(206, b"y" * 100)])
+    c = _fault_client(srv)
+    assert c.get_range("b", "k", 0, 100) == b"y" * 100 and c.stats()["retries"] == 1
+    srv = fault([stall(3.0), respond(200, b"z" * 10)])
+    c = _fault_client(srv, low_speed_time_s=1)
+    t0 = time.monotonic()
+    assert c.get("b", "k") == b"z" * 10 and c.stats()["retries"] == 1
+    assert time.monotonic() - t0 < 2.9  # the stall was cut short, not waited out
+
+
+def test_retries_are_bounded_and_client_errors_are_not_retried(fault):
+    srv = fault([s3_error(500, "InternalError", "We encountered an internal error.", request_id="RID-500")])
+    c = _fault_client(srv, max_attempts=3)
+    with pytest.raises(mx8.ReadError, match=r"S3 GET s3://b/k: HTTP 500 InternalError.*RID-500.*after 3 attempts"):
+        c.get("b", "k")
+    assert len(srv.seen) == 3
+    srv = fault([s3_error(400, "RequestTimeout"), respond(200, b"ok")])
+    assert _fault_client(srv).get("b", "k") == b"ok"
+    for status, code in ((404, "NoSuchKey"), (403, "AccessDenied"), (400, "InvalidArgument")):
+        srv = fault([s3_error(status, code, request_id="RID-X"), respond(200, b"never")])
+        with pytest.raises(mx8.ReadError, match=f"HTTP {status} {code}.*RID-X") as ei:
+            _fault_client(srv).get("b", "k")
+        assert len(srv.seen) == 1 and "secret-never-shown" not in str(ei.value)
+
+
+def test_connection_refused_and_oversized_range_answers(fault):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    c = _core.S3Client(f"http://127.0.0.1:{port}", "us-east-1", "AK", "SK", max_attempts=2, backoff_base_ms=10)
+    with pytest.raises(mx8.ReadError, match="Couldn't connect.*retries exhausted"):
+        c.get("b", "k")
+    srv = fault([respond(200, b"w" * 50)])  # a server that ignores Range and sends everything
+    with pytest.raises(mx8.ReadError, match="more bytes than the range asked for"):
+        _fault_client(srv).get_range("b", "k", 10, 5)
