@@ -154,6 +154,14 @@ def stall(seconds: float) -> Action:
     return act
 
 
+def delayed(seconds: float, action: Action) -> Action:
+    """Waits, then answers (a slow server: shows whether clients wait in parallel)."""
+    def act(h):
+        time.sleep(seconds)
+        action(h)
+    return act
+
+
 class FaultServer:
     """Answers request i with actions[i] (the last one repeats); records (method, path, headers)."""
 
