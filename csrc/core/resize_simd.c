@@ -65,19 +65,28 @@ static inline const uint8_t *h_at(const h_src *s, int off) {
     return off <= s->safe ? s->row + off : s->tail + (off - s->tail_from);
 }
 
-/* Output pixels x (low lane) and x + 1 (high lane) as int32 RGBX. Per tap pair, one
- * 16-byte load per pixel; the shuffle widens its first two RGB pixels to int16
+#define INLINE_AVX2 AVX2 __attribute__((always_inline)) static inline
+
+/* One tap pair: hi += v * kh, lo += v * kl (k: 16 kh then 16 kl). */
+INLINE_AVX2 void h_taps(__m256i v, const int16_t *k, __m256i *hi, __m256i *lo) {
+    *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i_u *)(const void *)k)));
+    *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i_u *)(const void *)(k + 16))));
+}
+
+/* Output pixels x (low lane) and x + 1 (high lane) as int32 RGBX. One 16-byte load per
+ * pixel serves two tap pairs: the shuffles widen RGB pixels 0-1 (then 2-3) to int16
  * {R0, R1, G0, G1, B0, B1, 0, 0} for pmaddwd. */
-AVX2 static inline __m256i h_pair(const uint8_t *a, const uint8_t *b, const int16_t *k, int pairs) {
-    const __m256i mask = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
-                                          0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+INLINE_AVX2 __m256i h_pair(const uint8_t *a, const uint8_t *b, const int16_t *k, int pairs) {
+    const __m256i m0 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+                                        0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+    const __m256i m1 = _mm256_add_epi8(m0, _mm256_set1_epi8(6)); /* -1 + 6 keeps bit 7 set */
     __m256i hi = _mm256_setzero_si256(), lo = _mm256_set1_epi32(HALF);
-    for (int j = 0; j < pairs; j++, k += 32) {
+    for (int j = 0; j < pairs; j += 2) {
         __m128i va = _mm_loadu_si128((const __m128i_u *)(const void *)(a + 6 * j));
         __m128i vb = _mm_loadu_si128((const __m128i_u *)(const void *)(b + 6 * j));
-        __m256i v = _mm256_shuffle_epi8(_mm256_inserti128_si256(_mm256_castsi128_si256(va), vb, 1), mask);
-        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i_u *)(const void *)k)));
-        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i_u *)(const void *)(k + 16))));
+        __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(va), vb, 1);
+        h_taps(_mm256_shuffle_epi8(v, m0), k + 32 * j, &hi, &lo);
+        if (j + 1 < pairs) h_taps(_mm256_shuffle_epi8(v, m1), k + 32 * (j + 1), &hi, &lo);
     }
     return finish(hi, lo);
 }
@@ -116,6 +125,19 @@ AVX2 static void h_store8(const __m256i r[4], uint8_t *d0, uint8_t *d1, uint8_t 
     }
 }
 
+/* The row loop, inlined once per common tap count so that h_pair fully unrolls. */
+INLINE_AVX2 void h_pixels(const mx8_hk *p, const h_src *s, uint8_t *d0, uint8_t *d1, uint8_t *d2,
+                          int step, int pairs) {
+    const int16_t *k = p->k;
+    for (int x = 0; x < p->out_w; x += 8) {
+        __m256i r[4];
+        for (int i = 0; i < 4; i++, k += 32 * pairs)
+            r[i] = h_pair(h_at(s, p->off[x + 2 * i]), h_at(s, p->off[x + 2 * i + 1]), k, pairs);
+        size_t at = (size_t)x * step;
+        h_store8(r, d0 + at, d1 + at, d2 + at, step, p->out_w - x);
+    }
+}
+
 AVX2 void mx8_resize_h_row_avx2(const mx8_hk *p, const uint8_t *row, int nbytes, uint8_t *tail,
                                 uint8_t *d0, uint8_t *d1, uint8_t *d2, int step) {
     int span = 6 * (p->pairs - 1) + 16; /* bytes one pixel's loads cover */
@@ -124,13 +146,10 @@ AVX2 void mx8_resize_h_row_avx2(const mx8_hk *p, const uint8_t *row, int nbytes,
     size_t keep = (size_t)(nbytes - s.tail_from);
     memcpy(tail, row + s.tail_from, keep);
     memset(tail + keep, 0, (size_t)span); /* a pixel starts >= 3 bytes before the end */
-    const int16_t *k = p->k;
-    for (int x = 0; x < p->out_w; x += 8) {
-        __m256i r[4];
-        for (int i = 0; i < 4; i++, k += 32 * p->pairs)
-            r[i] = h_pair(h_at(&s, p->off[x + 2 * i]), h_at(&s, p->off[x + 2 * i + 1]), k, p->pairs);
-        size_t at = (size_t)x * step;
-        h_store8(r, d0 + at, d1 + at, d2 + at, step, p->out_w - x);
+    switch (p->pairs) { /* 2: upscales (3 taps), 3: downscales by up to 2x (5 taps) */
+    case 2: h_pixels(p, &s, d0, d1, d2, step, 2); break;
+    case 3: h_pixels(p, &s, d0, d1, d2, step, 3); break;
+    default: h_pixels(p, &s, d0, d1, d2, step, p->pairs); break;
     }
 }
 

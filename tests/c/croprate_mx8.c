@@ -1,8 +1,9 @@
 /* Bench: mx8_decode_transform with RandomResizedCrop(224) + flip, crop-aware vs full
  * decode, and a plain full decode (mx8_decode_rgb), single thread, images from memory.
- *   make -C tests/c bench && tests/c/build/croprate_mx8 LIST [reps] [dct_scaling]
+ *   make -C tests/c bench && tests/c/build/croprate_mx8 LIST [reps] [dct_scaling] [resize]
  * LIST holds one JPEG path a line. Prints images/s for each mode and the ratio; quote
- * ratios from one run (absolute rates drift on shared machines). */
+ * ratios from one run (absolute rates drift on shared machines). A fourth argument
+ * "resize" times only the resampler (us per RandomResizedCrop(224) resize). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,12 +138,27 @@ static double resize_only(mx8_decoder *dec, const corpus *c, int reps, uint8_t *
     return n ? secs / (double)n : 0;
 }
 
+/* The three decode modes, then the resampler alone. */
+static void report_all(mx8_decoder *dec, const corpus *c, int reps, int dct, uint8_t *out) {
+    double warm[3] = {0, 0, 0}, secs[3] = {0, 0, 0};
+    run(dec, c, 1, dct, out, warm); /* grow scratch, fault pages in */
+    run(dec, c, reps, dct, out, secs);
+    double n = (double)c->n * reps;
+    double full = n / secs[0], rrc_full = n / secs[1], rrc_crop = n / secs[2];
+    printf("images %zu x %d reps, single thread%s\n", c->n, reps, dct ? ", dct_scaling on" : "");
+    printf("full decode (mx8_decode_rgb):          %8.0f img/s\n", full);
+    printf("RRC(224)+flip, full decode + resize:   %8.0f img/s\n", rrc_full);
+    printf("RRC(224)+flip, crop-aware + resize:    %8.0f img/s\n", rrc_crop);
+    printf("crop-aware / full ratio:               %8.2fx\n", rrc_crop / rrc_full);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s LIST [reps] [dct_scaling]\n", argv[0]);
+        fprintf(stderr, "usage: %s LIST [reps] [dct_scaling] [resize]\n", argv[0]);
         return 2;
     }
     int reps = argc > 2 ? atoi(argv[2]) : 1, dct = argc > 3 ? atoi(argv[3]) : 0;
+    int resize_alone = argc > 4 && strcmp(argv[4], "resize") == 0;
     corpus c = {0};
     if (load(argv[1], &c) != 0) {
         fprintf(stderr, "no images read from %s\n", argv[1]);
@@ -151,16 +167,7 @@ int main(int argc, char **argv) {
     mx8_decoder *dec = mx8_decoder_new();
     uint8_t *out = malloc(3 * 224 * 224);
     if (!dec || !out) return 1;
-    double warm[3] = {0, 0, 0}, secs[3] = {0, 0, 0};
-    run(dec, &c, 1, dct, out, warm); /* grow scratch, fault pages in */
-    run(dec, &c, reps, dct, out, secs);
-    double n = (double)c.n * reps;
-    double full = n / secs[0], rrc_full = n / secs[1], rrc_crop = n / secs[2];
-    printf("images %zu x %d reps, single thread%s\n", c.n, reps, dct ? ", dct_scaling on" : "");
-    printf("full decode (mx8_decode_rgb):          %8.0f img/s\n", full);
-    printf("RRC(224)+flip, full decode + resize:   %8.0f img/s\n", rrc_full);
-    printf("RRC(224)+flip, crop-aware + resize:    %8.0f img/s\n", rrc_crop);
-    printf("crop-aware / full ratio:               %8.2fx\n", rrc_crop / rrc_full);
+    if (!resize_alone) report_all(dec, &c, reps, dct, out);
     printf("resize only, RRC(224)+flip NCHW:       %8.1f us/resize\n", 1e6 * resize_only(dec, &c, reps, out));
     for (size_t i = 0; i < c.n; i++) free(c.data[i]);
     free(c.data);
