@@ -79,7 +79,8 @@ INLINE_AVX2 void h_taps(__m256i v, const int16_t *k, __m256i *hi, __m256i *lo) {
 INLINE_AVX2 __m256i h_pair(const uint8_t *a, const uint8_t *b, const int16_t *k, int pairs) {
     const __m256i m0 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
                                         0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
-    const __m256i m1 = _mm256_add_epi8(m0, _mm256_set1_epi8(6)); /* -1 + 6 keeps bit 7 set */
+    const __m256i m1 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
+                                        6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
     __m256i hi = _mm256_setzero_si256(), lo = _mm256_set1_epi32(HALF);
     for (int j = 0; j < pairs; j += 2) {
         __m128i va = _mm_loadu_si128((const __m128i_u *)(const void *)(a + 6 * j));
