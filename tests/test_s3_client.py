@@ -19,13 +19,14 @@ pytest.importorskip("boto3")
 
 BUCKET = "mx8-test"
 PAGE = 4  # the server's default page size (MOTO_S3_DEFAULT_MAX_KEYS), so pagination needs little data
+PART_MIN = 8192  # S3_UPLOAD_PART_MIN_SIZE on the server (5 MiB on AWS), so multipart needs little data
 ODD_KEYS = ["dir one/cat 1.jpg", "ü€/naïve – ok.png", "a+b=c.jpg", "x&y<z>'\".jpg", "p%2Fq ~.jpg",
             "deep/" + "d/" * 40 + "leaf.jpg"]
 
 
 @pytest.fixture(scope="module")
 def moto():
-    srv = MotoServer(env={"MOTO_S3_DEFAULT_MAX_KEYS": str(PAGE)})
+    srv = MotoServer(env={"MOTO_S3_DEFAULT_MAX_KEYS": str(PAGE), "S3_UPLOAD_PART_MIN_SIZE": str(PART_MIN)})
     try:
         srv.boto3_client().create_bucket(Bucket=BUCKET)
         yield srv
@@ -155,6 +156,51 @@ def test_signature_checking_on(moto):
     finally:
         moto.set_auth(False)
 
+
+
+def test_multipart_parallel_parts_complete_and_abort(moto):
+    key = "mp/shard 00001+=.tar"
+    data = bytes((i * 7 + 3) % 251 for i in range(2 * PART_MIN + 1234))
+    chunks = [data[:PART_MIN], data[PART_MIN:2 * PART_MIN], data[2 * PART_MIN:]]
+    c = _core.S3Client(moto.endpoint, "us-east-1", "testing", "testing")
+    upload_id = c.create_multipart(BUCKET, key, content_type="application/x-tar")
+    etags = [None] * 3
+
+    def part(i):  # parts go up in parallel, one client per thread
+        etags[i] = _core.S3Client(moto.endpoint, "us-east-1", "testing", "testing").upload_part(
+            BUCKET, key, upload_id, i + 1, chunks[i])
+    threads = [threading.Thread(target=part, args=(i,)) for i in (2, 0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(etags)
+    etag = c.complete_multipart(BUCKET, key, upload_id, [(i + 1, e) for i, e in enumerate(etags)])
+    assert etag.endswith('-3"')  # S3's multipart ETag: md5 of the part md5s, dash, part count
+    assert c.get(BUCKET, key) == data and c.head(BUCKET, key) == (len(data), etag)
+    head = moto.boto3_client().head_object(Bucket=BUCKET, Key=key)
+    assert head["ContentType"] == "application/x-tar" and head["ContentLength"] == len(data)
+
+    # A part under the minimum (not the last) makes completion fail, naming the cause;
+    # the caller then aborts and the upload is gone.
+    upload_id = c.create_multipart(BUCKET, "mp/small")
+    tags = [c.upload_part(BUCKET, "mp/small", upload_id, n, b"x" * 100) for n in (1, 2)]
+    with pytest.raises(mx8.ReadError, match=r"S3 CompleteMultipartUpload s3://mx8-test/mp/small: .*EntityTooSmall"):
+        c.complete_multipart(BUCKET, "mp/small", upload_id, [(1, tags[0]), (2, tags[1])])
+    assert [u["UploadId"] for u in moto.boto3_client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+            if u["Key"] == "mp/small"] == [upload_id]
+    c.abort_multipart(BUCKET, "mp/small", upload_id)
+    # (AWS answers a later UploadPart with 404 NoSuchUpload; moto 5.2.5 with a 500, so ask the list.)
+    assert not [u for u in moto.boto3_client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+                if u["Key"] == "mp/small"]
+    with pytest.raises(ValueError, match="ascending part numbers"):
+        c.complete_multipart(BUCKET, "mp/x", "id", [(2, '"a"'), (1, '"b"')])
+    with pytest.raises(ValueError, match="outside 1..10000"):
+        c.upload_part(BUCKET, "mp/x", "id", 0, b"")
+    c.delete(BUCKET, key)
+    with pytest.raises(mx8.ReadError, match="NoSuchKey"):
+        c.get(BUCKET, key)
+    c.delete(BUCKET, key)  # deleting a missing key is not an error in S3
 
 # ---- retries against scripted faults ----
 

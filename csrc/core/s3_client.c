@@ -251,8 +251,12 @@ static void setup_transfer(mx8_s3_client *c, const op_spec *s, response *r, cons
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->curl_msg);
     if (!strcmp(s->method, "HEAD")) {
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    } else if (!strcmp(s->method, "PUT")) {
+    } else if (!strcmp(s->method, "PUT") || !strcmp(s->method, "POST")) {
+        /* An upload (even of 0 bytes) sends Content-Length, which S3 requires on POST too,
+         * and no form Content-Type that a server might parse the body as. */
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        if (!strcmp(s->method, "POST"))
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "POST");
         curl_easy_setopt(h, CURLOPT_READFUNCTION, on_upload);
         curl_easy_setopt(h, CURLOPT_READDATA, r);
         curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
@@ -482,29 +486,58 @@ int mx8_s3_get(mx8_s3_client *c, const char *bucket, const char *key, size_t max
     return *data ? MX8_OK : mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an empty S3 object");
 }
 
-int mx8_s3_put(mx8_s3_client *c, const char *bucket, const char *key, const void *data, size_t len,
-               const char *content_type, char etag[128], mx8_error *err) {
-    op_spec s = spec_for("PUT", "PUT", bucket, key);
-    s.body = data;
-    s.body_len = len;
+/* The body's SHA-256 goes into the signature: S3 then rejects a body damaged on the way. */
+static int hash_body(op_spec *s, mx8_error *err) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdn = 0;
-    if (EVP_Digest(data, len, md, &mdn, EVP_sha256(), NULL) != 1 || mdn != 32)
-        return mx8_error_set(err, MX8_ERR_NOMEM, "SHA-256 of an S3 upload failed (libcrypto)");
+    if (EVP_Digest(s->body ? (const void *)s->body : "", s->body_len, md, &mdn, EVP_sha256(), NULL) != 1 ||
+        mdn != 32)
+        return mx8_error_set(err, MX8_ERR_NOMEM, "SHA-256 of an S3 request body failed (libcrypto)");
     for (int i = 0; i < 32; i++)
-        snprintf(s.payload_sha + 2 * i, 3, "%02x", md[i]);
-    if (content_type && *content_type) {
-        s.headers[0] = (mx8_s3_header){"content-type", content_type};
-        s.n_headers = 1;
-    }
+        snprintf(s->payload_sha + 2 * i, 3, "%02x", md[i]);
+    return MX8_OK;
+}
+
+int mx8_s3_call_run(mx8_s3_client *c, const mx8_s3_call *call, mx8_s3_reply *out, mx8_error *err) {
+    memset(out, 0, sizeof *out);
+    if (call->n_headers > 2)
+        return mx8_error_set(err, MX8_ERR_ARG, "S3 %s: at most 2 extra headers", call->op);
+    op_spec s = spec_for(call->op, call->method, call->bucket, call->key);
+    s.query = call->query;
+    s.n_query = call->n_query;
+    for (size_t i = 0; i < call->n_headers; i++)
+        s.headers[i] = call->headers[i];
+    s.n_headers = call->n_headers;
+    s.body = call->body;
+    s.body_len = call->body_len;
+    s.max_len = call->max_response ? call->max_response : ERRBODY_MAX;
+    int rc = s.body_len || !strcmp(s.method, "PUT") || !strcmp(s.method, "POST") ? hash_body(&s, err) : MX8_OK;
+    if (rc)
+        return rc;
     response r;
     pthread_mutex_lock(&c->lock);
-    s.max_len = ERRBODY_MAX; /* a PUT answers with an empty body */
-    int rc = run_op(c, &s, &r, err);
+    rc = run_op(c, &s, &r, err);
+    if (rc == MX8_OK)
+        c->stats.bytes_in += r.len;
     pthread_mutex_unlock(&c->lock);
     if (rc)
         return rc;
-    free(r.data);
+    out->body = r.data;
+    out->len = r.len;
+    memcpy(out->etag, r.etag, sizeof r.etag);
+    return MX8_OK;
+}
+
+int mx8_s3_put(mx8_s3_client *c, const char *bucket, const char *key, const void *data, size_t len,
+               const char *content_type, char etag[128], mx8_error *err) {
+    mx8_s3_header ct = {"content-type", content_type};
+    mx8_s3_call call = {.op = "PUT", .method = "PUT", .bucket = bucket, .key = key, .headers = &ct,
+                        .n_headers = content_type && *content_type, .body = data, .body_len = len};
+    mx8_s3_reply r;
+    int rc = mx8_s3_call_run(c, &call, &r, err);
+    if (rc)
+        return rc;
+    free(r.body);
     if (etag)
         memcpy(etag, r.etag, sizeof r.etag);
     return MX8_OK;

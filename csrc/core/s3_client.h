@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "mx8_error.h"
+#include "s3_sign.h"
 #include "s3_xml.h"
 
 typedef struct mx8_s3_client mx8_s3_client;
@@ -70,6 +71,28 @@ int mx8_s3_put(mx8_s3_client *c, const char *bucket, const char *key, const void
 /* One ListObjectsV2 page. prefix, token, delimiter may be NULL; max_keys 0 = server default. */
 int mx8_s3_list(mx8_s3_client *c, const char *bucket, const char *prefix, const char *token,
                 const char *delimiter, int max_keys, mx8_s3_list_page *out, mx8_error *err);
+
+/* Any other request (multipart steps, DELETE), signed and retried like the ones above. */
+typedef struct {
+    const char *op;     /* for messages, e.g. "CompleteMultipartUpload" */
+    const char *method; /* GET, HEAD, PUT, POST, DELETE */
+    const char *bucket, *key;
+    const mx8_s3_param *query;
+    size_t n_query;
+    const mx8_s3_header *headers; /* at most 2, signed */
+    size_t n_headers;
+    const void *body; /* its SHA-256 is signed */
+    size_t body_len;
+    size_t max_response; /* response body limit; 0 = 4 KiB */
+} mx8_s3_call;
+
+typedef struct {
+    uint8_t *body; /* malloc'd (NULL when empty); the caller frees it */
+    size_t len;
+    char etag[128];
+} mx8_s3_reply;
+
+int mx8_s3_call_run(mx8_s3_client *c, const mx8_s3_call *call, mx8_s3_reply *out, mx8_error *err);
 
 void mx8_s3_client_stats(mx8_s3_client *c, mx8_s3_stats *out);
 

@@ -399,3 +399,46 @@ void mx8_s3_parse_error(const char *xml, size_t len, mx8_s3_error_info *out) {
     mx8_error ignored;
     mx8_xml_walk(xml, len, error_cb, out, &ignored);
 }
+
+/* ---- one value from a small result document ---- */
+
+typedef struct {
+    const char *root, *child;
+    char *value;
+    int is_error;
+    mx8_error *err;
+} text_ctx;
+
+static int text_cb(void *vctx, const char *const *path, int depth, const char *text, size_t len) {
+    text_ctx *t = vctx;
+    (void)len;
+    if (!strcmp(path[0], "Error")) {
+        t->is_error = 1;
+        return MX8_OK;
+    }
+    if (strcmp(path[0], t->root) != 0)
+        return mx8_error_set(t->err, MX8_ERR_FORMAT, "S3 response: expected <%.40s>, got <%.40s>", t->root, path[0]);
+    if (depth == 2 && !strcmp(path[1], t->child) && !t->value && !(t->value = strdup(text)))
+        return mx8_error_set(t->err, MX8_ERR_NOMEM, "out of memory reading an S3 response");
+    return MX8_OK;
+}
+
+int mx8_s3_parse_text(const char *xml, size_t len, const char *root, const char *child, char **out,
+                      mx8_s3_error_info *e, mx8_error *err) {
+    *out = NULL;
+    text_ctx t = {.root = root, .child = child, .err = err};
+    int rc = mx8_xml_walk(xml, len, text_cb, &t, err);
+    if (rc == MX8_OK && t.is_error) {
+        mx8_s3_error_info local;
+        mx8_s3_parse_error(xml, len, e ? e : &local);
+        rc = mx8_error_set(err, MX8_ERR_IO, "S3 error in a 200 response: %.64s", e ? e->code : local.code);
+    } else if (rc == MX8_OK && !t.value) {
+        rc = mx8_error_set(err, MX8_ERR_FORMAT, "S3 response: <%.40s> has no <%.40s>", root, child);
+    }
+    if (rc) {
+        free(t.value);
+        return rc;
+    }
+    *out = t.value;
+    return MX8_OK;
+}

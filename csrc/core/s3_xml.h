@@ -40,6 +40,13 @@ void mx8_s3_list_page_free(mx8_s3_list_page *p);
  * S3 error document leaves the fields empty). */
 void mx8_s3_parse_error(const char *xml, size_t len, mx8_s3_error_info *out);
 
+/* The text of <root><child>...</child></root> (e.g. InitiateMultipartUploadResult/UploadId)
+ * as a malloc'd string. A different root element is MX8_ERR_FORMAT naming it; a body whose
+ * root is <Error> fills *e (when e is not NULL) and returns MX8_ERR_IO, for the S3 calls
+ * that answer 200 and report failure in the body (CompleteMultipartUpload). */
+int mx8_s3_parse_text(const char *xml, size_t len, const char *root, const char *child, char **out,
+                      mx8_s3_error_info *e, mx8_error *err);
+
 /* Calls cb at the end of each element with its path (outermost first, namespace prefixes
  * dropped) and the decoded text directly inside it. A non-zero return from cb stops the
  * walk and is returned. Exposed for tests. */

@@ -2,6 +2,7 @@
  * a native client; the GIL is released around every network call. */
 #include "binding.h"
 #include "s3_client.h"
+#include "s3_multipart.h"
 
 typedef struct {
     PyObject_HEAD
@@ -186,6 +187,106 @@ static PyObject *S3Client_list_page(S3ClientObject *self, PyObject *args, PyObje
     return out;
 }
 
+static PyObject *S3Client_create_multipart(S3ClientObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"bucket", "key", "content_type", NULL};
+    const char *bucket, *key, *ctype = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|z:create_multipart", kwlist, &bucket, &key, &ctype))
+        return NULL;
+    char *id = NULL;
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_s3_multipart_create(self->c, bucket, key, ctype, &id, &err);
+    Py_END_ALLOW_THREADS
+    if (rc)
+        return raise_for(self, &err);
+    PyObject *out = PyUnicode_FromString(id);
+    free(id);
+    return out;
+}
+
+static PyObject *S3Client_upload_part(S3ClientObject *self, PyObject *args) {
+    const char *bucket, *key, *id;
+    int part;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "sssiy*:upload_part", &bucket, &key, &id, &part, &data))
+        return NULL;
+    char etag[128];
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_s3_upload_part(self->c, bucket, key, id, part, data.buf, (size_t)data.len, etag, &err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    return rc ? raise_for(self, &err) : PyUnicode_FromString(etag);
+}
+
+/* parts: a sequence of (part_number, etag); the etag strings live as long as the list. */
+static PyObject *S3Client_complete_multipart(S3ClientObject *self, PyObject *args) {
+    const char *bucket, *key, *id;
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "sssO:complete_multipart", &bucket, &key, &id, &seq))
+        return NULL;
+    PyObject *list = PySequence_List(seq);
+    if (!list)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    mx8_s3_part *parts = PyMem_Calloc((size_t)n + 1, sizeof *parts);
+    PyObject *out = NULL;
+    if (!parts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "is;complete_multipart: parts are (part_number, etag)",
+                              &parts[i].part_number, &parts[i].etag))
+            goto done;
+    char etag[128];
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_s3_multipart_complete(self->c, bucket, key, id, parts, (size_t)n, etag, &err);
+    Py_END_ALLOW_THREADS
+    out = rc ? raise_for(self, &err) : PyUnicode_FromString(etag);
+done:
+    PyMem_Free(parts);
+    Py_DECREF(list);
+    return out;
+}
+
+static PyObject *S3Client_abort_multipart(S3ClientObject *self, PyObject *args) {
+    const char *bucket, *key, *id;
+    if (!PyArg_ParseTuple(args, "sss:abort_multipart", &bucket, &key, &id))
+        return NULL;
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_s3_multipart_abort(self->c, bucket, key, id, &err);
+    Py_END_ALLOW_THREADS
+    if (rc)
+        return raise_for(self, &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *S3Client_delete(S3ClientObject *self, PyObject *args) {
+    const char *bucket, *key;
+    if (!PyArg_ParseTuple(args, "ss:delete", &bucket, &key))
+        return NULL;
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_s3_delete(self->c, bucket, key, &err);
+    Py_END_ALLOW_THREADS
+    if (rc)
+        return raise_for(self, &err);
+    Py_RETURN_NONE;
+}
+
 static PyObject *S3Client_stats(S3ClientObject *self, PyObject *unused) {
     (void)unused;
     mx8_s3_stats s;
@@ -207,6 +308,15 @@ static PyMethodDef S3Client_methods[] = {
     {"list_page", (PyCFunction)(void (*)(void))S3Client_list_page, METH_VARARGS | METH_KEYWORDS,
      "list_page(bucket, prefix='', continuation_token=None, max_keys=0, *, delimiter=None)\n"
      "-> ([(key, size), ...], next_token or None, [common prefixes])"},
+    {"create_multipart", (PyCFunction)(void (*)(void))S3Client_create_multipart, METH_VARARGS | METH_KEYWORDS,
+     "create_multipart(bucket, key, content_type=None) -> upload_id"},
+    {"upload_part", (PyCFunction)S3Client_upload_part, METH_VARARGS,
+     "upload_part(bucket, key, upload_id, part_number, data) -> etag"},
+    {"complete_multipart", (PyCFunction)S3Client_complete_multipart, METH_VARARGS,
+     "complete_multipart(bucket, key, upload_id, [(part_number, etag), ...]) -> etag of the object"},
+    {"abort_multipart", (PyCFunction)S3Client_abort_multipart, METH_VARARGS,
+     "abort_multipart(bucket, key, upload_id)"},
+    {"delete", (PyCFunction)S3Client_delete, METH_VARARGS, "delete(bucket, key)"},
     {"stats", (PyCFunction)S3Client_stats, METH_NOARGS, "stats() -> {requests, retries, bytes_in, bytes_out}"},
     {NULL, NULL, 0, NULL},
 };

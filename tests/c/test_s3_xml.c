@@ -1,5 +1,6 @@
 /* The S3 XML reader: ListObjectsV2 pages (entities, pagination, prefixes), error bodies,
  * and malformed input that must fail cleanly. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../csrc/core/s3_xml.h"
@@ -91,4 +92,29 @@ void test_s3_xml_rejects_malformed(void) {
         if (rc == MX8_OK)
             mx8_s3_list_page_free(&p);
     }
+}
+
+void test_s3_xml_result_text_and_error_in_200(void) {
+    static const char init[] = "<?xml version=\"1.0\"?><InitiateMultipartUploadResult><Bucket>b</Bucket>"
+                               "<Key>k</Key><UploadId>VXBs+/=&amp;ID</UploadId></InitiateMultipartUploadResult>";
+    char *v = NULL;
+    mx8_s3_error_info e;
+    mx8_error err;
+    REQUIRE_OK(mx8_s3_parse_text(init, sizeof init - 1, "InitiateMultipartUploadResult", "UploadId", &v, &e, &err),
+               &err);
+    CHECK_STR(v, "VXBs+/=&ID");
+    free(v);
+    static const char in200[] = "<Error><Code>InternalError</Code><Message>try again</Message>"
+                                "<RequestId>R1</RequestId></Error>";
+    CHECK_INT(mx8_s3_parse_text(in200, sizeof in200 - 1, "CompleteMultipartUploadResult", "ETag", &v, &e, &err), ==,
+              MX8_ERR_IO);
+    CHECK(v == NULL && strstr(err.msg, "InternalError") != NULL);
+    CHECK_STR(e.message, "try again");
+    CHECK_STR(e.request_id, "R1");
+    CHECK_INT(mx8_s3_parse_text(init, sizeof init - 1, "CompleteMultipartUploadResult", "ETag", &v, NULL, &err), ==,
+              MX8_ERR_FORMAT);
+    CHECK(strstr(err.msg, "expected <CompleteMultipartUploadResult>") != NULL);
+    CHECK_INT(mx8_s3_parse_text(init, sizeof init - 1, "InitiateMultipartUploadResult", "Nope", &v, NULL, &err), ==,
+              MX8_ERR_FORMAT);
+    CHECK(v == NULL);
 }

@@ -47,7 +47,8 @@
     X(test_s3_sign_rejects_bad_input_without_leaking_secret) \
     X(test_s3_xml_list_page)                        \
     X(test_s3_xml_error_body)                       \
-    X(test_s3_xml_rejects_malformed)
+    X(test_s3_xml_rejects_malformed) \
+    X(test_s3_xml_result_text_and_error_in_200)
 
 #define MX8_DECLARE(name) void name(void);
 MX8_TESTS(MX8_DECLARE)
