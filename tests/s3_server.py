@@ -121,6 +121,11 @@ def respond(status: int, body: bytes = b"", headers: Optional[Dict[str, str]] = 
     return act
 
 
+def partial(offset: int, body: bytes, total: int = 1 << 30) -> Action:
+    """A 206 answer carrying body as bytes offset.. of an object of total bytes."""
+    return respond(206, body, {"Content-Range": f"bytes {offset}-{offset + len(body) - 1}/{total}"})
+
+
 def s3_error(status: int, code: str, message: str = "", request_id: str = "REQ123",
              headers: Optional[Dict[str, str]] = None) -> Action:
     body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message>"

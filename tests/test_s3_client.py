@@ -12,7 +12,7 @@ import pytest
 
 import mx8
 from mx8 import _core
-from s3_server import FaultServer, MotoServer, delayed, reset_mid_body, respond, s3_error, stall
+from s3_server import FaultServer, MotoServer, delayed, partial, reset_mid_body, respond, s3_error, stall
 
 pytest.importorskip("moto")
 pytest.importorskip("boto3")
@@ -223,7 +223,7 @@ def fault():
 
 def test_retry_slowdown_honours_retry_after_and_resigns(fault):
     srv = fault([s3_error(503, "SlowDown", "Please reduce your request rate.", headers={"Retry-After": "1"}),
-                 s3_error(503, "SlowDown"), respond(206, b"0123456789")])
+                 s3_error(503, "SlowDown"), partial(100, b"0123456789")])
     c = _fault_client(srv)
     assert c.get_range("b", "k.jpg", 100, 10) == b"0123456789"
     assert len(srv.seen) == 3 and c.stats()["retries"] == 2 and c.stats()["requests"] == 3
@@ -235,7 +235,7 @@ def test_retry_slowdown_honours_retry_after_and_resigns(fault):
 
 
 def test_retry_after_reset_mid_body_and_stall(fault):
-    srv = fault([reset_mid_body(100, 30), respond(206, b"y" * 100)])
+    srv = fault([reset_mid_body(100, 30), partial(0, b"y" * 100)])
     c = _fault_client(srv)
     assert c.get_range("b", "k", 0, 100) == b"y" * 100 and c.stats()["retries"] == 1
     srv = fault([stall(3.0), respond(200, b"z" * 10)])
@@ -270,10 +270,19 @@ def test_connection_refused_and_oversized_range_answers(fault):
     srv = fault([respond(200, b"w" * 50)])  # a server that ignores Range and sends everything
     with pytest.raises(mx8.ReadError, match="more bytes than the range asked for"):
         _fault_client(srv).get_range("b", "k", 10, 5)
+    # Bytes from the wrong place never pass for the range asked for.
+    srv = fault([respond(200, b"w" * 5)])  # Range ignored on a 5-byte object
+    with pytest.raises(mx8.ReadError, match=r"@ 10\+5: the server answered HTTP 200"):
+        _fault_client(srv).get_range("b", "k", 10, 5)
+    srv = fault([partial(0, b"w" * 5)])
+    with pytest.raises(mx8.ReadError, match=r"HTTP 206 with Content-Range 'bytes 0-4/"):
+        _fault_client(srv).get_range("b", "k", 10, 5)
+    srv = fault([respond(200, b"whole")])  # from offset 0 the whole object is the range
+    assert _fault_client(srv).get_range("b", "k", 0, 5) == b"whole"
 
 
 def test_gil_released_clients_in_parallel_and_shared_client_serialised(fault):
-    srv = fault([delayed(0.4, respond(206, b"p" * 8))])
+    srv = fault([delayed(0.4, partial(0, b"p" * 8))])
     results, errors = [], []
 
     def worker(c):

@@ -65,13 +65,11 @@ typedef struct {
 } response;
 
 int mx8_s3_global_init(mx8_error *err) {
-    /* Once per process: curl_global_init is reference-counted but not thread-safe in 7.88. */
-    static int done;
-    if (done)
-        return MX8_OK;
+    /* Reference-counted by libcurl, so once per module instance is fine; it is not
+     * thread-safe in 7.88, so it runs at import, before any I/O thread exists. Never paired
+     * with curl_global_cleanup: other users of libcurl may share the process. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return mx8_error_set(err, MX8_ERR_IO, "libcurl global initialisation failed");
-    done = 1;
     return MX8_OK;
 }
 
@@ -460,12 +458,18 @@ int mx8_s3_get_range(mx8_s3_client *c, const char *bucket, const char *key, uint
     pthread_mutex_unlock(&c->lock);
     if (rc)
         return rc;
-    if (r.len != len) {
-        char what[200];
-        describe(&s, what, sizeof what);
+    char what[200];
+    describe(&s, what, sizeof what);
+    if (r.len != len)
         return mx8_error_set(err, MX8_ERR_RANGE, "%s: range runs past the end of the object (%zu bytes returned, "
                              "object size %s)", what, r.len, range_total(&r));
-    }
+    /* Bytes from elsewhere in the object must never pass for the range: a 200 is the whole
+     * object (only right from offset 0) and a 206 must start where asked. */
+    unsigned long long start = 0;
+    if ((r.status == 200 && offset != 0) ||
+        (r.status == 206 && (sscanf(r.content_range, "bytes %llu-", &start) != 1 || start != offset)))
+        return mx8_error_set(err, MX8_ERR_IO, "%s: the server answered HTTP %ld with Content-Range '%.40s'", what,
+                             r.status, r.content_range);
     return MX8_OK;
 }
 
