@@ -47,6 +47,15 @@ class S3Config:
                              "(or pass access_key= and secret_key=)")
         return self
 
+    def client(self, **options):
+        """A native ``mx8._core.S3Client`` for this configuration (credentials required).
+        ``options``: connect_timeout_ms, low_speed_time_s, max_attempts, backoff_base_ms,
+        backoff_cap_ms. One client runs one request at a time: use one per thread."""
+        from . import _core
+        self.require_credentials()
+        return _core.S3Client(self.endpoint, self.region, self.access_key, self.secret_key,
+                              self.session_token, self.virtual_host, **options)
+
     def __repr__(self) -> str:
         def mask(v: Optional[str]) -> str:
             return "None" if v is None else "'***'"

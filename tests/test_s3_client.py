@@ -202,6 +202,18 @@ def test_multipart_parallel_parts_complete_and_abort(moto):
         c.get(BUCKET, key)
     c.delete(BUCKET, key)  # deleting a missing key is not an error in S3
 
+def test_client_from_environment(moto, monkeypatch):
+    from mx8.s3config import s3_config
+    for k, v in {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    c = s3_config().client(max_attempts=2)
+    c.put(BUCKET, "env/k.txt", b"from env")
+    assert c.get(BUCKET, "env/k.txt") == b"from env"
+
+
 # ---- retries against scripted faults ----
 
 def _fault_client(srv, **kw):
