@@ -10,7 +10,7 @@ size_t mx8_hk_k_bytes(int out_w, int taps) {
     return (size_t)(out_w + 7) / 8 * 4 * (size_t)((taps + 1) / 2) * 32 * sizeof(int16_t);
 }
 
-size_t mx8_hk_off_bytes(int out_w) { return (size_t)(out_w + 7) / 8 * 8 * sizeof(int32_t); }
+size_t mx8_hk_off_bytes(int out_w) { return (size_t)(out_w + 7) / 8 * 9 * sizeof(int32_t); }
 
 /* Pixel x of pair x / 2 owns 128-bit lane x & 1 of each 32-coefficient block: 16 kh then
  * 16 kl, each lane {k[t], k[t + 1]} four times (R, G, B, pad). Output pixels are padded
@@ -21,6 +21,8 @@ void mx8_hk_build(const int32_t *k32, const int *pos, int lo, int out_w, int tap
     for (int x = 0; x < npad; x++) {
         int real = x < out_w;
         off[x] = 3 * (pos[2 * (real ? x : out_w - 1)] - lo);
+        int32_t *block_max = off + npad + x / 8;
+        if (x % 8 == 0 || off[x] > *block_max) *block_max = off[x];
         int16_t *kk = k + (size_t)(x / 2) * pairs * 32 + (x & 1) * 8;
         for (int j = 0; j < pairs; j++, kk += 32)
             for (int t = 0; t < 2; t++) {
@@ -108,7 +110,7 @@ static inline void put(uint8_t *d, __m128i v, int bytes, int n) {
 }
 
 /* Stores n <= 8 pixels, r[i] holding pixels 2i and 2i + 1 (int32 RGBX, >= 0). */
-AVX2 static void h_store8(const __m256i r[4], uint8_t *d0, uint8_t *d1, uint8_t *d2, int step, int n) {
+INLINE_AVX2 void h_store8(const __m256i r[4], uint8_t *d0, uint8_t *d1, uint8_t *d2, int step, int n) {
     __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(r[0], r[1]), _mm256_packus_epi32(r[2], r[3]));
     __m128i l = _mm256_castsi256_si128(b), h = _mm256_extracti128_si256(b, 1); /* px 0246, 1357 */
     __m128i q0 = _mm_unpacklo_epi32(l, h), q1 = _mm_unpackhi_epi32(l, h);      /* px 0-3, 4-7 */
@@ -130,10 +132,15 @@ AVX2 static void h_store8(const __m256i r[4], uint8_t *d0, uint8_t *d1, uint8_t 
 INLINE_AVX2 void h_pixels(const mx8_hk *p, const h_src *s, uint8_t *d0, uint8_t *d1, uint8_t *d2,
                           int step, int pairs) {
     const int16_t *k = p->k;
-    for (int x = 0; x < p->out_w; x += 8) {
+    const int32_t *off = p->off, *block_max = off + (p->out_w + 7) / 8 * 8;
+    for (int x = 0; x < p->out_w; x += 8, k += 4 * 32 * pairs) {
         __m256i r[4];
-        for (int i = 0; i < 4; i++, k += 32 * pairs)
-            r[i] = h_pair(h_at(s, p->off[x + 2 * i]), h_at(s, p->off[x + 2 * i + 1]), k, pairs);
+        if (block_max[x / 8] <= s->safe) /* all 8 pixels read in place: no per-pixel test */
+            for (int i = 0; i < 4; i++)
+                r[i] = h_pair(s->row + off[x + 2 * i], s->row + off[x + 2 * i + 1], k + i * 32 * pairs, pairs);
+        else
+            for (int i = 0; i < 4; i++)
+                r[i] = h_pair(h_at(s, off[x + 2 * i]), h_at(s, off[x + 2 * i + 1]), k + i * 32 * pairs, pairs);
         size_t at = (size_t)x * step;
         h_store8(r, d0 + at, d1 + at, d2 + at, step, p->out_w - x);
     }

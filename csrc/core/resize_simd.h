@@ -26,7 +26,8 @@ int mx8_resize_simd_available(void);
 typedef struct {
     int out_w, pairs; /* output pixels; tap pairs per pixel, ceil(taps / 2) */
     const int16_t *k; /* [ceil(out_w / 8) * 4][pairs][32] */
-    const int32_t *off; /* [ceil(out_w / 8) * 8] byte offset of each pixel's first tap */
+    const int32_t *off; /* [npad] byte offset of each pixel's first tap, npad = out_w rounded
+                           up to 8; then [npad / 8] the largest offset of each 8 pixels */
 } mx8_hk;
 
 /* Bytes of k and of off for out_w pixels of `taps` taps. */
