@@ -8,14 +8,13 @@ import socket
 import threading
 import time
 
+import boto3  # noqa: F401  (moto and boto3 come from scripts/setup_env.sh: missing is an error, not a skip)
+import moto  # noqa: F401
 import pytest
 
 import mx8
 from mx8 import _core
 from s3_server import FaultServer, MotoServer, delayed, partial, reset_mid_body, respond, s3_error, stall
-
-pytest.importorskip("moto")
-pytest.importorskip("boto3")
 
 BUCKET = "mx8-test"
 PAGE = 4  # the server's default page size (MOTO_S3_DEFAULT_MAX_KEYS), so pagination needs little data
