@@ -51,7 +51,8 @@ void mx8_vk_build(const int32_t *k32, int n, int32_t *out) {
 
 int mx8_resize_simd_available(void) { return __builtin_cpu_supports("avx2"); }
 
-/* (hi << 11) + lo, back to 8-bit scale (the caller's packus clips at 255). */
+/* (hi << 11) + lo, back to 8-bit scale (the caller's packus clips at 255); lo holds the
+ * rounding term. */
 AVX2 static inline __m256i finish(__m256i hi, __m256i lo) {
     return _mm256_srli_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi, KH_SHIFT), lo), 22);
 }
@@ -83,7 +84,7 @@ INLINE_AVX2 __m256i h_pair(const uint8_t *a, const uint8_t *b, const int16_t *k,
                                         0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
     const __m256i m1 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
                                         6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
-    __m256i hi = _mm256_setzero_si256(), lo = _mm256_set1_epi32(HALF);
+    __m256i hi = _mm256_setzero_si256(), lo = hi;
     for (int j = 0; j < pairs; j += 2) {
         __m128i va = _mm_loadu_si128((const __m128i_u *)(const void *)(a + 6 * j));
         __m128i vb = _mm_loadu_si128((const __m128i_u *)(const void *)(b + 6 * j));
@@ -91,7 +92,8 @@ INLINE_AVX2 __m256i h_pair(const uint8_t *a, const uint8_t *b, const int16_t *k,
         h_taps(_mm256_shuffle_epi8(v, m0), k + 32 * j, &hi, &lo);
         if (j + 1 < pairs) h_taps(_mm256_shuffle_epi8(v, m1), k + 32 * (j + 1), &hi, &lo);
     }
-    return finish(hi, lo);
+    /* rounding term last: starting from zero lets the compiler drop the first adds */
+    return finish(hi, _mm256_add_epi32(lo, _mm256_set1_epi32(HALF)));
 }
 
 /* Stores the first `bytes` (8 or 12) bytes of v, or only n of them at the row's end. */
@@ -134,13 +136,13 @@ INLINE_AVX2 void h_pixels(const mx8_hk *p, const h_src *s, uint8_t *d0, uint8_t 
     const int16_t *k = p->k;
     const int32_t *off = p->off, *block_max = off + (p->out_w + 7) / 8 * 8;
     for (int x = 0; x < p->out_w; x += 8, k += 4 * 32 * pairs) {
-        __m256i r[4];
+        const uint8_t *px[8];
         if (block_max[x / 8] <= s->safe) /* all 8 pixels read in place: no per-pixel test */
-            for (int i = 0; i < 4; i++)
-                r[i] = h_pair(s->row + off[x + 2 * i], s->row + off[x + 2 * i + 1], k + i * 32 * pairs, pairs);
+            for (int i = 0; i < 8; i++) px[i] = s->row + off[x + i];
         else
-            for (int i = 0; i < 4; i++)
-                r[i] = h_pair(h_at(s, off[x + 2 * i]), h_at(s, off[x + 2 * i + 1]), k + i * 32 * pairs, pairs);
+            for (int i = 0; i < 8; i++) px[i] = h_at(s, off[x + i]);
+        __m256i r[4];
+        for (int i = 0; i < 4; i++) r[i] = h_pair(px[2 * i], px[2 * i + 1], k + i * 32 * pairs, pairs);
         size_t at = (size_t)x * step;
         h_store8(r, d0 + at, d1 + at, d2 + at, step, p->out_w - x);
     }
