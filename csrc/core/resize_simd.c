@@ -166,7 +166,7 @@ AVX2 void mx8_resize_h_row_avx2(const mx8_hk *p, const uint8_t *row, int nbytes,
 /* Rows t and t + 1 interleaved byte-wise, then zero-extended: int16 pairs for pmaddwd
  * with {k[t], k[t + 1]}. acc[0..3] (high halves) and acc[4..7] (low) hold 32 columns in
  * the lane order of the unpacks, which the packs at the end undo. */
-AVX2 static inline void v_taps(__m256i r0, __m256i r1, __m256i kh, __m256i kl, __m256i acc[8]) {
+INLINE_AVX2 void v_taps(__m256i r0, __m256i r1, __m256i kh, __m256i kl, __m256i acc[8]) {
     const __m256i zero = _mm256_setzero_si256();
     __m256i il = _mm256_unpacklo_epi8(r0, r1), ih = _mm256_unpackhi_epi8(r0, r1);
     __m256i w[4] = {_mm256_unpacklo_epi8(il, zero), _mm256_unpackhi_epi8(il, zero),
@@ -177,8 +177,10 @@ AVX2 static inline void v_taps(__m256i r0, __m256i r1, __m256i kh, __m256i kl, _
     }
 }
 
-AVX2 void mx8_resize_v_row_avx2(const uint8_t *rows, size_t stride, int n, int count,
-                                const int32_t *kv, uint8_t *out) {
+/* All 32-byte blocks of one output row; inlined per common row count (below) so that the
+ * tap loop unrolls. */
+INLINE_AVX2 void v_blocks(const uint8_t *rows, size_t stride, int n, int count, const int32_t *kv,
+                          uint8_t *out) {
     for (int j0 = 0; j0 < n; j0 += 32) {
         int j = j0 + 32 > n ? n - 32 : j0; /* the last block overlaps the one before */
         __m256i acc[8];
@@ -195,6 +197,17 @@ AVX2 void mx8_resize_v_row_avx2(const uint8_t *rows, size_t stride, int n, int c
         __m256i lo = _mm256_packus_epi32(finish(acc[0], acc[4]), finish(acc[1], acc[5]));
         __m256i hi = _mm256_packus_epi32(finish(acc[2], acc[6]), finish(acc[3], acc[7]));
         _mm256_storeu_si256((__m256i_u *)(void *)(out + j), _mm256_packus_epi16(lo, hi));
+    }
+}
+
+AVX2 void mx8_resize_v_row_avx2(const uint8_t *rows, size_t stride, int n, int count,
+                                const int32_t *kv, uint8_t *out) {
+    switch (count) { /* 2-3 rows: upscales, 3-5: downscales by up to 2x */
+    case 2: v_blocks(rows, stride, n, 2, kv, out); break;
+    case 3: v_blocks(rows, stride, n, 3, kv, out); break;
+    case 4: v_blocks(rows, stride, n, 4, kv, out); break;
+    case 5: v_blocks(rows, stride, n, 5, kv, out); break;
+    default: v_blocks(rows, stride, n, count, kv, out); break;
     }
 }
 #else
