@@ -12,10 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* -DMX8_RESIZE_SIMD=0 leaves the kernels out (what other architectures get). */
+#ifndef MX8_RESIZE_SIMD
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MX8_RESIZE_SIMD 1
 #else
 #define MX8_RESIZE_SIMD 0
+#endif
 #endif
 
 /* Non-zero when this CPU runs the kernels below (always 0 without MX8_RESIZE_SIMD). */
