@@ -12,6 +12,14 @@ size_t mx8_hk_k_bytes(int out_w, int taps) {
 
 size_t mx8_hk_off_bytes(int out_w) { return (size_t)(out_w + 7) / 8 * 9 * sizeof(int32_t); }
 
+void mx8_vk_build(const int32_t *k32, int n, int32_t *out) {
+    for (int t = 0; t < n; t += 2) {
+        uint32_t a = (uint32_t)k32[t], b = t + 1 < n ? (uint32_t)k32[t + 1] : 0;
+        out[t] = (int32_t)((a >> KH_SHIFT) | (b >> KH_SHIFT) << 16);
+        out[t + 1] = (int32_t)((a & KL_MASK) | (b & KL_MASK) << 16);
+    }
+}
+
 /* Pixel x of pair x / 2 owns 128-bit lane x & 1 of each 32-coefficient block: 16 kh then
  * 16 kl, each lane {k[t], k[t + 1]} four times (R, G, B, pad). Output pixels are padded
  * to a multiple of 8 with weight-0 copies of the last one, so the kernel has no tail. */
@@ -24,23 +32,14 @@ void mx8_hk_build(const int32_t *k32, const int *pos, int lo, int out_w, int tap
         int32_t *block_max = off + npad + x / 8;
         if (x % 8 == 0 || off[x] > *block_max) *block_max = off[x];
         int16_t *kk = k + (size_t)(x / 2) * pairs * 32 + (x & 1) * 8;
-        for (int j = 0; j < pairs; j++, kk += 32)
-            for (int t = 0; t < 2; t++) {
-                int tap = 2 * j + t;
-                int32_t v = real && tap < taps ? k32[(size_t)x * taps + tap] : 0;
-                for (int c = 0; c < 4; c++) {
-                    kk[2 * c + t] = (int16_t)(v >> KH_SHIFT);
-                    kk[16 + 2 * c + t] = (int16_t)(v & KL_MASK);
-                }
+        for (int j = 0; j < pairs; j++, kk += 32) {
+            int32_t pair[2] = {0, 0}; /* {kh[t], kh[t + 1]}, {kl[t], kl[t + 1]} as int16 pairs */
+            if (real) mx8_vk_build(k32 + (size_t)x * taps + 2 * j, taps - 2 * j < 2 ? 1 : 2, pair);
+            for (int c = 0; c < 4; c++) {
+                memcpy(kk + 2 * c, &pair[0], 4);
+                memcpy(kk + 16 + 2 * c, &pair[1], 4);
             }
-    }
-}
-
-void mx8_vk_build(const int32_t *k32, int n, int32_t *out) {
-    for (int t = 0; t < n; t += 2) {
-        uint32_t a = (uint32_t)k32[t], b = t + 1 < n ? (uint32_t)k32[t + 1] : 0;
-        out[t] = (int32_t)((a >> KH_SHIFT) | (b >> KH_SHIFT) << 16);
-        out[t + 1] = (int32_t)((a & KL_MASK) | (b & KL_MASK) << 16);
+        }
     }
 }
 
