@@ -21,7 +21,11 @@ def _cmd_pack(a: argparse.Namespace) -> int:
     print(f"packed {r.samples} samples ({r.bytes / 1e6:.1f} MB) into {r.shards} shard(s) in {dt:.1f}s")
     print(f"labels: {len(r.labels) if r.labels is not None else 'none'}")
     print(f"manifest_hash: {r.manifest_hash}")
-    print(f"pin with: {os.path.abspath(r.out)}@sha256:{r.manifest_hash}")
+    where = r.out if r.out.startswith("s3://") else os.path.abspath(r.out)
+    print(f"pin with: {where}@sha256:{r.manifest_hash}")
+    if r.s3_stats is not None:
+        print(f"s3: {r.s3_stats['requests']} requests, {r.s3_stats['retries']} retries, "
+              f"{r.s3_stats['bytes_in'] / 1e6:.1f} MB in, {r.s3_stats['bytes_out'] / 1e6:.1f} MB out")
     for rel, why in r.skipped:
         print(f"skipped {rel}: {why}", file=sys.stderr)
     if r.ignored:
@@ -40,7 +44,7 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
         "samples": s.samples,
         "labels": len(s.labels) if s.labels is not None else None,
         "locations": len(s.manifest.locations),
-        "source": s.source,
+        "source": s.source + (" (manifest store)" if s.from_store else ""),
         "index_bytes": s.manifest.index_bytes,
     }
     if a.json:
@@ -74,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pk = sub.add_parser("pack", help="pack an ImageFolder into tar shards + manifest",
                         description="Pack the images under SRC into OUT/shards/*.tar and OUT/_mx8/manifest.tsv.")
-    pk.add_argument("src", help="source ImageFolder directory")
-    pk.add_argument("out", help="output dataset directory")
+    pk.add_argument("src", help="source ImageFolder: a directory or s3://bucket/prefix/")
+    pk.add_argument("out", help="output dataset: a directory or s3://bucket/prefix/")
     pk.add_argument("--shard-mb", type=float, default=512, help="target shard size in MiB (default 512)")
     pk.add_argument("--label-mode", choices=("auto", "imagefolder", "none"), default="auto",
                     help="auto: labels from <label>/ folders when every image has one (default)")
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.set_defaults(func=_cmd_pack)
 
     ins = sub.add_parser("inspect", help="resolve a dataset and print its snapshot")
-    ins.add_argument("uri", help="dataset directory or manifest, optionally @sha256:<hash>")
+    ins.add_argument("uri", help="dataset directory, manifest or s3://bucket/prefix/, optionally @sha256:<hash>")
     ins.add_argument("--json", action="store_true", help="print JSON")
     ins.set_defaults(func=_cmd_inspect)
 
@@ -125,7 +129,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def pack_s3_main(argv: Optional[List[str]] = None) -> int:
     """``mx8-pack-s3``: the MX8 seed's packer. Reads MX8_PACK_IN and MX8_PACK_OUT (local paths
-    or s3:// prefixes), plus optional MX8_SHARD_MB, MX8_LABEL_MODE and MX8_SEED."""
+    or s3:// prefixes), plus optional MX8_SHARD_MB, MX8_LABEL_MODE and MX8_SEED; S3 access
+    from the AWS_* variables (see mx8/s3config.py)."""
     p = argparse.ArgumentParser(prog="mx8-pack-s3", description=pack_s3_main.__doc__)
     p.parse_args(argv)
     src, out = os.environ.get("MX8_PACK_IN"), os.environ.get("MX8_PACK_OUT")

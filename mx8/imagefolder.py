@@ -1,12 +1,14 @@
-"""Scanning an ImageFolder tree (``root/<label>/<image>``) on local disk.
+"""Scanning an ImageFolder tree (``root/<label>/<image>``) on local disk or in an S3 listing.
 
-Used by ``mx8.pack`` and by ``mx8.resolve`` when a directory has no manifest yet.
+Used by ``mx8.pack`` and by ``mx8.resolve`` when a directory or prefix has no manifest yet.
+Both sources go through the same rules (:func:`index_listing`), so the same tree gives the
+same files, order and labels wherever it lives.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png")
 LABEL_MODES = ("auto", "imagefolder", "none")
@@ -53,6 +55,39 @@ def _walk(root: str, extensions: Optional[Sequence[str]]) -> Tuple[List[Tuple[st
     return found, ignored
 
 
+def listing_entry(rel: str, extensions: Optional[Sequence[str]]) -> Optional[bool]:
+    """How the local walk would treat an object key relative to the root: True = an image,
+    False = a file without an image extension (reported as ignored), None = not part of the
+    tree at all (hidden path components, a packed dataset's own _mx8/ and shards/, and the
+    zero-byte "folder" markers some S3 tools create)."""
+    parts = rel.split("/")
+    if not rel or rel.endswith("/") or any(not p or p.startswith(".") for p in parts):
+        return None
+    if len(parts) > 1 and parts[0] in _RESERVED_DIRS:
+        return None
+    if extensions is not None and not parts[-1].lower().endswith(tuple(extensions)):
+        return False
+    return True
+
+
+def index_listing(entries: Iterable[Tuple[str, str, int]], *, label_mode: str = "auto",
+                  extensions: Optional[Sequence[str]] = IMAGE_EXTENSIONS) -> ScanResult:
+    """The ImageFolder index of a flat listing of (relative key, full path or URI, size), e.g.
+    an S3 prefix: the same filtering, order and labels :func:`scan` gives a local tree."""
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+    found, ignored = [], []
+    for rel, path, size in entries:
+        kind = listing_entry(rel, extensions)
+        if kind:
+            found.append((rel, path, size))
+        elif kind is False:
+            ignored.append(rel)
+    found.sort(key=lambda t: t[0].encode("utf-8", "surrogateescape"))
+    ignored.sort()
+    return _label(found, ignored, label_mode)
+
+
 def scan(root: str, *, label_mode: str = "auto",
          extensions: Optional[Sequence[str]] = IMAGE_EXTENSIONS) -> ScanResult:
     """Lists the images under root in sorted order and assigns ImageFolder labels.
@@ -65,6 +100,11 @@ def scan(root: str, *, label_mode: str = "auto",
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: not a directory")
     found, ignored = _walk(os.path.abspath(root), extensions)
+    return _label(found, ignored, label_mode)
+
+
+def _label(found: List[Tuple[str, str, int]], ignored: List[str], label_mode: str) -> ScanResult:
+    """Labels from the first path component, by label_mode (see :func:`scan`)."""
     names = [rel.split("/", 1)[0] if "/" in rel else None for rel, _, _ in found]
     use_labels = False
     if label_mode == "imagefolder":

@@ -6,22 +6,35 @@ Layout written under ``out``::
     _mx8/manifest.tsv            records: sample_id, shard, data offset, length, label hint
     _mx8/labels.tsv              label names (ImageFolder datasets)
 
+``src`` and ``out`` are local directories or ``s3://bucket/prefix/`` (either side, or both).
+An S3 source is listed page by page and fetched by a few concurrent GETs, in order and with
+bounded memory; S3 shards are written to a local temporary file (at most two at a time) and
+multipart-uploaded. Locations in the manifest are relative to the dataset root, so a packed
+dataset copies between disk and S3 unchanged.
+
 Crash safety: an existing manifest is removed before any shard is rewritten, shards are
-written under temporary names and renamed when complete, and the manifest is written and
-renamed last, so a reader never sees a manifest that points at missing or partial bytes.
+written under temporary names (on S3: uploaded while no manifest exists) and the manifest is
+written last, so a reader never sees a manifest that points at missing or partial bytes, and
+running the same pack again after an interruption gives a correct result.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _core
-from .errors import DecodeError, PackError
+from .errors import DecodeError, PackError, ReadError
 from .formats import render_labels, render_manifest
-from .imagefolder import IMAGE_EXTENSIONS, SourceFile, scan
+from .imagefolder import IMAGE_EXTENSIONS, ScanResult, SourceFile, index_listing, scan
 from .progress import Progress
+from .s3config import S3Config
+from .s3io import ClientPool, S3Root, is_not_found, is_s3, list_objects, map_ordered, s3_root, threads, upload_file
 
 ON_ERROR = ("raise", "skip")
 
@@ -36,6 +49,7 @@ class PackResult:
     labels: Optional[List[str]]              # label names by id
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     ignored: List[str] = field(default_factory=list)              # files without an image extension
+    s3_stats: Optional[Dict[str, int]] = None  # requests, retries, bytes_in, bytes_out (S3 packs)
 
 
 def _shuffle(files: List[SourceFile], seed: int) -> List[SourceFile]:
@@ -45,6 +59,16 @@ def _shuffle(files: List[SourceFile], seed: int) -> List[SourceFile]:
     return [files[i] for i in order]
 
 
+def _check_image(data: bytes, where: str, what: str) -> bytes:
+    if not data:
+        raise PackError(f"{where}: zero-length {what}")
+    try:
+        _core.probe_image(data)
+    except DecodeError as e:
+        raise PackError(f"{where}: {e}") from None
+    return data
+
+
 def _load(f: SourceFile) -> bytes:
     """The file's bytes, validated as an image; raises PackError naming the file."""
     try:
@@ -52,21 +76,75 @@ def _load(f: SourceFile) -> bytes:
             data = fh.read()
     except OSError as e:
         raise PackError(f"cannot read {f.path}: {e.strerror}") from None
-    if not data:
-        raise PackError(f"{f.path}: zero-length file")
-    try:
-        _core.probe_image(data)
-    except DecodeError as e:
-        raise PackError(f"{f.path}: {e}") from None
-    return data
+    return _check_image(data, f.path, "file")
+
+
+# What a source hands the packer, in pack order: the file, then its bytes and tar mtime, or
+# the PackError that on_error="skip" may pass over.
+Loaded = Tuple[SourceFile, Union[Tuple[bytes, int], PackError]]
+
+
+class _LocalSource:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def scan(self, label_mode: str, extensions: Optional[Sequence[str]]) -> ScanResult:
+        return scan(self.root, label_mode=label_mode, extensions=extensions)
+
+    def load(self, files: List[SourceFile]) -> Iterator[Loaded]:
+        for f in files:
+            try:
+                data = _load(f)
+            except PackError as e:
+                yield f, e
+                continue
+            yield f, (data, int(os.stat(f.path).st_mtime))
+
+
+class _S3Source:
+    """Objects under an S3 prefix: one paged LIST, then concurrent GETs delivered in pack
+    order with at most ``budget`` bytes fetched ahead."""
+
+    def __init__(self, root: S3Root, pool: ClientPool, budget: int) -> None:
+        self.root, self.pool, self.budget = root, pool, budget
+
+    def scan(self, label_mode: str, extensions: Optional[Sequence[str]]) -> ScanResult:
+        prefix = self.root.prefix
+        listing = ((key[len(prefix):], f"s3://{self.root.bucket}/{key}", size)
+                   for key, size in list_objects(self.pool.get(), self.root.bucket, prefix))
+        return index_listing(listing, label_mode=label_mode, extensions=extensions)
+
+    def _fetch(self, f: SourceFile) -> bytes:
+        try:
+            data = self.pool.get().get(self.root.bucket, self.root.key(f.rel))
+        except ReadError as e:
+            if is_not_found(e):  # deleted since the listing: a bad input like an unreadable file
+                raise PackError(f"cannot read {f.path}: {e}") from None
+            raise  # 403, retries exhausted, ...: not this object's fault, so never skipped
+        return _check_image(data, f.path, "object")
+
+    def load(self, files: List[SourceFile]) -> Iterator[Loaded]:
+        # mtime 0: a LIST page carries no usable time here, and fixed times keep shards identical
+        # from run to run.
+        for f, fut in map_ordered(self._fetch, files, workers=threads(), cost=lambda f: max(f.size, 0) + 1024,
+                                  budget=self.budget):
+            err = fut.exception()
+            if isinstance(err, PackError):
+                yield f, err
+            elif err is not None:
+                raise err
+            else:
+                yield f, (fut.result(), 0)
 
 
 class _ShardSet:
     """Writes shards one after another under temporary names; renames them when done."""
 
-    def __init__(self, out: str, shard_bytes: int) -> None:
+    def __init__(self, out: str, shard_bytes: int, tmp_dir: Optional[str] = None) -> None:
         self.dir = os.path.join(out, "shards")
+        self.tmp_dir = tmp_dir or self.dir
         self.shard_bytes = shard_bytes
+        self.index = 0                # of the shard being written
         self.done: List[str] = []     # temporary paths of finished shards
         self.writer: Optional[_core.TarWriter] = None
         self.tmp = ""
@@ -79,16 +157,20 @@ class _ShardSet:
         if self.writer is not None and self.writer.pos > 0 and self.writer.pos + need + 1024 > self.shard_bytes:
             self._finish_current()
         if self.writer is None:
-            self.tmp = os.path.join(self.dir, f".{self.name(len(self.done))}.tmp-{os.getpid()}")
+            self.tmp = os.path.join(self.tmp_dir, f".{self.name(self.index)}.tmp-{os.getpid()}")
             self.writer = _core.TarWriter(self.tmp)
         offset = self.writer.add(rel, data, mtime)
-        return f"shards/{self.name(len(self.done))}", offset
+        return f"shards/{self.name(self.index)}", offset
 
     def _finish_current(self) -> None:
         assert self.writer is not None
         self.writer.finish()
-        self.done.append(self.tmp)
         self.writer = None
+        self._finished(self.index, self.tmp)
+        self.index += 1
+
+    def _finished(self, index: int, tmp: str) -> None:
+        self.done.append(tmp)
 
     def commit(self) -> int:
         if self.writer is not None:
@@ -113,6 +195,115 @@ class _ShardSet:
                 pass
 
 
+class _S3ShardSet(_ShardSet):
+    """Shards for an S3 output: each is written to a local temporary file, then uploaded in
+    the background while the next one is written; finishing a third waits for the upload of
+    the first, so at most two shards sit on local disk."""
+
+    def __init__(self, root: S3Root, pool: ClientPool, shard_bytes: int) -> None:
+        self.tmp_root = tempfile.mkdtemp(prefix="mx8-pack-")
+        super().__init__(self.tmp_root, shard_bytes, tmp_dir=self.tmp_root)
+        self.root, self.pool = root, pool
+        self.uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mx8-shard-upload")
+        self.parts = ThreadPoolExecutor(max_workers=threads(), thread_name_prefix="mx8-s3-part")
+        self.pending: Optional[Future] = None
+
+    def _upload(self, index: int, tmp: str) -> None:
+        try:
+            upload_file(self.pool, self.parts, self.root.bucket, self.root.key(f"shards/{self.name(index)}"), tmp)
+        finally:
+            os.remove(tmp)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            fut, self.pending = self.pending, None
+            fut.result()
+
+    def _finished(self, index: int, tmp: str) -> None:
+        self._wait()
+        self.pending = self.uploader.submit(self._upload, index, tmp)
+
+    def commit(self) -> int:
+        if self.writer is not None:
+            self._finish_current()
+        self._wait()
+        # Shards left over from an earlier, larger pack of the same output are not ours.
+        client, i = self.pool.get(), self.index
+        while True:
+            try:
+                client.head(self.root.bucket, self.root.key(f"shards/{self.name(i)}"))
+            except ReadError as e:
+                if is_not_found(e):
+                    break
+                raise
+            client.delete(self.root.bucket, self.root.key(f"shards/{self.name(i)}"))
+            i += 1
+        self._close()
+        return self.index
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+        if self.pending is not None:  # let it finish or abort its multipart upload: no stray parts
+            self.pending.exception()
+            self.pending = None
+        self._close()
+
+    def _close(self) -> None:
+        self.uploader.shutdown(wait=True)
+        self.parts.shutdown(wait=True)
+        shutil.rmtree(self.tmp_root, ignore_errors=True)
+
+
+class _LocalOutput:
+    def __init__(self, out: str, shard_bytes: int) -> None:
+        self.out = out
+        self.meta_dir = os.path.join(out, "_mx8")
+        self.manifest_path = os.path.join(self.meta_dir, "manifest.tsv")
+        self.shards = _ShardSet(out, shard_bytes)
+
+    def begin(self) -> _ShardSet:
+        os.makedirs(os.path.join(self.out, "shards"), exist_ok=True)
+        os.makedirs(self.meta_dir, exist_ok=True)
+        if os.path.exists(self.manifest_path):  # it would point into shards we are about to rewrite
+            os.remove(self.manifest_path)
+        return self.shards
+
+    def finish(self, manifest: bytes, labels: Optional[bytes]) -> None:
+        labels_path = os.path.join(self.meta_dir, "labels.tsv")
+        if labels is not None:
+            _write_atomic(labels_path, labels)
+        elif os.path.exists(labels_path):
+            os.remove(labels_path)
+        _fsync_dir(os.path.join(self.out, "shards"))
+        _write_atomic(self.manifest_path, manifest)  # last: the dataset exists once this rename lands
+        _fsync_dir(self.meta_dir)
+
+
+class _S3Output:
+    def __init__(self, root: S3Root, pool: ClientPool, shard_bytes: int) -> None:
+        self.root, self.pool = root, pool
+        self.shard_bytes = shard_bytes
+
+    def begin(self) -> _ShardSet:
+        # DELETE answers 204 whether or not the manifest exists, and 404 for a missing bucket:
+        # so this also checks the bucket and credentials before any work is done.
+        self.pool.get().delete(self.root.bucket, self.root.key("_mx8/manifest.tsv"))
+        return _S3ShardSet(self.root, self.pool, self.shard_bytes)
+
+    def finish(self, manifest: bytes, labels: Optional[bytes]) -> None:
+        client = self.pool.get()
+        if labels is not None:
+            client.put(self.root.bucket, self.root.key("_mx8/labels.tsv"), labels,
+                       content_type="text/tab-separated-values")
+        else:
+            client.delete(self.root.bucket, self.root.key("_mx8/labels.tsv"))
+        # Last: every shard is complete once this PUT lands, and a PUT is atomic on S3.
+        client.put(self.root.bucket, self.root.key("_mx8/manifest.tsv"), manifest,
+                   content_type="text/tab-separated-values")
+
+
 def _write_atomic(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -132,47 +323,53 @@ def _fsync_dir(path: str) -> None:
 
 def pack(src: str, out: str, *, shard_mb: float = 512, label_mode: str = "auto", shuffle: bool = True,
          seed: int = 0, on_error: str = "raise", extensions: Optional[Sequence[str]] = IMAGE_EXTENSIONS,
-         progress: bool = True) -> PackResult:
+         progress: bool = True, s3: Optional[S3Config] = None) -> PackResult:
     """Packs the images under ``src`` into tar shards and a manifest under ``out``.
 
-    ``on_error="skip"`` skips zero-length, unreadable and non-image files and lists them in
-    ``result.skipped``; by default the first one raises :class:`mx8.PackError` naming it.
-    Files without an image extension (``extensions``) are listed in ``result.ignored``.
+    ``src`` and ``out`` are local directories or ``s3://bucket/prefix/``; S3 uses ``s3``
+    (default: the AWS_* environment, see mx8/s3config.py). The same images, seed and options
+    give the same manifest_hash wherever they are read from or written to.
+
+    ``on_error="skip"`` skips zero-length, unreadable and non-image files (or objects) and
+    lists them in ``result.skipped``; by default the first one raises :class:`mx8.PackError`
+    naming it. Files without an image extension (``extensions``) are listed in ``result.ignored``.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if shard_mb <= 0:
         raise ValueError(f"shard_mb must be positive, got {shard_mb}")
     src, out = os.fspath(src), os.fspath(out)
-    if src.startswith("s3://") or out.startswith("s3://"):
-        raise PackError("packing from or to S3 is not supported by this build yet")
-    result = scan(src, label_mode=label_mode, extensions=extensions)
+    shard_bytes = int(shard_mb * 1024 * 1024)
+    s3_src = s3_root(src, s3) if is_s3(src) else None
+    s3_out = s3_root(out, s3) if is_s3(out) else None
+    pool = ClientPool((s3_src or s3_out).config) if (s3_src or s3_out) else None
+    source: Union[_LocalSource, _S3Source] = _LocalSource(src)
+    if s3_src is not None and pool is not None:
+        # Fetch ahead by about two shards, within 256 MiB: enough to keep the GETs busy.
+        source = _S3Source(s3_src, pool, min(2 * shard_bytes, 256 << 20))
+        src = s3_src.uri
+    result = source.scan(label_mode, extensions)
     if not result.files:
         raise PackError(f"{src}: no images to pack (looked for {', '.join(extensions or ['any file'])})")
     files = _shuffle(result.files, seed) if shuffle else result.files
 
-    meta_dir = os.path.join(out, "_mx8")
-    os.makedirs(os.path.join(out, "shards"), exist_ok=True)
-    os.makedirs(meta_dir, exist_ok=True)
-    manifest_path = os.path.join(meta_dir, "manifest.tsv")
-    if os.path.exists(manifest_path):  # it would point into shards we are about to rewrite
-        os.remove(manifest_path)
-
-    shards = _ShardSet(out, int(shard_mb * 1024 * 1024))
+    sink: Union[_LocalOutput, _S3Output] = _LocalOutput(out, shard_bytes)
+    if s3_out is not None and pool is not None:
+        sink = _S3Output(s3_out, pool, shard_bytes)
+        out = s3_out.uri
+    shards = sink.begin()
     records, skipped, total = [], [], 0
     try:
         with Progress(len(files), f"pack {os.path.basename(os.path.normpath(src))}",
-                      enabled=None if progress else False) as bar:
-            for f in files:
-                try:
-                    data = _load(f)
-                except PackError as e:
+                      enabled=None if progress else False) as bar, closing(source.load(files)) as loaded:
+            for f, got in loaded:
+                if isinstance(got, PackError):
                     if on_error == "raise":
-                        raise
-                    skipped.append((f.rel, str(e)))
+                        raise got
+                    skipped.append((f.rel, str(got)))
                     bar.update(1)
                     continue
-                mtime = int(os.stat(f.path).st_mtime)
+                data, mtime = got
                 location, offset = shards.add(f.rel, data, mtime)
                 records.append((location, offset, len(data), f.label))
                 total += len(data)
@@ -184,13 +381,7 @@ def pack(src: str, out: str, *, shard_mb: float = 512, label_mode: str = "auto",
         shards.abort()
         raise
     manifest = render_manifest(records)
-    if result.labels is not None:
-        _write_atomic(os.path.join(meta_dir, "labels.tsv"), render_labels(result.labels))
-    elif os.path.exists(os.path.join(meta_dir, "labels.tsv")):
-        os.remove(os.path.join(meta_dir, "labels.tsv"))
-    _fsync_dir(os.path.join(out, "shards"))
-    _write_atomic(manifest_path, manifest)  # last: the dataset exists once this rename lands
-    _fsync_dir(meta_dir)
-    return PackResult(out=out, manifest_hash=hashlib.sha256(manifest).hexdigest(), samples=len(records),
-                      shards=n_shards, bytes=total, labels=result.labels, skipped=skipped,
-                      ignored=result.ignored)
+    sink.finish(manifest, render_labels(result.labels) if result.labels is not None else None)
+    return PackResult(out=out, manifest_hash=hashlib.sha256(manifest).hexdigest(),
+                      samples=len(records), shards=n_shards, bytes=total, labels=result.labels, skipped=skipped,
+                      ignored=result.ignored, s3_stats=pool.stats() if pool is not None else None)

@@ -1,23 +1,32 @@
 """``mx8.resolve``: pin a dataset snapshot by its manifest_hash.
 
 A URI is a local directory (packed: it holds ``_mx8/manifest.tsv``; or a plain ImageFolder,
-indexed on the fly) or a manifest file, optionally pinned with ``@sha256:<hash>``.
+indexed on the fly), a manifest file, or an S3 prefix ``s3://bucket/prefix/`` (packed: its
+manifest is read with two GETs and no LIST; raw: listed page by page and indexed), optionally
+pinned with ``@sha256:<hash>``. S3 snapshots are kept in the local manifest store
+(mx8/manifest_store.py), so a pinned S3 URI resolves from there without any request.
 """
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from . import _core
 from .errors import ManifestError, ReadError, SnapshotMismatchError
-from .formats import parse_labels, render_manifest
-from .imagefolder import scan
+from .formats import parse_labels, render_labels, render_manifest
+from .imagefolder import index_listing, scan
+from .manifest_store import ManifestStore
+from .s3config import S3Config, parse_s3_uri
+from .s3io import S3Root, get_optional, is_s3, list_objects, s3_root
 
 _PIN = re.compile(r"^(?P<base>.*)@sha256:(?P<hash>[0-9a-fA-F]{64})$")
 MANIFEST_REL = os.path.join("_mx8", "manifest.tsv")
 LABELS_REL = os.path.join("_mx8", "labels.tsv")
+MANIFEST_KEY = "_mx8/manifest.tsv"  # the same, as S3 keys relative to a dataset prefix
+LABELS_KEY = "_mx8/labels.tsv"
 
 
 @dataclass(frozen=True)
@@ -31,13 +40,36 @@ class Snapshot:
     labels: Optional[Tuple[str, ...]]  # label names by id, None without labels
     source: str                    # "manifest" or "index" (ImageFolder indexed on the fly)
     manifest: "_core.Manifest" = field(repr=False, compare=False)
+    # S3 datasets: bucket, root prefix and the configuration to fetch bytes with (secret masked).
+    s3: Optional[S3Root] = field(default=None, compare=False)
+    from_store: bool = field(default=False, compare=False)  # served from the local manifest store
 
     @property
     def pinned_uri(self) -> str:
         return f"{self.uri}@sha256:{self.manifest_hash}"
 
+    def location_objects(self) -> List[Tuple[str, str]]:
+        """(bucket, key) of the S3 object each manifest location points at: relative locations
+        under the dataset's root prefix, ``s3://`` ones as written. For the S3 reader; a
+        location on local disk raises :class:`ReadError` naming it."""
+        out = []
+        for loc in self.manifest.locations:
+            if loc.startswith("s3://"):
+                try:
+                    out.append(parse_s3_uri(loc))
+                except ValueError as e:
+                    raise ReadError(f"{self.uri}: bad S3 location {loc!r}: {e}") from None
+            elif self.s3 is not None and not loc.startswith("file://") and not loc.startswith("/"):
+                out.append((self.s3.bucket, self.s3.key(loc)))
+            else:
+                raise ReadError(f"{self.uri}: location {loc!r} is not on S3")
+        return out
+
     def location_paths(self) -> List[str]:
         """The file each manifest location points at (relative ones resolved against root)."""
+        if self.s3 is not None:
+            raise ReadError(f"{self.uri}: reading samples from S3 is not supported by this build yet "
+                            f"(resolve works; pack to or copy the dataset to local disk to read it)")
         out = []
         for loc in self.manifest.locations:
             if loc.startswith("s3://"):
@@ -68,16 +100,63 @@ def _parse_manifest(data: bytes, source: str) -> "_core.Manifest":
         raise ManifestError(f"{source}: {e}") from None
 
 
-def _from_manifest(uri: str, manifest_path: str, root: str) -> Snapshot:
-    manifest = _parse_manifest(_read(manifest_path), manifest_path)
-    labels_path = os.path.join(os.path.dirname(manifest_path), "labels.tsv")
+def _snapshot(uri: str, root: str, data: bytes, labels_data: Optional[bytes], source: str, manifest_src: str,
+              labels_src: str, s3: Optional[S3Root] = None, from_store: bool = False) -> Snapshot:
+    manifest = _parse_manifest(data, manifest_src)
     labels = None
-    if os.path.exists(labels_path):
-        labels = tuple(parse_labels(_read(labels_path), labels_path))
+    if labels_data is not None:
+        labels = tuple(parse_labels(labels_data, labels_src))
         if manifest.max_label >= len(labels):
-            raise ManifestError(f"{manifest_path}: label_id {manifest.max_label} has no entry in {labels_path} "
+            raise ManifestError(f"{manifest_src}: label_id {manifest.max_label} has no entry in {labels_src} "
                                 f"({len(labels)} labels)")
-    return Snapshot(uri, root, manifest.hash, len(manifest), labels, "manifest", manifest)
+    return Snapshot(uri, root, manifest.hash, len(manifest), labels, source, manifest, s3, from_store)
+
+
+def _from_manifest(uri: str, manifest_path: str, root: str) -> Snapshot:
+    labels_path = os.path.join(os.path.dirname(manifest_path), "labels.tsv")
+    labels = _read(labels_path) if os.path.exists(labels_path) else None
+    return _snapshot(uri, root, _read(manifest_path), labels, "manifest", manifest_path, labels_path)
+
+
+def _s3_dataset_root(base: str, config: Optional[S3Config]) -> S3Root:
+    """The dataset root of an S3 URI; a URI naming the manifest itself means the prefix above _mx8/."""
+    bucket, key = parse_s3_uri(base)
+    if key == MANIFEST_KEY or key.endswith("/" + MANIFEST_KEY):
+        base = f"s3://{bucket}/{key[:-len(MANIFEST_KEY)]}"
+    return s3_root(base, config)
+
+
+def _resolve_s3(base: str, pin: Optional[str], label_mode: str, store: ManifestStore,
+                config: Optional[S3Config]) -> Snapshot:
+    root = _s3_dataset_root(base, config)
+    if pin is not None:
+        hit = store.get(pin)
+        if hit is not None:  # the pinned snapshot is immutable: no request needed
+            return _snapshot(root.uri, root.uri, hit.manifest, hit.labels, hit.source,
+                             f"{store.root}/{pin}/manifest.tsv", f"{store.root}/{pin}/labels.tsv", root, True)
+    client = root.client()
+    manifest_url, labels_url = root.url(MANIFEST_KEY), root.url(LABELS_KEY)
+    data = get_optional(client, root.bucket, root.key(MANIFEST_KEY))
+    if data is not None:
+        labels = get_optional(client, root.bucket, root.key(LABELS_KEY))
+        snap = _snapshot(root.uri, root.uri, data, labels, "manifest", manifest_url, labels_url, root)
+    else:
+        listing = ((key[len(root.prefix):], f"s3://{root.bucket}/{key}", size)
+                   for key, size in list_objects(client, root.bucket, root.prefix))
+        result = index_listing(listing, label_mode=label_mode)
+        if not result.files:
+            raise ReadError(2, f"{root.uri}: no {MANIFEST_KEY} and no images under the prefix "
+                               f"(looked for .jpg, .jpeg, .png objects)")
+        data = render_manifest((f.rel, 0, f.size, f.label) for f in result.files)
+        labels = render_labels(result.labels) if result.labels is not None else None
+        snap = _snapshot(root.uri, root.uri, data, labels, "index", f"{root.uri} (on-the-fly index)",
+                         f"{root.uri} (labels)", root)
+    try:
+        store.put(snap.manifest_hash, data, labels, source=snap.source, uri=root.uri)
+    except OSError as e:  # a read-only cache must not stop training; it only costs requests later
+        warnings.warn(f"mx8: cannot keep the manifest of {root.uri} in the manifest store {store.root}: {e}",
+                      RuntimeWarning, stacklevel=3)
+    return snap
 
 
 def _from_imagefolder(uri: str, root: str, label_mode: str) -> Snapshot:
@@ -90,16 +169,32 @@ def _from_imagefolder(uri: str, root: str, label_mode: str) -> Snapshot:
     return Snapshot(uri, os.path.abspath(root), manifest.hash, len(manifest), labels, "index", manifest)
 
 
-def resolve(uri: str, *, label_mode: str = "auto") -> Snapshot:
+def resolve(uri: str, *, label_mode: str = "auto", manifest_store: Optional[str] = None,
+            s3: Optional[S3Config] = None) -> Snapshot:
     """Resolves ``uri`` (optionally ``uri@sha256:<hash>``) to a :class:`Snapshot`.
+
+    S3 URIs use ``s3`` (default: :func:`mx8.s3config.s3_config`, the AWS_* variables) and keep
+    what they resolve in the manifest store (``manifest_store``, default MX8_MANIFEST_STORE or
+    the user cache folder), from which a pinned URI is served without any request.
 
     Raises :class:`SnapshotMismatchError` with both hashes when a pinned hash no longer
     matches the data, :class:`ManifestError` for a malformed manifest (with its line), and
     :class:`ReadError` when nothing can be read at ``uri``.
     """
     base, pin = split_pin(os.fspath(uri))
-    if base.startswith("s3://"):
-        raise ReadError(f"{base}: S3 datasets are not supported by this build yet")
+    if is_s3(base):
+        snap = _resolve_s3(base, pin, label_mode, ManifestStore(manifest_store), s3)
+        base = snap.uri
+    else:
+        snap = _resolve_local(base, label_mode)
+    if pin is not None and pin != snap.manifest_hash:
+        raise SnapshotMismatchError(
+            f"{base}: data changed since it was pinned: manifest_hash is {snap.manifest_hash}, "
+            f"pinned {pin}")
+    return snap
+
+
+def _resolve_local(base: str, label_mode: str) -> Snapshot:
     path = base[len("file://"):] if base.startswith("file://") else base
     if os.path.isdir(path):
         manifest_path = os.path.join(path, MANIFEST_REL)
@@ -114,8 +209,4 @@ def resolve(uri: str, *, label_mode: str = "auto") -> Snapshot:
         snap = _from_manifest(base, path, root)
     else:
         raise ReadError(2, f"{base}: no such dataset (not a directory or manifest file)")
-    if pin is not None and pin != snap.manifest_hash:
-        raise SnapshotMismatchError(
-            f"{base}: data changed since it was pinned: manifest_hash is {snap.manifest_hash}, "
-            f"pinned {pin}")
     return snap
