@@ -84,7 +84,8 @@ static int plan_simd(mx8_resize_axis *a, int fixed, mx8_error *err) {
     }
     int rc = mx8_scratch_reserve(&a->sk, sizeof(int32_t) * 2 * (size_t)pairs * a->out_size, err);
     for (int i = 0; !rc && i < a->out_size; i++)
-        mx8_vk_build(k + (size_t)i * a->taps, pos[2 * i + 1], (int32_t *)a->sk.p + (size_t)i * 2 * pairs);
+        mx8_vk_build(k + (size_t)i * a->taps, pos[2 * i + 1],
+                     (int32_t *)a->sk.p + (size_t)i * 2 * pairs);
     return rc;
 }
 
@@ -248,7 +249,8 @@ static void v_pass_row(const mx8_resizer *r, int y, const uint8_t *rows, size_t 
 #if MX8_RESIZE_SIMD
     if (r->simd && n >= 32) {
         size_t pairs = (size_t)(r->ay.taps + 1) / 2;
-        mx8_resize_v_row_avx2(rows, stride, n, count, (const int32_t *)r->ay.sk.p + (size_t)y * 2 * pairs, out);
+        const int32_t *kv = (const int32_t *)r->ay.sk.p + (size_t)y * 2 * pairs;
+        mx8_resize_v_row_avx2(rows, stride, n, count, kv, out);
         return;
     }
 #endif

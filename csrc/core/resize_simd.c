@@ -69,10 +69,14 @@ static inline const uint8_t *h_at(const h_src *s, int off) {
 
 #define INLINE_AVX2 AVX2 __attribute__((always_inline)) static inline
 
+/* Unaligned loads (the _u types may alias anything). */
+static inline __m128i load16(const void *p) { return _mm_loadu_si128((const __m128i_u *)p); }
+INLINE_AVX2 __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i_u *)p); }
+
 /* One tap pair: hi += v * kh, lo += v * kl (k: 16 kh then 16 kl). */
 INLINE_AVX2 void h_taps(__m256i v, const int16_t *k, __m256i *hi, __m256i *lo) {
-    *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i_u *)(const void *)k)));
-    *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i_u *)(const void *)(k + 16))));
+    *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(v, load32(k)));
+    *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(v, load32(k + 16)));
 }
 
 /* Output pixels x (low lane) and x + 1 (high lane) as int32 RGBX. One 16-byte load per
@@ -85,9 +89,8 @@ INLINE_AVX2 __m256i h_pair(const uint8_t *a, const uint8_t *b, const int16_t *k,
                                         6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
     __m256i hi = _mm256_setzero_si256(), lo = hi;
     for (int j = 0; j < pairs; j += 2) {
-        __m128i va = _mm_loadu_si128((const __m128i_u *)(const void *)(a + 6 * j));
-        __m128i vb = _mm_loadu_si128((const __m128i_u *)(const void *)(b + 6 * j));
-        __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(va), vb, 1);
+        __m256i v = _mm256_castsi128_si256(load16(a + 6 * j));
+        v = _mm256_inserti128_si256(v, load16(b + 6 * j), 1);
         h_taps(_mm256_shuffle_epi8(v, m0), k + 32 * j, &hi, &lo);
         if (j + 1 < pairs) h_taps(_mm256_shuffle_epi8(v, m1), k + 32 * (j + 1), &hi, &lo);
     }
@@ -111,8 +114,10 @@ static inline void put(uint8_t *d, __m128i v, int bytes, int n) {
 }
 
 /* Stores n <= 8 pixels, r[i] holding pixels 2i and 2i + 1 (int32 RGBX, >= 0). */
-INLINE_AVX2 void h_store8(const __m256i r[4], uint8_t *d0, uint8_t *d1, uint8_t *d2, int step, int n) {
-    __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(r[0], r[1]), _mm256_packus_epi32(r[2], r[3]));
+INLINE_AVX2 void h_store8(const __m256i r[4], uint8_t *d0, uint8_t *d1, uint8_t *d2, int step,
+                          int n) {
+    __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(r[0], r[1]),
+                                    _mm256_packus_epi32(r[2], r[3]));
     __m128i l = _mm256_castsi256_si128(b), h = _mm256_extracti128_si256(b, 1); /* px 0246, 1357 */
     __m128i q0 = _mm_unpacklo_epi32(l, h), q1 = _mm_unpackhi_epi32(l, h);      /* px 0-3, 4-7 */
     if (step == 1) { /* planes: gather each channel's 8 bytes */
@@ -141,7 +146,8 @@ INLINE_AVX2 void h_pixels(const mx8_hk *p, const h_src *s, uint8_t *d0, uint8_t 
         else
             for (int i = 0; i < 8; i++) px[i] = h_at(s, off[x + i]);
         __m256i r[4];
-        for (int i = 0; i < 4; i++) r[i] = h_pair(px[2 * i], px[2 * i + 1], k + i * 32 * pairs, pairs);
+        for (int i = 0; i < 4; i++)
+            r[i] = h_pair(px[2 * i], px[2 * i + 1], k + i * 32 * pairs, pairs);
         size_t at = (size_t)x * step;
         h_store8(r, d0 + at, d1 + at, d2 + at, step, p->out_w - x);
     }
@@ -189,8 +195,7 @@ INLINE_AVX2 void v_blocks(const uint8_t *rows, size_t stride, int n, int count, 
         }
         for (int t = 0; t < count; t += 2) {
             const uint8_t *s = rows + (size_t)t * stride + j;
-            __m256i r0 = _mm256_loadu_si256((const __m256i_u *)(const void *)s);
-            __m256i r1 = t + 1 < count ? _mm256_loadu_si256((const __m256i_u *)(const void *)(s + stride)) : r0;
+            __m256i r0 = load32(s), r1 = t + 1 < count ? load32(s + stride) : r0; /* r0: weight 0 */
             v_taps(r0, r1, _mm256_set1_epi32(kv[t]), _mm256_set1_epi32(kv[t + 1]), acc);
         }
         __m256i lo = _mm256_packus_epi32(finish(acc[0], acc[4]), finish(acc[1], acc[5]));
