@@ -39,7 +39,8 @@ class RequestLog:
     """moto's request lines (werkzeug logs one per request to stderr). Draining the pipe also
     keeps moto from blocking on a full stderr."""
 
-    _LINE = re.compile(r'"(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/[\d.]+" (\d+)')
+    # (werkzeug colours the request of a non-2xx answer when it thinks stderr is a terminal)
+    _LINE = re.compile(r'"(?:\x1b\[[\d;]*m)?(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/[\d.]+(?:\x1b\[0m)?" (\d+)')
 
     def __init__(self, stream) -> None:
         self.lines: List[str] = []
@@ -209,8 +210,9 @@ def test_raw_prefix_paged_index_and_s3_to_s3_pack(tmp_path, s3, moto, monkeypatc
     mark = moto.log.mark()
     snap = mx8.resolve(f"s3://{BUCKET}/raw/sixty")
     reqs = moto.log.since(mark)
-    lists = [p for m, p, _ in reqs if m == "GET" and "list-type=2" in p]
-    assert len(lists) == math.ceil(60 / PAGE)  # paged, continuation tokens followed to the end
+    assert reqs[0] == ("GET", f"/{BUCKET}/raw/sixty/_mx8/manifest.tsv", 404)  # not packed: list it
+    lists = [p for m, p, _ in reqs[1:] if m == "GET" and "list-type=2" in p]
+    assert len(lists) == len(reqs) - 1 == math.ceil(60 / PAGE)  # paged, continuation tokens followed to the end
     assert sum("continuation-token=" in p for p in lists) == len(lists) - 1
     assert (snap.source, snap.samples, list(snap.labels)) == ("index", 60, ["class_0", "class_1", "class_2"])
     rels = sorted(files)
@@ -362,3 +364,29 @@ def test_pin_mismatch_names_both_hashes(tmp_path, s3):
         mx8.resolve(f"s3://{BUCKET}/nothing/here/")
     with pytest.raises(mx8.ReadError, match="reading samples from S3 is not supported"):
         next(iter(mx8.Dataset(f"s3://{BUCKET}/mx8/mm/", batch_size=2)))
+
+
+def test_ordered_fetch_overlaps_within_its_byte_budget():
+    """The pack's source GETs: concurrent, delivered in input order, never more than the
+    budget fetched ahead of the writer (an item bigger than the budget goes alone)."""
+    from mx8.s3io import map_ordered
+    lock, state = threading.Lock(), {"now": 0, "peak": 0}
+
+    def fetch(i):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.02)
+        with lock:
+            state["now"] -= 1
+        return i * i
+
+    sizes = [10] * 12 + [100] + [10] * 7
+    out = []
+    for i, fut in map_ordered(fetch, range(20), workers=4, cost=lambda i: sizes[i], budget=35):
+        out.append(fut.result())
+    assert out == [i * i for i in range(20)]
+    assert 2 <= state["peak"] <= 3  # 3 x 10 bytes fit in 35, the 4th waits
+    with pytest.raises(ZeroDivisionError):
+        for _, fut in map_ordered(lambda i: 1 // (i - 5), range(10), workers=2, cost=lambda i: 1, budget=4):
+            fut.result()
