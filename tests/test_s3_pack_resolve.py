@@ -51,12 +51,21 @@ class RequestLog:
         for raw in iter(stream.readline, b""):
             self.lines.append(raw.decode(errors="replace"))
 
+    def _settle(self) -> None:
+        """werkzeug logs a request after answering it: wait until the log stops growing."""
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            n = len(self.lines)
+            time.sleep(0.15)
+            if len(self.lines) == n:
+                return
+
     def mark(self) -> int:
-        time.sleep(0.2)  # werkzeug logs after answering
+        self._settle()
         return len(self.lines)
 
     def since(self, mark: int) -> List[tuple]:
-        time.sleep(0.2)
+        self._settle()
         out = []
         for line in self.lines[mark:]:
             m = self._LINE.search(line)
