@@ -279,7 +279,7 @@ def test_raw_prefix_paged_index_and_s3_to_s3_pack(tmp_path, s3, moto, monkeypatc
     assert r.s3_stats["requests"] < 60 + 2 * math.ceil(60 / PAGE) + 40, r.s3_stats
 
 
-def test_bad_objects_name_the_key_or_are_skipped(tmp_path, s3):
+def test_bad_objects_name_the_key_or_are_skipped(tmp_path, s3, monkeypatch):
     files = raw_tree(6, classes=2)
     upload_tree(s3, "raw/bad/", {**files, "class_0/empty.jpg": b"", "class_1/page.jpg": b"<html>no</html>"})
     with pytest.raises(mx8.PackError, match=r"s3://mx8-pack/raw/bad/class_0/empty\.jpg: zero-length object"):
@@ -291,6 +291,20 @@ def test_bad_objects_name_the_key_or_are_skipped(tmp_path, s3):
     assert r.samples == 6 and sorted(k for k, _ in r.skipped) == ["class_0/empty.jpg", "class_1/page.jpg"]
     with pytest.raises(mx8.PackError, match="no images to pack"):
         mx8.pack(f"s3://{BUCKET}/raw/nothing-here/", str(tmp_path / "c"), progress=False)
+    # An object deleted between the LIST and its GET is a bad input like an unreadable file.
+    pack_module = sys.modules["mx8.pack"]
+    real_list = pack_module.list_objects
+
+    def list_with_ghost(client, bucket, prefix, **kw):
+        yield from real_list(client, bucket, prefix, **kw)
+        yield prefix + "class_1/ghost.jpg", 1234
+    monkeypatch.setattr(pack_module, "list_objects", list_with_ghost)
+    with pytest.raises(mx8.PackError, match=r"cannot read s3://mx8-pack/raw/bad2/class_1/ghost\.jpg: .*HTTP 404"):
+        mx8.pack(f"s3://{BUCKET}/raw/bad2/", str(tmp_path / "g"), shuffle=False, progress=False)
+    r = mx8.pack(f"s3://{BUCKET}/raw/bad2/", str(tmp_path / "g"), on_error="skip", progress=False)
+    assert r.samples == 6 and sorted(k for k, _ in r.skipped) == ["class_1/ghost.jpg", "class_1/page.jpg"]
+    monkeypatch.setattr(pack_module, "list_objects", real_list)
+
     write_tree(tmp_path / "src", files)
     with pytest.raises(mx8.ReadError, match="NoSuchBucket"):
         mx8.pack(str(tmp_path / "src"), "s3://no-such-bucket/x/", progress=False)
