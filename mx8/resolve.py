@@ -34,7 +34,7 @@ class Snapshot:
     """A resolved dataset: what ``mx8.Dataset`` reads, pinned by ``manifest_hash``."""
 
     uri: str                       # the dataset's URI without the pin
-    root: str                      # directory relative locations are resolved against
+    root: str                      # directory (or s3:// prefix) relative locations are resolved against
     manifest_hash: str
     samples: int
     labels: Optional[Tuple[str, ...]]  # label names by id, None without labels
