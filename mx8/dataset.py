@@ -13,6 +13,7 @@ import torch
 
 from . import _core
 from .distributed import World, current_world
+from .envvars import env_bool, env_int
 from .errors import SnapshotMismatchError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
@@ -40,28 +41,6 @@ class RawBatch(NamedTuple):
     offsets: torch.Tensor
     labels: torch.Tensor
     sample_ids: torch.Tensor
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    v = value.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"environment variable {name}={value!r}: expected true/false/1/0")
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def _pair(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -150,9 +129,9 @@ class Dataset(torch.utils.data.IterableDataset):
         self.size = _pair(size) if size is not None else None
         self.decode = decode and self.size is not None
         self.crop, self.resize, self.scale, self.ratio, self.flip = crop, resize, scale, ratio, flip
-        self.shuffle = _env_bool("MX8_SHUFFLE", False) if shuffle is None else bool(shuffle)
-        self.seed = _env_int("MX8_SEED", 0) if seed is None else int(seed)
-        self.epoch = _env_int("MX8_EPOCH", 0) if epoch is None else int(epoch)
+        self.shuffle = env_bool("MX8_SHUFFLE", False) if shuffle is None else bool(shuffle)
+        self.seed = env_int("MX8_SEED", 0) if seed is None else int(seed)
+        self.epoch = env_int("MX8_EPOCH", 0) if epoch is None else int(epoch)
         self.drop_last, self.on_error, self.prefetch_mb = drop_last, on_error, prefetch_mb
         self.threads = threads or _default_threads()
         self.layout, self.max_pixels = layout, max_pixels

@@ -3,25 +3,16 @@ else from the RANK / WORLD_SIZE variables torchrun sets, else a single process. 
 arithmetic lives in mx8/sharding.py; this module only finds the numbers."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
+
+from .envvars import env_int
 
 
 @dataclass(frozen=True)
 class World:
     rank: int
     world_size: int
-
-
-def _env_int(name: str) -> Optional[int]:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def current_world(rank: Optional[int] = None, world_size: Optional[int] = None) -> World:
@@ -34,9 +25,9 @@ def current_world(rank: Optional[int] = None, world_size: Optional[int] = None) 
         except ImportError:
             pass
     if rank is None:
-        rank = _env_int("RANK") or 0
+        rank = env_int("RANK", 0)
     if world_size is None:
-        world_size = _env_int("WORLD_SIZE") or 1
+        world_size = env_int("WORLD_SIZE", 1)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of size {world_size}")
     return World(rank, world_size)

@@ -411,6 +411,16 @@ static op_spec spec_for(const char *op, const char *method, const char *bucket, 
     return s;
 }
 
+/* run_op under the client's lock (one easy handle per client), counting the body bytes. */
+static int run_counted(mx8_s3_client *c, const op_spec *s, response *r, mx8_error *err) {
+    pthread_mutex_lock(&c->lock);
+    int rc = run_op(c, s, r, err);
+    if (rc == MX8_OK)
+        c->stats.bytes_in += r->len;
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
 int mx8_s3_head(mx8_s3_client *c, const char *bucket, const char *key, uint64_t *size, char etag[128],
                 mx8_error *err) {
     op_spec s = spec_for("HEAD", "HEAD", bucket, key);
@@ -478,11 +488,7 @@ int mx8_s3_get(mx8_s3_client *c, const char *bucket, const char *key, size_t max
     op_spec s = spec_for("GET", "GET", bucket, key);
     s.max_len = max_len;
     response r;
-    pthread_mutex_lock(&c->lock);
-    int rc = run_op(c, &s, &r, err);
-    if (rc == MX8_OK)
-        c->stats.bytes_in += r.len;
-    pthread_mutex_unlock(&c->lock);
+    int rc = run_counted(c, &s, &r, err);
     if (rc)
         return rc;
     *data = r.data ? r.data : malloc(1); /* an empty object is still a valid buffer */
@@ -519,11 +525,7 @@ int mx8_s3_call_run(mx8_s3_client *c, const mx8_s3_call *call, mx8_s3_reply *out
     if (rc)
         return rc;
     response r;
-    pthread_mutex_lock(&c->lock);
-    rc = run_op(c, &s, &r, err);
-    if (rc == MX8_OK)
-        c->stats.bytes_in += r.len;
-    pthread_mutex_unlock(&c->lock);
+    rc = run_counted(c, &s, &r, err);
     if (rc)
         return rc;
     out->body = r.data;
@@ -570,11 +572,7 @@ int mx8_s3_list(mx8_s3_client *c, const char *bucket, const char *prefix, const 
     s.n_query = nq;
     s.max_len = LIST_MAX_BYTES;
     response r;
-    pthread_mutex_lock(&c->lock);
-    int rc = run_op(c, &s, &r, err);
-    if (rc == MX8_OK)
-        c->stats.bytes_in += r.len;
-    pthread_mutex_unlock(&c->lock);
+    int rc = run_counted(c, &s, &r, err);
     if (rc)
         return rc;
     rc = mx8_s3_parse_list(r.data ? (const char *)r.data : "", r.len, out, err);
