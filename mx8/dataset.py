@@ -7,7 +7,7 @@ fills them with the GIL released. Nothing is allocated per image in Python.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -250,10 +250,11 @@ class Dataset(torch.utils.data.IterableDataset):
         batch_bytes = self.batch_size * (3 * self.size[0] * self.size[1] * itemsize if self.decode else 1 << 17)
         depth = max(2, min(16, (self.prefetch_mb << 20) // max(batch_bytes, 1)))
         pin = torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
-        engine = _core.Engine(snap.manifest, snap.location_paths(), p.positions, self.threads,
+        paths, s3 = _sources(snap)
+        engine = _core.Engine(snap.manifest, paths, p.positions, self.threads,
                               self.batch_size, depth, not self.decode, self.on_error == "skip",
                               derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
-                              self._transform() if self.decode else {})
+                              self._transform() if self.decode else {}, s3)
         self._engine = engine
         shape = None
         if self.decode:
@@ -286,6 +287,20 @@ class Dataset(torch.utils.data.IterableDataset):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sources(snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
+    """What the engine reads: local paths, or "bucket/key" per location plus the S3 options
+    when the snapshot lives on S3 (the engine then coalesces neighbouring samples into one
+    ranged GET per run)."""
+    if snap.s3 is None and not any(loc.startswith("s3://") for loc in snap.manifest.locations):
+        return snap.location_paths(), None
+    from .s3config import s3_config
+    cfg = (snap.s3.config if snap.s3 is not None else s3_config()).require_credentials()
+    paths = [f"{bucket}/{key}" for bucket, key in snap.location_objects()]
+    return paths, {"endpoint": cfg.endpoint, "region": cfg.region, "access_key": cfg.access_key,
+                   "secret_key": cfg.secret_key, "session_token": cfg.session_token,
+                   "virtual_host": cfg.virtual_host}
 
 
 class _Progress:

@@ -8,12 +8,20 @@
 #include <string.h>
 #include <time.h>
 
-#include "file_reader.h"
+#include "sample_reader.h"
 #include "normalize.h"
 #include "rng.h"
 
 /* A single encoded sample above this is refused instead of allocated. */
 #define MAX_SAMPLE_BYTES ((uint64_t)1 << 30)
+
+/* Remote sources: neighbouring samples (same object, at most RUN_GAP bytes apart: the tar
+ * headers between members) are fetched with one ranged GET of up to RUN_BYTES. S3 serves a
+ * few thousand requests a second per prefix and a connection ~90 MB/s, so 100 KB requests
+ * would be request-bound; a run also bounds each worker's bytes in flight. */
+#define RUN_BYTES ((uint64_t)4 << 20)
+#define RUN_GAP ((uint64_t)64 << 10)
+#define RUN_SAMPLES 256
 
 typedef struct {
     /* set by provide, read by workers after they claim a position of this batch */
@@ -33,10 +41,12 @@ typedef struct {
     pthread_t tid;
     int started;
     mx8_decoder *dec;
-    mx8_file_reader reader;
+    mx8_sample_reader reader;
     uint8_t *scratch;
     size_t scratch_cap;
     uint8_t *u8_slot; /* out_float: the uint8 image before normalisation */
+    int run_rc[RUN_SAMPLES];          /* per-sample results of the current run */
+    mx8_error *run_err;               /* RUN_SAMPLES entries */
 } worker_t;
 
 struct mx8_engine {
@@ -57,7 +67,7 @@ struct mx8_engine {
     slot_t *slots;           /* depth of them; batch b lives in slots[b % depth] */
     worker_t *workers;
 
-    _Atomic uint64_t images, bytes_read, errors, skipped, batches;
+    _Atomic uint64_t images, bytes_read, errors, skipped, batches, reads;
     _Atomic uint64_t read_ns, decode_ns, wait_ns, starve_ns;
 };
 
@@ -221,49 +231,71 @@ static int ensure_scratch(worker_t *w, uint64_t len, mx8_error *err) {
     return MX8_OK;
 }
 
+/* The sample's byte length; records without one span to the end of their object. */
+static int sample_len(worker_t *w, const mx8_record *r, uint64_t *len, mx8_error *err) {
+    *len = r->length;
+    if (*len == MX8_LENGTH_WHOLE) {
+        uint64_t size;
+        int rc = mx8_sample_reader_size(&w->reader, r->location, &size, err);
+        if (rc)
+            return rc;
+        *len = size > r->offset ? size - r->offset : 0;
+    }
+    if (*len > MAX_SAMPLE_BYTES)
+        return mx8_error_set(err, MX8_ERR_TOO_LARGE, "sample is %llu bytes, above the 1 GiB limit",
+                             (unsigned long long)*len);
+    return MX8_OK;
+}
+
+static int timed_read(worker_t *w, uint32_t loc, uint64_t off, uint64_t len, uint8_t *dst, mx8_error *err) {
+    uint64_t t0 = now_ns();
+    int rc = mx8_sample_reader_read(&w->reader, loc, off, len, dst, err);
+    atomic_fetch_add(&w->e->read_ns, now_ns() - t0);
+    atomic_fetch_add(&w->e->reads, 1);
+    if (!rc)
+        atomic_fetch_add(&w->e->bytes_read, len);
+    return rc;
+}
+
+/* Turns a sample's encoded bytes into its slot: a copy for raw batches, else decode +
+ * transform (+ normalisation). */
+static int consume(worker_t *w, slot_t *s, size_t i, int64_t id, const uint8_t *data, uint64_t len,
+                   mx8_error *err) {
+    mx8_engine *e = w->e;
+    if (e->cfg.output == MX8_OUTPUT_RAW) {
+        if (data != s->images + s->offsets[i])
+            memcpy(s->images + s->offsets[i], data, (size_t)len);
+        return MX8_OK;
+    }
+    uint64_t t0 = now_ns();
+    uint8_t *slot = s->images + i * e->slot_bytes;
+    const mx8_transform *t = &e->cfg.transform;
+    int rc = mx8_decode_transform(w->dec, data, (size_t)len, t, sample_seed(e->cfg.aug_seed, id),
+                                  e->cfg.out_float ? w->u8_slot : slot, err);
+    if (!rc && e->cfg.out_float)
+        mx8_normalize_run(&e->norm, w->u8_slot, (float *)slot, (size_t)t->out_h, (size_t)t->out_w, t->layout);
+    atomic_fetch_add(&e->decode_ns, now_ns() - t0);
+    return rc;
+}
+
 /* Reads and decodes one sample into its slot. Runs without the engine lock. */
 static int process(worker_t *w, slot_t *s, size_t i, int64_t id, mx8_error *err) {
     mx8_engine *e = w->e;
     const mx8_record *r = &e->m->records[id];
-    uint64_t len = r->length;
     s->ids[i] = id;
     s->labels[i] = r->label;
-    if (len == MX8_LENGTH_WHOLE) {
-        uint64_t size;
-        int rc = mx8_file_size(&w->reader, r->location, &size, err);
-        if (rc)
-            return rc;
-        len = size > r->offset ? size - r->offset : 0;
-    }
-    if (len > MAX_SAMPLE_BYTES)
-        return mx8_error_set(err, MX8_ERR_TOO_LARGE, "sample is %llu bytes, above the 1 GiB limit",
-                             (unsigned long long)len);
-    uint64_t t0 = now_ns();
-    uint8_t *dst;
-    if (e->cfg.output == MX8_OUTPUT_RAW) {
-        dst = s->images + s->offsets[i];
-    } else {
-        int rc = ensure_scratch(w, len, err);
-        if (rc)
-            return rc;
-        dst = w->scratch;
-    }
-    int rc = mx8_file_pread(&w->reader, r->location, r->offset, len, dst, err);
-    uint64_t t1 = now_ns();
-    atomic_fetch_add(&e->read_ns, t1 - t0);
+    uint64_t len;
+    int rc = sample_len(w, r, &len, err);
     if (rc)
         return rc;
-    atomic_fetch_add(&e->bytes_read, len);
-    if (e->cfg.output == MX8_OUTPUT_RAW)
-        return MX8_OK;
-    uint8_t *slot = s->images + i * e->slot_bytes;
-    const mx8_transform *t = &e->cfg.transform;
-    rc = mx8_decode_transform(w->dec, dst, (size_t)len, t, sample_seed(e->cfg.aug_seed, id),
-                              e->cfg.out_float ? w->u8_slot : slot, err);
-    if (!rc && e->cfg.out_float)
-        mx8_normalize_run(&e->norm, w->u8_slot, (float *)slot, (size_t)t->out_h, (size_t)t->out_w, t->layout);
-    atomic_fetch_add(&e->decode_ns, now_ns() - t1);
-    return rc;
+    /* Raw batches read straight into the batch; decoding reads into the worker's scratch. */
+    uint8_t *dst = e->cfg.output == MX8_OUTPUT_RAW ? s->images + s->offsets[i] : NULL;
+    if (!dst && (rc = ensure_scratch(w, len, err)))
+        return rc;
+    if (!dst)
+        dst = w->scratch;
+    rc = timed_read(w, r->location, r->offset, len, dst, err);
+    return rc ? rc : consume(w, s, i, id, dst, len, err);
 }
 
 static void record_failure(mx8_engine *e, slot_t *s, size_t i, int64_t id, const mx8_error *err) {
@@ -284,6 +316,60 @@ static void record_failure(mx8_engine *e, slot_t *s, size_t i, int64_t id, const
     }
 }
 
+/* Positions [pos, end) a worker takes together: pos alone for local files; on a remote
+ * source, also the following positions whose samples continue the same object within
+ * RUN_GAP (sequential orders give long runs). Called with the engine lock held. */
+static size_t claim_run(mx8_engine *e, size_t pos) {
+    size_t bs = (size_t)e->cfg.batch_size, end = pos + 1;
+    const mx8_record *r = &e->m->records[e->order[pos]];
+    if (!e->cfg.s3 || r->length == MX8_LENGTH_WHOLE)
+        return end;
+    uint64_t first = r->offset, last = r->offset + r->length;
+    while (end < e->n_order && end - pos < RUN_SAMPLES && end / bs < e->provided) {
+        const mx8_record *n = &e->m->records[e->order[end]];
+        if (n->location != r->location || n->length == MX8_LENGTH_WHOLE || n->offset < last ||
+            n->offset - last > RUN_GAP || n->offset + n->length - first > RUN_BYTES)
+            break;
+        last = n->offset + n->length;
+        end++;
+    }
+    return end;
+}
+
+static slot_t *slot_of(mx8_engine *e, size_t pos) {
+    return &e->slots[(pos / (size_t)e->cfg.batch_size) % (size_t)e->cfg.depth];
+}
+
+/* Samples [pos, end) of one object with one read of their span, then each consumed from
+ * it; a failed read fails every sample of the run. Results go to w->run_rc / run_err. */
+static void process_run(worker_t *w, size_t pos, size_t end) {
+    mx8_engine *e = w->e;
+    size_t bs = (size_t)e->cfg.batch_size, n = end - pos;
+    const mx8_record *first = &e->m->records[e->order[pos]], *last = &e->m->records[e->order[end - 1]];
+    uint64_t off = first->offset, span = last->offset + last->length - off;
+    for (size_t k = 0; k < n; k++) {
+        const mx8_record *r = &e->m->records[e->order[pos + k]];
+        slot_of(e, pos + k)->ids[(pos + k) % bs] = e->order[pos + k];
+        slot_of(e, pos + k)->labels[(pos + k) % bs] = r->label;
+        mx8_error_clear(&w->run_err[k]);
+    }
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc = ensure_scratch(w, span, &err);
+    if (!rc)
+        rc = timed_read(w, first->location, off, span, w->scratch, &err);
+    for (size_t k = 0; k < n; k++) {
+        const mx8_record *r = &e->m->records[e->order[pos + k]];
+        if (rc) {
+            w->run_rc[k] = rc;
+            w->run_err[k] = err;
+            continue;
+        }
+        w->run_rc[k] = consume(w, slot_of(e, pos + k), (pos + k) % bs, e->order[pos + k],
+                               w->scratch + (r->offset - off), r->length, &w->run_err[k]);
+    }
+}
+
 static void *worker_main(void *arg) {
     worker_t *w = arg;
     mx8_engine *e = w->e;
@@ -296,20 +382,25 @@ static void *worker_main(void *arg) {
         atomic_fetch_add(&e->starve_ns, now_ns() - idle0);
         if (e->stop || e->next_pos >= e->n_order)
             break;
-        size_t pos = e->next_pos++;
-        slot_t *s = &e->slots[(pos / bs) % (size_t)e->cfg.depth];
+        size_t pos = e->next_pos, end = claim_run(e, pos);
+        e->next_pos = end;
         pthread_mutex_unlock(&e->mu);
 
-        mx8_error err;
-        mx8_error_clear(&err);
-        int64_t id = e->order[pos];
-        int rc = process(w, s, pos % bs, id, &err);
+        if (end - pos == 1) {
+            mx8_error_clear(&w->run_err[0]);
+            w->run_rc[0] = process(w, slot_of(e, pos), pos % bs, e->order[pos], &w->run_err[0]);
+        } else {
+            process_run(w, pos, end);
+        }
 
         pthread_mutex_lock(&e->mu);
-        if (rc)
-            record_failure(e, s, pos % bs, id, &err);
-        if (++s->done == mx8_engine_batch_len(e, s->batch))
-            pthread_cond_broadcast(&e->ready_cv);
+        for (size_t p = pos; p < end; p++) {
+            slot_t *s = slot_of(e, p);
+            if (w->run_rc[p - pos])
+                record_failure(e, s, p % bs, e->order[p], &w->run_err[p - pos]);
+            if (++s->done == mx8_engine_batch_len(e, s->batch))
+                pthread_cond_broadcast(&e->ready_cv);
+        }
     }
     pthread_mutex_unlock(&e->mu);
     return NULL;
@@ -327,7 +418,12 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
     for (int i = 0; i < e->cfg.threads && !rc; i++) {
         worker_t *w = &e->workers[i];
         w->e = e;
-        mx8_file_reader_init(&w->reader, e->paths, e->m->n_locations);
+        if ((rc = mx8_sample_reader_init(&w->reader, e->paths, e->m->n_locations, e->cfg.s3, err)))
+            break;
+        if (!(w->run_err = calloc(RUN_SAMPLES, sizeof *w->run_err))) {
+            rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a worker");
+            break;
+        }
         if (e->cfg.output == MX8_OUTPUT_DECODED && !(w->dec = mx8_decoder_new())) {
             rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a decoder");
             break;
@@ -465,7 +561,8 @@ void mx8_engine_free(mx8_engine *e) {
         for (int i = 0; i < e->cfg.threads; i++) {
             worker_t *w = &e->workers[i];
             if (w->e)
-                mx8_file_reader_close(&w->reader);
+                mx8_sample_reader_close(&w->reader);
+            free(w->run_err);
             mx8_decoder_free(w->dec);
             free(w->scratch);
             free(w->u8_slot);
@@ -492,4 +589,14 @@ void mx8_engine_get_stats(mx8_engine *e, mx8_engine_stats *o) {
     o->decode_ns = atomic_load(&e->decode_ns);
     o->wait_ns = atomic_load(&e->wait_ns);
     o->starve_ns = atomic_load(&e->starve_ns);
+    o->reads = atomic_load(&e->reads);
+    o->s3_requests = o->s3_retries = 0;
+    for (int i = 0; e->workers && i < e->cfg.threads; i++) {
+        if (!e->workers[i].reader.s3)
+            continue;
+        mx8_s3_stats st;
+        mx8_sample_reader_stats(&e->workers[i].reader, &st); /* the client locks its own counters */
+        o->s3_requests += st.requests;
+        o->s3_retries += st.retries;
+    }
 }

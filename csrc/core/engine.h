@@ -17,6 +17,7 @@
 #include "image_transform.h"
 #include "manifest.h"
 #include "mx8_error.h"
+#include "s3_client.h"
 
 typedef enum {
     MX8_OUTPUT_DECODED = 0, /* images, 3*out_h*out_w uint8 (or float32) a slot */
@@ -33,6 +34,8 @@ typedef struct {
     mx8_transform transform; /* MX8_OUTPUT_DECODED only */
     int out_float;           /* 1: float32 slots, (x/255 - mean) / std per channel */
     float mean[3], std[3];   /* out_float only */
+    const mx8_s3_options *s3; /* NULL: paths are local files; else "bucket/key" on S3 (must
+                                 outlive the engine); neighbouring samples are coalesced */
 } mx8_engine_config;
 
 typedef struct {
@@ -45,6 +48,9 @@ typedef struct {
     uint64_t decode_ns;   /* summed over workers */
     uint64_t wait_ns;     /* consumer blocked in mx8_engine_next */
     uint64_t starve_ns;   /* workers idle for lack of a provided buffer */
+    uint64_t reads;       /* reads issued (pread calls, or S3 ranged GETs of one or more samples) */
+    uint64_t s3_requests; /* HTTP requests, retries included */
+    uint64_t s3_retries;
 } mx8_engine_stats;
 
 typedef struct {

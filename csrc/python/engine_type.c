@@ -13,7 +13,42 @@ typedef struct {
     PyObject **owners;   /* depth entries: owner of the buffers of the batch in that slot */
     int depth;
     int closed;
+    mx8_s3_options s3;   /* used when has_s3; its strings are owned by s3_strings */
+    char *s3_strings[5];
+    int has_s3;
 } EngineObject;
+
+/* {"endpoint", "region", "access_key", "secret_key", "session_token" (None ok),
+ * "virtual_host"}: where the S3 locations live (mx8/dataset.py builds it from the snapshot). */
+static int parse_s3(EngineObject *self, PyObject *d) {
+    static const char *names[] = {"endpoint", "region", "access_key", "secret_key", "session_token"};
+    for (int i = 0; i < 5; i++) {
+        PyObject *v = PyDict_GetItemString(d, names[i]);
+        if (!v || v == Py_None) {
+            if (i < 4) {
+                PyErr_Format(PyExc_ValueError, "s3 options need '%s'", names[i]);
+                return -1;
+            }
+            continue;
+        }
+        const char *str = PyUnicode_AsUTF8(v);
+        if (!str || !(self->s3_strings[i] = strdup(str))) {
+            if (!PyErr_Occurred())
+                PyErr_NoMemory();
+            return -1;
+        }
+    }
+    PyObject *vh = PyDict_GetItemString(d, "virtual_host");
+    memset(&self->s3, 0, sizeof self->s3);
+    self->s3.endpoint = self->s3_strings[0];
+    self->s3.region = self->s3_strings[1];
+    self->s3.access_key = self->s3_strings[2];
+    self->s3.secret_key = self->s3_strings[3];
+    self->s3.session_token = self->s3_strings[4];
+    self->s3.virtual_host = vh && PyObject_IsTrue(vh);
+    self->has_s3 = 1;
+    return 0;
+}
 
 static void free_paths(EngineObject *self) {
     for (size_t i = 0; self->paths && i < self->n_paths; i++)
@@ -110,15 +145,15 @@ static int parse_normalize(PyObject *kw, mx8_engine_config *cfg) {
 
 static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"manifest", "paths", "order", "threads", "batch_size", "depth", "raw",
-                             "skip_errors", "aug_seed", "transform", NULL};
+                             "skip_errors", "aug_seed", "transform", "s3", NULL};
     mx8_state *st = mx8_state_from_type(type);
-    PyObject *manifest, *paths, *transform = NULL;
+    PyObject *manifest, *paths, *transform = NULL, *s3 = NULL;
     Py_buffer order;
     int threads, batch_size, depth, raw = 0, skip = 0;
     unsigned long long aug_seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!Oy*iii|ppKO!:Engine", kwlist, st->ManifestType,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!Oy*iii|ppKO!O:Engine", kwlist, st->ManifestType,
                                      &manifest, &paths, &order, &threads, &batch_size, &depth, &raw,
-                                     &skip, &aug_seed, &PyDict_Type, &transform))
+                                     &skip, &aug_seed, &PyDict_Type, &transform, &s3))
         return NULL;
     EngineObject *self = NULL;
     mx8_engine_config cfg;
@@ -148,6 +183,15 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     const mx8_manifest *m = ((ManifestObject *)manifest)->m;
     if (copy_paths(self, paths, m->n_locations) < 0)
         goto fail;
+    if (s3 && s3 != Py_None) {
+        if (!PyDict_Check(s3)) {
+            PyErr_SetString(PyExc_TypeError, "s3 must be a dict of options");
+            goto fail;
+        }
+        if (parse_s3(self, s3) < 0)
+            goto fail;
+        cfg.s3 = &self->s3;
+    }
     mx8_error err;
     mx8_error_clear(&err);
     self->e = mx8_engine_new(m, (const char *const *)self->paths, order.buf,
@@ -184,6 +228,8 @@ static void Engine_dealloc(EngineObject *self) {
     engine_close(self);
     mx8_engine_free(self->e);
     free_paths(self);
+    for (int i = 0; i < 5; i++)
+        free(self->s3_strings[i]);
     free(self->owners);
     Py_XDECREF(self->manifest);
     tp->tp_free(self);
@@ -269,10 +315,11 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *unused) {
     (void)unused;
     mx8_engine_stats s;
     mx8_engine_get_stats(self->e, &s);
-    return Py_BuildValue("{sKsKsKsKsKsdsdsdsd}", "images", s.images, "bytes_read", s.bytes_read, "errors",
-                         s.errors, "skipped", s.skipped, "batches", s.batches, "read_s", s.read_ns / 1e9,
-                         "decode_s", s.decode_ns / 1e9, "wait_s", s.wait_ns / 1e9, "starve_s",
-                         s.starve_ns / 1e9);
+    return Py_BuildValue("{sKsKsKsKsKsdsdsdsdsKsKsK}", "images", s.images, "bytes_read", s.bytes_read,
+                         "errors", s.errors, "skipped", s.skipped, "batches", s.batches, "read_s",
+                         s.read_ns / 1e9, "decode_s", s.decode_ns / 1e9, "wait_s", s.wait_ns / 1e9,
+                         "starve_s", s.starve_ns / 1e9, "reads", s.reads, "s3_requests", s.s3_requests,
+                         "s3_retries", s.s3_retries);
 }
 
 static PyObject *Engine_required_bytes(EngineObject *self, PyObject *arg) {

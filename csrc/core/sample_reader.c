@@ -1,0 +1,57 @@
+#include "sample_reader.h"
+
+#include <string.h>
+
+int mx8_sample_reader_init(mx8_sample_reader *r, const char *const *paths, size_t n_paths,
+                           const mx8_s3_options *s3, mx8_error *err) {
+    memset(r, 0, sizeof *r);
+    r->paths = paths;
+    r->n_paths = n_paths;
+    mx8_file_reader_init(&r->file, paths, n_paths);
+    return s3 ? mx8_s3_client_new(s3, &r->s3, err) : MX8_OK;
+}
+
+void mx8_sample_reader_close(mx8_sample_reader *r) {
+    mx8_file_reader_close(&r->file);
+    mx8_s3_client_free(r->s3);
+    r->s3 = NULL;
+}
+
+/* "bucket/key" -> bucket (copied into buf) and key (points into the path). */
+static int split(mx8_sample_reader *r, uint32_t loc, char *bucket, size_t cap, const char **key,
+                 mx8_error *err) {
+    if (loc >= r->n_paths)
+        return mx8_error_set(err, MX8_ERR_ARG, "location index %u out of range", loc);
+    const char *p = r->paths[loc], *slash = strchr(p, '/');
+    if (!slash || slash == p || (size_t)(slash - p) >= cap || !slash[1])
+        return mx8_error_set(err, MX8_ERR_ARG, "S3 location '%.200s' is not bucket/key", p);
+    memcpy(bucket, p, (size_t)(slash - p));
+    bucket[slash - p] = '\0';
+    *key = slash + 1;
+    return MX8_OK;
+}
+
+int mx8_sample_reader_size(mx8_sample_reader *r, uint32_t loc, uint64_t *size, mx8_error *err) {
+    if (!r->s3)
+        return mx8_file_size(&r->file, loc, size, err);
+    char bucket[64];
+    const char *key = NULL;
+    int rc = split(r, loc, bucket, sizeof bucket, &key, err);
+    return rc ? rc : mx8_s3_head(r->s3, bucket, key, size, NULL, err);
+}
+
+int mx8_sample_reader_read(mx8_sample_reader *r, uint32_t loc, uint64_t off, uint64_t len, uint8_t *dst,
+                           mx8_error *err) {
+    if (!r->s3)
+        return mx8_file_pread(&r->file, loc, off, len, dst, err);
+    char bucket[64];
+    const char *key = NULL;
+    int rc = split(r, loc, bucket, sizeof bucket, &key, err);
+    return rc ? rc : mx8_s3_get_range(r->s3, bucket, key, off, (size_t)len, dst, err);
+}
+
+void mx8_sample_reader_stats(mx8_sample_reader *r, mx8_s3_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (r->s3)
+        mx8_s3_client_stats(r->s3, out);
+}
