@@ -16,6 +16,8 @@ import mx8
 from mx8 import _core
 from s3_server import FaultServer, MotoServer, delayed, partial, reset_mid_body, respond, s3_error, stall
 
+pytestmark = pytest.mark.minio  # scripts/smoke.sh: MX8_SMOKE_MINIO
+
 BUCKET = "mx8-test"
 PAGE = 4  # the server's default page size (MOTO_S3_DEFAULT_MAX_KEYS), so pagination needs little data
 PART_MIN = 8192  # S3_UPLOAD_PART_MIN_SIZE on the server (5 MiB on AWS), so multipart needs little data

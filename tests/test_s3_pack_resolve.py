@@ -26,6 +26,8 @@ from mx8.manifest_store import ManifestStore
 from mx8.s3config import s3_config
 from s3_server import MotoServer
 
+pytestmark = pytest.mark.minio_pack  # scripts/smoke.sh: MX8_SMOKE_MINIO_PACK
+
 BUCKET = "mx8-pack"
 PAGE = 7           # MOTO_S3_DEFAULT_MAX_KEYS: a LIST page holds 7 keys
 PART_MIN = 8192    # S3_UPLOAD_PART_MIN_SIZE on the server (5 MiB on AWS)
@@ -368,6 +370,7 @@ def test_mx8_pack_s3_command(tmp_path, s3, moto):
 
 # ---- resolve: manifest store and pins ----
 
+@pytest.mark.minio_manifest_store
 def test_pinned_uri_resolves_from_the_store_with_the_server_stopped(tmp_path, monkeypatch):
     srv = _start_moto()
     try:
@@ -399,6 +402,7 @@ def test_pinned_uri_resolves_from_the_store_with_the_server_stopped(tmp_path, mo
                     s3=s3_config(endpoint=srv.endpoint, access_key="testing", secret_key="testing"))
 
 
+@pytest.mark.minio_manifest_store
 def test_pin_mismatch_names_both_hashes(tmp_path, s3):
     upload_tree(s3, "raw/mm/", raw_tree(8))
     a = mx8.pack(f"s3://{BUCKET}/raw/mm/", f"s3://{BUCKET}/mx8/mm/", seed=1, progress=False)
