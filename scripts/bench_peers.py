@@ -41,6 +41,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,13 @@ CONTENDERS = ["mx8-train"] + list(PEERS)
 # constraints file of its `pip freeze` (so the torchvision baseline's packages do not change).
 IN_BASELINE = {"streaming"}
 PIP_TIMEOUT = 1800
+# What the failures seen on Debian 12 need (Debian packages, not pip): added to the reason.
+HINTS = {
+    ("ffcv", "opencv"): "FFCV's setup.py needs OpenCV and libturbojpeg through pkg-config: "
+                        "apt-get install libopencv-dev libturbojpeg0-dev pkg-config",
+    ("spdl", "libav"): "SPDL loads the system FFmpeg (4-8): apt-get install libavdevice59 libavfilter8 "
+                       "libavformat59 libavcodec59 libswscale6 libswresample4 (Debian 12's FFmpeg 5.1)",
+}
 
 
 def log(msg: str) -> None:
@@ -87,6 +95,9 @@ def log(msg: str) -> None:
 
 def _last_error_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):  # the exception that a build or an import died of, first
+        if re.match(r"^[\w.]*(Error|Exception): ", ln):
+            return ln[:300]
     for ln in reversed(lines):
         if ln.startswith(("ERROR:", "error:")) or "Error" in ln.split(":")[0]:
             return ln[:300]
@@ -118,7 +129,19 @@ def _constraints_file() -> str:
     return path
 
 
+def _with_hint(name: str, why: Optional[str]) -> Optional[str]:
+    if why:
+        for (peer, needle), hint in HINTS.items():
+            if peer == name and needle in why:
+                return f"{why} [fix: {hint}]"
+    return why
+
+
 def ensure_peer(name: str, allow_install: bool) -> Optional[str]:
+    return _with_hint(name, _ensure_peer(name, allow_install))
+
+
+def _ensure_peer(name: str, allow_install: bool) -> Optional[str]:
     """Installs a peer into .venv-peers (constrained to keep torch 2.13.0) unless it already
     imports. Returns None when it imports, else the reason (pip's error line or the ImportError)."""
     req, probe = PEERS[name]
@@ -366,7 +389,7 @@ def run_ffcv(corpus: str, repeats: int, warmup: int) -> Dict[str, Any]:
                                ToTensor(), ToTorchImage()],
                      "label": [IntDecoder(), ToTensor()]}
         return Loader(beton, batch_size=BATCH, num_workers=workers, order=OrderOption.RANDOM,
-                      pipelines=pipelines, indices=indices, os_cache=True)
+                      pipelines=pipelines, indices=indices, os_cache=True, drop_last=False)
 
     holder: Dict[str, Any] = {}
 
@@ -386,7 +409,8 @@ def run_ffcv(corpus: str, repeats: int, warmup: int) -> Dict[str, Any]:
     res = bench._timed_epochs(warmup_iter, end_warmup, make_iter, repeats, warmup,
                               lambda b: int(b[0].shape[0]))
     res["import_rss_mb"] = rss0
-    res["config"] = {"num_workers": workers, "batch_size": BATCH, "write_mode": "jpg q90 (re-encoded)"}
+    res["config"] = {"num_workers": workers, "batch_size": BATCH, "write_mode": "jpg q90 (re-encoded)",
+                     "os_cache": True, "drop_last": False}
     res["versions"] = {"ffcv": _dist_version("ffcv"), "torch": torch.__version__}
     return res
 
