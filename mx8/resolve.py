@@ -66,14 +66,16 @@ class Snapshot:
         return out
 
     def location_paths(self) -> List[str]:
-        """The file each manifest location points at (relative ones resolved against root)."""
+        """The local file each manifest location points at (relative ones resolved against
+        root). S3 datasets have objects, not files: see :meth:`location_objects`."""
         if self.s3 is not None:
-            raise ReadError(f"{self.uri}: reading samples from S3 is not supported by this build yet "
-                            f"(resolve works; pack to or copy the dataset to local disk to read it)")
+            raise ReadError(f"{self.uri}: the dataset is on S3, its locations are objects, not local files "
+                            f"(use location_objects())")
         out = []
         for loc in self.manifest.locations:
             if loc.startswith("s3://"):
-                raise ReadError(f"{self.uri}: location {loc!r} is on S3, which this build cannot read yet")
+                raise ReadError(f"{self.uri}: location {loc!r} is an S3 object, not a local file "
+                                f"(use location_objects())")
             if loc.startswith("file://"):
                 loc = loc[len("file://"):]
             out.append(loc if os.path.isabs(loc) else os.path.join(self.root, loc))
