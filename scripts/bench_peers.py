@@ -780,6 +780,7 @@ def run(a: argparse.Namespace) -> int:
         log(f"{name} ...")
         spec = {"name": name, "repeats": repeats, "warmup": warmup, "corpus": corpus, "packed": packed}
         r = run_contender(spec, python, a.timeout)
+        r["loadavg_1m_after"] = os.getloadavg()[0]  # others' work on the same cores shows here
         if r.get("error"):
             log(f"{name}: FAILED ({r['error']})")
         else:
@@ -808,7 +809,9 @@ def run(a: argparse.Namespace) -> int:
         "under .cache/peers/",
         "peak RSS: the contender's largest process (getrusage/wait4); peak PSS: all its processes, workers "
         "included (sampled every 0.2 s); first batch: from creating the loader to its first batch",
-        "quote ratios from one run: the machine is shared and noisy",
+        "quote ratios from one run: the machine is shared and noisy. 1-minute load average after each "
+        "contender (this run's own load is about the core count): "
+        + ", ".join(f"{r['name']} {r['loadavg_1m_after']:.1f}" for r in results if "loadavg_1m_after" in r),
     ]
     os.makedirs(a.out, exist_ok=True)
     md = render_markdown(results, meta)
