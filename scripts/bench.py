@@ -303,15 +303,18 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def run_contender(spec: Dict[str, Any], python: str, timeout: float) -> Dict[str, Any]:
-    """Runs one contender in a child process; adds peak_rss_mb (largest process, from wait4)
-    and peak_pss_mb (all its processes, sampled every 0.2 s)."""
+def run_contender(spec: Dict[str, Any], python: str, timeout: float, script: Optional[str] = None,
+                   env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Runs one contender as `python script --child-spec SPEC` (script: this file by default;
+    scripts/bench_peers.py passes its own) in its own session, so a timeout kills its loader
+    workers too. Adds peak_rss_mb (largest process, from wait4) and peak_pss_mb (all its
+    processes, sampled every 0.2 s)."""
     fd, result_file = tempfile.mkstemp(prefix="mx8-bench-", suffix=".json")
     os.close(fd)
     spec = dict(spec, result_file=result_file)
-    cmd = [python, os.path.abspath(__file__), "--child-spec", json.dumps(spec)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    cmd = [python, os.path.abspath(script or __file__), "--child-spec", json.dumps(spec)]
+    p = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})), stdin=subprocess.DEVNULL,
+                         start_new_session=True)
     peak_pss = [0]
     done = threading.Event()
 
@@ -322,28 +325,33 @@ def run_contender(spec: Dict[str, Any], python: str, timeout: float) -> Dict[str
     th = threading.Thread(target=sample, daemon=True)
     th.start()
     t0 = time.monotonic()
-    status, ru = None, None
+    timed_out = False
     while True:  # wait4 with a deadline
-        pid, st, r = os.wait4(p.pid, os.WNOHANG)
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
         if pid == p.pid:
-            status, ru = st, r
             break
         if time.monotonic() - t0 > timeout:
-            p.kill()
+            timed_out = True
+            try:
+                os.killpg(p.pid, 9)
+            except OSError:
+                p.kill()
             _, status, ru = os.wait4(p.pid, 0)
             break
         time.sleep(0.05)
     done.set()
     th.join()
-    p.returncode = os.waitstatus_to_exitcode(status)
+    rc = os.waitstatus_to_exitcode(status)
     try:
         with open(result_file) as f:
             text = f.read()
         res = json.loads(text) if text else None
     finally:
         os.unlink(result_file)
-    if p.returncode != 0 or res is None:
-        why = "timed out" if time.monotonic() - t0 > timeout else f"exit {p.returncode}"
+    if res and res.get("child_error"):
+        return {"name": spec["name"], "error": f"run failed: {res['child_error']}", "rate": None}
+    if rc != 0 or res is None:
+        why = f"timed out after {timeout:.0f}s" if timed_out else f"exit {rc}"
         return {"name": spec["name"], "error": why, "rate": None}
     res.update(name=spec["name"], peak_rss_mb=ru.ru_maxrss / 1024, peak_pss_mb=peak_pss[0] / 1024,
                wall_s=time.monotonic() - t0)

@@ -45,8 +45,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import traceback
 from typing import Any, Dict, List, Optional
@@ -666,53 +664,8 @@ def child_main(spec: Dict[str, Any]) -> int:
 # Parent side (scripts/bench.py's run_contender, running this file as the child)
 
 def run_contender(spec: Dict[str, Any], python: str, timeout: float) -> Dict[str, Any]:
-    fd, result_file = tempfile.mkstemp(prefix="mx8-peers-", suffix=".json")
-    os.close(fd)
-    spec = dict(spec, result_file=result_file)
-    cmd = [python, os.path.abspath(__file__), "--child-spec", json.dumps(spec)]
-    p = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1", MX8_PEERS_CHILD=spec["name"]), stdin=subprocess.DEVNULL,
-                         start_new_session=True)
-    peak_pss = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.2):
-            peak_pss[0] = max(peak_pss[0], sum(bench._pss_kb(q) for q in bench._tree(p.pid)))
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    t0 = time.monotonic()
-    timed_out = False
-    while True:  # wait4 with a deadline
-        pid, st, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid == p.pid:
-            break
-        if time.monotonic() - t0 > timeout:
-            timed_out = True
-            try:
-                os.killpg(p.pid, 9)  # its own session: loader workers go too
-            except OSError:
-                p.kill()
-            _, st, ru = os.wait4(p.pid, 0)
-            break
-        time.sleep(0.05)
-    done.set()
-    th.join()
-    rc = os.waitstatus_to_exitcode(st)
-    try:
-        with open(result_file) as f:
-            text = f.read()
-        res = json.loads(text) if text else None
-    finally:
-        os.unlink(result_file)
-    if res and res.get("child_error"):
-        return {"name": spec["name"], "error": f"run failed: {res['child_error']}", "rate": None}
-    if rc != 0 or res is None:
-        why = f"timed out after {timeout:.0f}s" if timed_out else f"exit {rc}"
-        return {"name": spec["name"], "error": why, "rate": None}
-    res.update(name=spec["name"], peak_rss_mb=ru.ru_maxrss / 1024, peak_pss_mb=peak_pss[0] / 1024,
-               wall_s=time.monotonic() - t0)
-    return res
+    """scripts/bench.py's child runner, on this script's contenders."""
+    return bench.run_contender(spec, python, timeout, script=__file__, env={"MX8_PEERS_CHILD": spec["name"]})
 
 
 def render_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
