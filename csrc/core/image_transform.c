@@ -201,3 +201,20 @@ int mx8_decode_transform(mx8_decoder *dec, const uint8_t *data, size_t len,
     return mx8_resize_run(&dec->rs, v.px, v.stride, v.x - g.rx, v.y - g.ry, v.w, v.h, out,
                           t->layout, err);
 }
+
+mx8_transform mx8_transform_random_crop(int out_h, int out_w) {
+    mx8_transform t;
+    memset(&t, 0, sizeof t);
+    t.out_h = out_h;
+    t.out_w = out_w;
+    t.crop_mode = MX8_CROP_RANDOM;
+    t.scale_min = 0.08;
+    t.scale_max = 1.0;
+    t.ratio_min = 3.0 / 4.0;
+    t.ratio_max = 4.0 / 3.0;
+    t.flip = 1;
+    t.layout = MX8_LAYOUT_NCHW;
+    t.max_pixels = 100000000ULL;
+    t.crop_aware = 1;
+    return t;
+}

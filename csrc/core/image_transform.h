@@ -44,6 +44,10 @@ typedef struct {
                                  * no longer bit-identical to a full-size decode. 0 = off */
 } mx8_transform;
 
+/* torchvision RandomResizedCrop(size) defaults (scale 0.08-1, ratio 3/4-4/3), random flip,
+ * NCHW, the 100 Mpixel limit, crop-aware decode: one place for the defaults. */
+mx8_transform mx8_transform_random_crop(int out_h, int out_w);
+
 typedef struct mx8_decoder mx8_decoder;
 
 mx8_decoder *mx8_decoder_new(void);

@@ -62,14 +62,10 @@ static PyObject *transform_image(PyObject *module, PyObject *args, PyObject *kwd
                              "ratio_min", "ratio_max", "flip", "layout", "max_pixels", "crop_aware",
                              "dct_scaling", "seed", NULL};
     Py_buffer data;
-    mx8_transform t;
-    memset(&t, 0, sizeof t);
-    t.scale_min = 0.08;
-    t.scale_max = 1.0;
-    t.ratio_min = 3.0 / 4.0;
-    t.ratio_max = 4.0 / 3.0;
-    t.max_pixels = 100000000ULL;
-    t.crop_aware = 1;
+    /* RandomResizedCrop's scale/ratio defaults, but no crop and no flip unless asked */
+    mx8_transform t = mx8_transform_random_crop(0, 0);
+    t.crop_mode = MX8_CROP_NONE;
+    t.flip = 0;
     unsigned long long seed = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*ii|iiddddiiKiiK:transform_image", kwlist, &data, &t.out_h,
                                      &t.out_w, &t.crop_mode, &t.resize_short, &t.scale_min, &t.scale_max,

@@ -68,17 +68,7 @@ static int load(const char *list, corpus *c) {
  * Interleaved per image (rotating which mode goes first) so that load from other
  * processes on a shared machine hits all modes alike; secs[mode] gets the time. */
 static void run(mx8_decoder *dec, const corpus *c, int reps, int dct, uint8_t *out, double secs[3]) {
-    mx8_transform t;
-    memset(&t, 0, sizeof t);
-    t.out_h = t.out_w = 224;
-    t.crop_mode = MX8_CROP_RANDOM;
-    t.scale_min = 0.08;
-    t.scale_max = 1.0;
-    t.ratio_min = 3.0 / 4;
-    t.ratio_max = 4.0 / 3;
-    t.flip = 1;
-    t.layout = MX8_LAYOUT_NCHW;
-    t.max_pixels = 100000000;
+    mx8_transform t = mx8_transform_random_crop(224, 224);
     t.dct_scaling = dct;
     mx8_error err;
     long failed = 0;

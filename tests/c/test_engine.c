@@ -67,15 +67,7 @@ static mx8_engine_config config(int threads, int skip) {
     c.depth = 2;
     c.skip_errors = skip;
     c.aug_seed = 99;
-    c.transform.out_h = 24;
-    c.transform.out_w = 32;
-    c.transform.crop_mode = MX8_CROP_RANDOM;
-    c.transform.scale_min = 0.08;
-    c.transform.scale_max = 1.0;
-    c.transform.ratio_min = 0.75;
-    c.transform.ratio_max = 4.0 / 3.0;
-    c.transform.flip = 1;
-    c.transform.crop_aware = 1;
+    c.transform = mx8_transform_random_crop(24, 32);
     c.transform.max_pixels = 1000000;
     return c;
 }

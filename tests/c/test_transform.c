@@ -12,17 +12,8 @@
 #include "tests.h"
 
 static mx8_transform rrc(int size, int layout, int crop_aware) {
-    mx8_transform t;
-    memset(&t, 0, sizeof t);
-    t.out_h = t.out_w = size;
-    t.crop_mode = MX8_CROP_RANDOM;
-    t.scale_min = 0.08;
-    t.scale_max = 1.0;
-    t.ratio_min = 3.0 / 4;
-    t.ratio_max = 4.0 / 3;
-    t.flip = 1;
+    mx8_transform t = mx8_transform_random_crop(size, size);
     t.layout = layout;
-    t.max_pixels = 100000000;
     t.crop_aware = crop_aware;
     return t;
 }
