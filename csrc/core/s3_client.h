@@ -1,6 +1,6 @@
 /* Blocking S3 operations on one libcurl easy handle (keeps its connection between calls).
  *
- * Every request is signed by s3_sign.c, sent with exactly the URL that was signed
+ * Every request (s3_request.c: one attempt) is signed by s3_sign.c, sent with exactly the URL that was signed
  * (CURLOPT_PATH_AS_IS) and re-signed on each retry. Transient failures (HTTP 500/502/503/
  * 504, SlowDown, RequestTimeout, connection resets, timeouts) are retried with capped
  * exponential backoff and jitter, honouring Retry-After; 400/403/404 and other client
@@ -95,5 +95,10 @@ typedef struct {
 int mx8_s3_call_run(mx8_s3_client *c, const mx8_s3_call *call, mx8_s3_reply *out, mx8_error *err);
 
 void mx8_s3_client_stats(mx8_s3_client *c, mx8_s3_stats *out);
+
+/* The client's settings and credentials (s3_request.h), for another transport (the
+ * engine's fetcher) that signs the same way; valid while the client lives. */
+struct mx8_s3_conf;
+const struct mx8_s3_conf *mx8_s3_client_conf(const mx8_s3_client *c);
 
 #endif

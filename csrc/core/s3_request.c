@@ -1,0 +1,309 @@
+#include "s3_request.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static const char EMPTY_SHA256[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+mx8_s3_op mx8_s3_op_for(const char *op, const char *method, const char *bucket, const char *key) {
+    mx8_s3_op s;
+    memset(&s, 0, sizeof s);
+    s.op = op;
+    s.method = method;
+    s.bucket = bucket;
+    s.key = key;
+    memcpy(s.payload_sha, EMPTY_SHA256, sizeof EMPTY_SHA256);
+    return s;
+}
+
+void mx8_s3_op_range(mx8_s3_op *op, const char *bucket, const char *key, uint64_t off, size_t len, void *buf) {
+    mx8_s3_op s = mx8_s3_op_for("GET", "GET", bucket, key);
+    *op = s;
+    snprintf(op->range, sizeof op->range, "bytes=%llu-%llu", (unsigned long long)off,
+             (unsigned long long)(off + len - 1));
+    op->headers[0] = (mx8_s3_header){"range", op->range}; /* points into *op: never copy an op */
+    op->n_headers = 1;
+    op->fixed = buf;
+    op->fixed_len = len;
+    op->has_range = 1;
+    op->range_off = off;
+}
+
+/* ---- curl callbacks ---- */
+
+static void copy_header_value(char *dst, size_t cap, const char *v, size_t n) {
+    while (n && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
+        n--;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+    mx8_s3_response *r = ud;
+    size_t len = size * n;
+    char tmp[32];
+    if (len > 5 && !memcmp(p, "HTTP/", 5)) {
+        /* A new status line (after a 100 Continue, say): start the response afresh. */
+        const char *sp = memchr(p, ' ', len);
+        r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        r->has_content_length = 0;
+        r->retry_after_s = -1;
+        return len;
+    }
+    const char *colon = memchr(p, ':', len);
+    if (!colon)
+        return len;
+    size_t nl = (size_t)(colon - p), vl = len - nl - 1;
+    if (nl == 14 && !strncasecmp(p, "content-length", nl)) {
+        copy_header_value(tmp, sizeof tmp, colon + 1, vl);
+        r->content_length = strtoull(tmp, NULL, 10);
+        r->has_content_length = 1;
+    } else if (nl == 4 && !strncasecmp(p, "etag", nl)) {
+        copy_header_value(r->etag, sizeof r->etag, colon + 1, vl);
+    } else if (nl == 16 && !strncasecmp(p, "x-amz-request-id", nl)) {
+        copy_header_value(r->request_id, sizeof r->request_id, colon + 1, vl);
+    } else if (nl == 13 && !strncasecmp(p, "content-range", nl)) {
+        copy_header_value(r->content_range, sizeof r->content_range, colon + 1, vl);
+    } else if (nl == 11 && !strncasecmp(p, "retry-after", nl)) {
+        /* Only the delta-seconds form; an HTTP-date falls back to the computed backoff. */
+        copy_header_value(tmp, sizeof tmp, colon + 1, vl);
+        char *end;
+        long v = strtol(tmp, &end, 10);
+        r->retry_after_s = end != tmp && !*end && v >= 0 ? v : -1;
+    }
+    return len;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+    mx8_s3_response *r = ud;
+    size_t len = size * n;
+    if (r->status < 200 || r->status >= 300) { /* an error document: keep its head for the message */
+        size_t room = MX8_S3_ERRBODY_MAX - 1 - r->errlen, k = len < room ? len : room;
+        memcpy(r->errbody + r->errlen, p, k);
+        r->errlen += k;
+        return len;
+    }
+    const mx8_s3_op *s = r->spec;
+    if (s->fixed) {
+        if (len > s->fixed_len - r->len)
+            return r->overflow = 1, 0; /* more than asked for: abort (CURLE_WRITE_ERROR) */
+        memcpy(s->fixed + r->len, p, len);
+        r->len += len;
+        return len;
+    }
+    if (len > s->max_len - r->len)
+        return r->overflow = 1, 0;
+    if (r->len + len > r->cap) {
+        size_t cap = r->cap ? r->cap : 64 * 1024;
+        while (cap < r->len + len)
+            cap *= 2;
+        uint8_t *d = realloc(r->data, cap);
+        if (!d)
+            return 0;
+        r->data = d;
+        r->cap = cap;
+    }
+    memcpy(r->data + r->len, p, len);
+    r->len += len;
+    return len;
+}
+
+static size_t on_upload(char *p, size_t size, size_t n, void *ud) {
+    mx8_s3_response *r = ud;
+    size_t left = r->spec->body_len - r->upload_pos, k = size * n < left ? size * n : left;
+    memcpy(p, r->spec->body + r->upload_pos, k);
+    r->upload_pos += k;
+    return k;
+}
+
+static int on_seek(void *ud, curl_off_t off, int origin) {
+    mx8_s3_response *r = ud;
+    if (origin != SEEK_SET || off < 0 || (size_t)off > r->spec->body_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    r->upload_pos = (size_t)off;
+    return CURL_SEEKFUNC_OK;
+}
+
+/* ---- one attempt ---- */
+
+static void setup_transfer(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx8_s3_response *r,
+                           const char *url) {
+    curl_easy_reset(h); /* options only; the connection and DNS caches stay */
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);      /* send the signed path byte for byte */
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);        /* no SIGALRM in threads */
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L); /* a stalled transfer ends instead of hanging */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->low_speed_time_s);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->curl_msg);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, r);
+    if (!strcmp(s->method, "HEAD")) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else if (!strcmp(s->method, "PUT") || !strcmp(s->method, "POST")) {
+        /* An upload (even of 0 bytes) sends Content-Length, which S3 requires on POST too,
+         * and no form Content-Type that a server might parse the body as. */
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        if (!strcmp(s->method, "POST"))
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "POST");
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_upload);
+        curl_easy_setopt(h, CURLOPT_READDATA, r);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, r);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)s->body_len);
+    } else if (strcmp(s->method, "GET") != 0) {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, s->method);
+    }
+}
+
+int mx8_s3_attempt_begin(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx8_s3_response *r,
+                         mx8_error *err) {
+    memset(r, 0, sizeof *r);
+    r->spec = s;
+    r->retry_after_s = -1;
+    char amz_date[17];
+    mx8_s3_amz_date((long long)time(NULL), amz_date);
+    mx8_s3_request rq = {.method = s->method, .endpoint = c->endpoint, .region = c->region,
+                         .bucket = s->bucket, .key = s->key, .query = s->query, .n_query = s->n_query,
+                         .headers = s->headers, .n_headers = s->n_headers, .payload_sha256 = s->payload_sha,
+                         .access_key = c->access_key, .secret_key = c->secret_key,
+                         .session_token = c->session_token, .amz_date = amz_date, .virtual_host = c->virtual_host};
+    mx8_s3_signed sg;
+    int rc = mx8_s3_sign(&rq, &sg, err);
+    if (rc)
+        return rc;
+    /* "Expect:" turns off 100-continue: one round trip less, and nothing to re-sign. */
+    for (size_t i = 0; i <= sg.n_headers; i++) {
+        struct curl_slist *t = curl_slist_append(r->headers, i < sg.n_headers ? sg.headers[i] : "Expect:");
+        if (!t) {
+            mx8_s3_signed_free(&sg);
+            mx8_s3_attempt_end(r);
+            return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory building an S3 request");
+        }
+        r->headers = t;
+    }
+    setup_transfer(c, h, s, r, sg.url); /* libcurl copies the URL */
+    mx8_s3_signed_free(&sg);
+    return MX8_OK;
+}
+
+void mx8_s3_attempt_end(mx8_s3_response *r) {
+    curl_slist_free_all(r->headers); /* signed headers: the session token is among them */
+    r->headers = NULL;
+}
+
+/* ---- retry policy ---- */
+
+static int transient_curl(CURLcode cc) {
+    switch (cc) {
+    case CURLE_COULDNT_CONNECT: case CURLE_OPERATION_TIMEDOUT: case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_HTTP2: case CURLE_HTTP2_STREAM:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int transient_http(long status, const mx8_s3_error_info *e) {
+    return status == 500 || status == 502 || status == 503 || status == 504 || status == 429 ||
+           !strcmp(e->code, "SlowDown") || !strcmp(e->code, "RequestTimeout") || !strcmp(e->code, "InternalError");
+}
+
+mx8_s3_verdict mx8_s3_attempt_verdict(CURLcode cc, const mx8_s3_response *r, mx8_s3_error_info *e) {
+    memset(e, 0, sizeof *e);
+    if (cc == CURLE_OK && r->status >= 200 && r->status < 300)
+        return MX8_S3_DONE;
+    mx8_s3_parse_error(r->errbody, r->errlen, e);
+    int retry = cc != CURLE_OK ? transient_curl(cc) && !r->overflow : transient_http(r->status, e);
+    return retry ? MX8_S3_RETRY : MX8_S3_FAIL;
+}
+
+long mx8_s3_backoff_ms(const mx8_s3_conf *c, uint64_t *rng, int attempt_no, long retry_after_s) {
+    long d = c->backoff_base_ms;
+    for (int i = 1; i < attempt_no && d < c->backoff_cap_ms; i++)
+        d *= 2;
+    if (d > c->backoff_cap_ms)
+        d = c->backoff_cap_ms;
+    *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
+    d = d / 2 + (long)(*rng % (uint64_t)(d / 2 + 1)); /* jitter: spread retries of many clients */
+    if (retry_after_s >= 0 && retry_after_s * 1000 > d)
+        d = retry_after_s * 1000 < c->backoff_cap_ms ? retry_after_s * 1000 : c->backoff_cap_ms;
+    return d;
+}
+
+/* ---- messages ---- */
+
+void mx8_s3_describe(const mx8_s3_op *s, char *out, size_t cap) {
+    const char *key = s->shown_key ? s->shown_key : s->key ? s->key : "";
+    int n = snprintf(out, cap, "S3 %s s3://%.63s/%.110s%s", s->op, s->bucket, key, strlen(key) > 110 ? "..." : "");
+    if (s->has_range && n > 0 && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, " @ %llu+%zu", (unsigned long long)s->range_off, s->fixed_len);
+}
+
+static int http_error(const mx8_s3_op *s, const mx8_s3_response *r, const mx8_s3_error_info *e, int attempts,
+                      mx8_error *err) {
+    char what[200];
+    mx8_s3_describe(s, what, sizeof what);
+    const char *rid = e->request_id[0] ? e->request_id : r->request_id;
+    int code = r->status == 416 ? MX8_ERR_RANGE : MX8_ERR_IO;
+    char tries[32] = "";
+    if (attempts > 1)
+        snprintf(tries, sizeof tries, " after %d attempts", attempts);
+    mx8_error_set(err, code, "%s: HTTP %ld%s%.64s%s%.100s (request id %.60s)%s", what, r->status,
+                  e->code[0] ? " " : "", e->code, e->message[0] ? ": " : "", e->message, rid[0] ? rid : "none",
+                  tries);
+    if (err && code == MX8_ERR_IO)
+        err->sys_errno = r->status == 404 ? ENOENT : r->status == 403 ? EACCES : 0;
+    return code;
+}
+
+int mx8_s3_attempt_error(const mx8_s3_op *s, const mx8_s3_response *r, CURLcode cc, const mx8_s3_error_info *e,
+                         int attempts, mx8_error *err) {
+    char what[200];
+    mx8_s3_describe(s, what, sizeof what);
+    if (cc == CURLE_WRITE_ERROR && r->overflow)
+        return mx8_error_set(err, MX8_ERR_IO, /* a ReadError: MX8_ERR_TOO_LARGE means an image */
+                             s->fixed ? "%s: the server sent more bytes than the range asked for (HTTP %ld)"
+                                      : "%s: the object is larger than the limit (HTTP %ld)",
+                             what, r->status);
+    if (cc != CURLE_OK)
+        return mx8_error_set(err, MX8_ERR_IO, "%s: %s (%.120s)%s", what, curl_easy_strerror(cc), r->curl_msg,
+                             attempts > 1 ? ", retries exhausted" : "");
+    return http_error(s, r, e, attempts, err);
+}
+
+/* Size of the object from "bytes a-b/N" or "bytes star/N"; "?" when unknown. */
+static const char *range_total(const mx8_s3_response *r) {
+    const char *slash = strrchr(r->content_range, '/');
+    return slash && slash[1] ? slash + 1 : "?";
+}
+
+int mx8_s3_check_range(const mx8_s3_op *s, const mx8_s3_response *r, mx8_error *err) {
+    char what[200];
+    mx8_s3_describe(s, what, sizeof what);
+    if (r->len != s->fixed_len)
+        return mx8_error_set(err, MX8_ERR_RANGE, "%s: range runs past the end of the object (%zu bytes returned, "
+                             "object size %s)", what, r->len, range_total(r));
+    /* Bytes from elsewhere in the object must never pass for the range: a 200 is the whole
+     * object (only right from offset 0) and a 206 must start where asked. */
+    unsigned long long start = 0;
+    if ((r->status == 200 && s->range_off != 0) ||
+        (r->status == 206 && (sscanf(r->content_range, "bytes %llu-", &start) != 1 || start != s->range_off)))
+        return mx8_error_set(err, MX8_ERR_IO, "%s: the server answered HTTP %ld with Content-Range '%.40s'", what,
+                             r->status, r->content_range);
+    return MX8_OK;
+}

@@ -1,0 +1,101 @@
+/* One S3 request attempt on a libcurl easy handle, shared by the blocking client
+ * (s3_client.c, curl_easy_perform) and the engine's fetcher (s3_fetcher.c, a curl multi
+ * handle driven by one I/O thread): signing, handle set-up, response capture, the retry
+ * policy and the error messages. Neither caller owns any of this logic twice.
+ *
+ * A request's life: mx8_s3_attempt_begin signs it afresh (the date moves on between
+ * retries) and sets up the handle; the caller performs the transfer; then
+ * mx8_s3_attempt_verdict says done / retry / fail, mx8_s3_backoff_ms how long to wait before
+ * the next attempt and mx8_s3_attempt_error words the failure. */
+#ifndef MX8_S3_REQUEST_H
+#define MX8_S3_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+
+#include "mx8_error.h"
+#include "s3_sign.h"
+#include "s3_xml.h"
+
+#define MX8_S3_ERRBODY_MAX 4096
+
+/* Connection settings and credentials (strings owned by whoever holds the struct). */
+typedef struct mx8_s3_conf {
+    char *endpoint, *region, *access_key, *secret_key, *session_token;
+    int virtual_host, max_attempts;
+    long connect_timeout_ms, low_speed_time_s, backoff_base_ms, backoff_cap_ms;
+} mx8_s3_conf;
+
+/* One operation, the same for all its attempts. */
+typedef struct {
+    const char *op; /* for messages: "GET", "HEAD", "PUT", "LIST" */
+    const char *method;
+    const char *bucket, *key;
+    const char *shown_key; /* what messages show after s3://bucket/ (the prefix for LIST) */
+    const mx8_s3_param *query;
+    size_t n_query;
+    mx8_s3_header headers[2];
+    size_t n_headers;
+    const uint8_t *body;
+    size_t body_len;
+    char payload_sha[65];
+    uint8_t *fixed; /* range GET: the caller's buffer of fixed_len bytes */
+    size_t fixed_len;
+    size_t max_len; /* otherwise: a growable body up to this size */
+    int has_range;
+    uint64_t range_off;
+    char range[64]; /* storage for the Range header value */
+} mx8_s3_op;
+
+/* One attempt's response. */
+typedef struct {
+    const mx8_s3_op *spec;
+    long status;
+    uint8_t *data; /* growable body (malloc'd; the caller frees it) */
+    size_t len, cap;
+    int overflow;
+    char errbody[MX8_S3_ERRBODY_MAX];
+    size_t errlen;
+    uint64_t content_length;
+    int has_content_length;
+    char etag[128], request_id[96], content_range[96];
+    long retry_after_s; /* -1 when absent */
+    size_t upload_pos;
+    struct curl_slist *headers; /* owned until mx8_s3_attempt_end */
+    char curl_msg[CURL_ERROR_SIZE];
+} mx8_s3_response;
+
+typedef enum { MX8_S3_DONE = 0, MX8_S3_RETRY = 1, MX8_S3_FAIL = 2 } mx8_s3_verdict;
+
+/* An op with the empty payload hash filled in. */
+mx8_s3_op mx8_s3_op_for(const char *op, const char *method, const char *bucket, const char *key);
+/* A ranged GET of [off, off+len) into buf (len > 0). Its Range header points into *op
+ * itself, so the op must stay where it was built. */
+void mx8_s3_op_range(mx8_s3_op *op, const char *bucket, const char *key, uint64_t off, size_t len, void *buf);
+
+/* Signs the op and sets up h (curl_easy_reset first: options only, connections stay).
+ * Resets r; on success r->headers must later be freed by mx8_s3_attempt_end. */
+int mx8_s3_attempt_begin(const mx8_s3_conf *conf, CURL *h, const mx8_s3_op *s, mx8_s3_response *r,
+                         mx8_error *err);
+void mx8_s3_attempt_end(mx8_s3_response *r);
+
+/* What the finished transfer means; e receives the parsed S3 error document. */
+mx8_s3_verdict mx8_s3_attempt_verdict(CURLcode cc, const mx8_s3_response *r, mx8_s3_error_info *e);
+
+/* Capped exponential backoff with jitter before attempt attempt_no+1, Retry-After honoured
+ * (up to the cap). rng is the caller's xorshift state. */
+long mx8_s3_backoff_ms(const mx8_s3_conf *conf, uint64_t *rng, int attempt_no, long retry_after_s);
+
+/* The error of a failed op after `attempts` attempts. Returns the mx8 code. */
+int mx8_s3_attempt_error(const mx8_s3_op *s, const mx8_s3_response *r, CURLcode cc, const mx8_s3_error_info *e,
+                         int attempts, mx8_error *err);
+
+/* A 2xx answer to a ranged GET must hold exactly the asked bytes from the asked offset. */
+int mx8_s3_check_range(const mx8_s3_op *s, const mx8_s3_response *r, mx8_error *err);
+
+/* "S3 GET s3://bucket/key @ 100+50" for messages (key shortened to fit). */
+void mx8_s3_describe(const mx8_s3_op *s, char *out, size_t cap);
+
+#endif
