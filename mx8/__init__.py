@@ -8,8 +8,9 @@
         ...
 """
 from .dataset import Batch, Dataset, RawBatch, to_device
-from .errors import (DecodeError, Error, ImageTooLargeError, ManifestError, PackError, RangeError, ReadError,
-                     RendezvousError, SnapshotMismatchError)
+from .errors import (DecodeError, Error, ImageTooLargeError, LeaseLogMismatchError, ManifestError, PackError,
+                     RangeError, ReadError, RendezvousError, SnapshotMismatchError)
+from .leases import LeaseDataset, LeaseInfo
 from .pack import PackResult, pack
 from .resolve import Snapshot, resolve
 
@@ -19,4 +20,5 @@ __all__ = [
     "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch", "to_device",
     "Error", "ManifestError", "ReadError", "RangeError", "DecodeError", "ImageTooLargeError",
     "SnapshotMismatchError", "PackError", "RendezvousError",
+    "LeaseDataset", "LeaseInfo", "LeaseLogMismatchError",
 ]

@@ -49,3 +49,11 @@ __all__ = [
     "PackError",
     "RendezvousError",
 ]
+
+
+class LeaseLogMismatchError(SnapshotMismatchError):
+    """A lease log was written for another job or manifest_hash (names both); lease mode refuses
+    to resume from it."""
+
+
+__all__ += ["LeaseLogMismatchError"]

@@ -1,0 +1,419 @@
+"""``mx8.LeaseDataset``: batches of a snapshot handed out as leases, for inference and ETL jobs
+that must keep draining when workers die or join.
+
+Each iteration joins the job's lease table (mx8/leases/coordinator.py), takes a lease on a
+contiguous range of sample ids, runs the ordinary native engine over the range's unacknowledged
+samples (the same engine, options and batch types as :class:`mx8.Dataset`) and yields its
+batches; the next range is claimed and its engine started while the current one finishes.
+Iteration ends when every range of the job is done, by any worker.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .. import _core
+from ..dataset import DTYPES, Batch, Dataset, RawBatch, _BatchIterator, _Progress, _sources
+from ..envvars import env_bool, env_int
+from ..resolve import Snapshot
+from ..sharding import derive_seed
+from .coordinator import Coordinator, Lease
+from .log import LeaseLog
+from .pacing import PaceFenced, Pacer
+from .store import open_store
+
+DEFAULT_RANGE = 512
+DEFAULT_TIMEOUT_S = 30.0
+_NOT_FOR_LEASES = ("shuffle", "epoch", "drop_last", "rank", "world_size")
+
+
+def _env_float(name: str) -> Optional[float]:
+    v = os.environ.get(name, "")
+    if not v:
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={v!r} is not a number") from None
+
+
+class LeaseInfo(tuple):
+    """Where a delivered batch sits: ``range_start, range_end, batch_start, batch_end, gen``
+    (``last``: the batch ends its range)."""
+    __slots__ = ()
+
+    def __new__(cls, range_start: int, range_end: int, batch_start: int, batch_end: int, gen: int):
+        return tuple.__new__(cls, (range_start, range_end, batch_start, batch_end, gen))
+
+    range_start = property(lambda self: self[0])
+    range_end = property(lambda self: self[1])
+    batch_start = property(lambda self: self[2])
+    batch_end = property(lambda self: self[3])
+    gen = property(lambda self: self[4])
+    last = property(lambda self: self[3] == self[1])
+
+
+class LeaseDataset(torch.utils.data.IterableDataset):
+    """At-least-once batches of a dataset snapshot, leased range by range to whoever asks.
+
+    Args:
+        uri: as for :class:`mx8.Dataset` (pin it with ``@sha256:`` so all workers agree).
+        job: the job's name (``MX8_LEASE_JOB``); workers of one job share its ranges.
+        batch_size: samples per batch (a range's last batch may be short).
+        range_size: samples per lease (``MX8_LEASE_RANGE``, default 512).
+        lease_timeout_s: a worker whose heartbeat stalls this long is declared dead and its
+            unacknowledged samples go back to the pool (``MX8_LEASE_TIMEOUT_S``, default 30).
+        log: lease log directory or ``s3://`` prefix (``MX8_LEASE_LOG``); ``None``: progress
+            lives only in the store, and a restarted job starts over.
+        log_interval_s: 0 (default) logs every acknowledgement; more logs a range's
+            progress at most that often (and always its completion): fewer fsyncs, a
+            resume repeats up to that much work.
+        store, host_store: the c10d store (mx8/leases/store.py; ``MX8_LEASE_STORE=host:port``,
+            ``MX8_LEASE_STORE_HOST=1``).
+        auto_ack: acknowledge the previous batch on each ``next()`` (``MX8_LEASE_AUTO_ACK``);
+            otherwise call :meth:`ack` once the batch is handled.
+        max_requests_per_s, max_bytes_in_flight: cluster-wide pacing caps
+            (``MX8_LEASE_MAX_REQUESTS_PER_S``, ``MX8_LEASE_MAX_BYTES_IN_FLIGHT``); every
+            worker of the job must pass the same values.
+        prefetch_leases: claim the next range and start reading it while the current one
+            finishes (1, default) or not (0).
+        **options: everything else :class:`mx8.Dataset` takes (size, crop, decode, dtype,
+            layout, threads, prefetch_mb, on_error, ...), except shuffle, epoch, drop_last,
+            rank and world_size: leases fix the order (ascending sample ids within a range).
+    """
+
+    def __init__(self, uri: Union[str, "os.PathLike[str]", Snapshot], *, batch_size: int,
+                 job: Optional[str] = None, range_size: Optional[int] = None,
+                 lease_timeout_s: Optional[float] = None, log: Optional[str] = None,
+                 log_interval_s: float = 0.0, store: Any = None, host_store: Optional[bool] = None,
+                 auto_ack: Optional[bool] = None, max_requests_per_s: Optional[float] = None,
+                 max_bytes_in_flight: Optional[int] = None, pace_slot_s: float = 0.25,
+                 pace_trace: bool = False, prefetch_leases: int = 1, **options: Any) -> None:
+        super().__init__()
+        bad = [k for k in options if k in _NOT_FOR_LEASES]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not used in lease mode (ranges are read in sample-id order)")
+        self._plain = Dataset(uri, batch_size=batch_size, shuffle=False, **options)  # validates the options
+        self.uri = self._plain.uri
+        self.batch_size = batch_size
+        self.job = job or os.environ.get("MX8_LEASE_JOB") or ""
+        if not self.job:
+            raise ValueError("lease mode needs a job name: pass job= or set MX8_LEASE_JOB")
+        self.range_size = range_size or env_int("MX8_LEASE_RANGE", DEFAULT_RANGE)
+        if self.range_size < 1:
+            raise ValueError(f"range_size must be >= 1, got {self.range_size}")
+        self.lease_timeout_s = lease_timeout_s or _env_float("MX8_LEASE_TIMEOUT_S") or DEFAULT_TIMEOUT_S
+        self.log = log if log is not None else (os.environ.get("MX8_LEASE_LOG") or None)
+        self.log_interval_s = log_interval_s
+        self.store_spec, self.host_store = store, host_store
+        self.auto_ack = env_bool("MX8_LEASE_AUTO_ACK", False) if auto_ack is None else bool(auto_ack)
+        self.max_requests_per_s = max_requests_per_s or _env_float("MX8_LEASE_MAX_REQUESTS_PER_S")
+        mb = max_bytes_in_flight or _env_float("MX8_LEASE_MAX_BYTES_IN_FLIGHT")
+        self.max_bytes_in_flight = int(mb) if mb else None
+        self.pace_slot_s, self.pace_trace = pace_slot_s, pace_trace
+        self.prefetch_leases = prefetch_leases
+        self._it: Optional[_LeaseIterator] = None
+        self._last_stats: Dict[str, Any] = {}
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._plain.snapshot
+
+    @property
+    def manifest_hash(self) -> str:
+        return self._plain.manifest_hash
+
+    def __iter__(self) -> "_LeaseIterator":
+        self.close()
+        self._it = _LeaseIterator(self)
+        return self._it
+
+    def ack(self, batch: Union[Batch, RawBatch]) -> bool:
+        """Acknowledges a delivered batch: its samples are done and will not be delivered again
+        (durable in the lease log before this returns). False when the lease had already
+        expired and another worker owns the range: the samples will be delivered again there."""
+        if self._it is None:
+            raise ValueError("ack(): no iteration in progress")
+        return self._it.ack(batch)
+
+    def lease_info(self, batch: Union[Batch, RawBatch]) -> LeaseInfo:
+        """The range a delivered, not yet acknowledged batch came from."""
+        if self._it is None:
+            raise ValueError("lease_info(): no iteration in progress")
+        return self._it.info(batch)
+
+    def stats(self) -> Dict[str, Any]:
+        """Lease counters (leases_taken/completed/reclaimed/lost/released, duplicates,
+        samples_delivered/acked, acks_refused, workers_declared_dead), pacing (this worker's
+        requests and bytes in flight and its share of the cluster's), and the engines'
+        counters (images, bytes_read, errors, skipped, read_s, decode_s, ...) summed over ranges."""
+        return self._it.stats() if self._it is not None else dict(self._last_stats)
+
+    def close(self) -> None:
+        """Gives unfinished leases back (they are free at once for the other workers) and leaves."""
+        if self._it is not None:
+            self._it.close()
+            self._last_stats = self._it.stats()
+            self._it = None
+
+    def __enter__(self) -> "LeaseDataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _RangeBatches(_BatchIterator):
+    """The engine over one lease's samples; with a pacer, a batch is given to the engine only
+    once the cluster-wide caps allow its reads."""
+
+    def __init__(self, engine: "_core.Engine", shape, dtype, depth: int, pin: bool, pacer: Optional[Pacer],
+                 costs: Optional[List[Tuple[int, int]]]) -> None:
+        self.pacer, self.costs = pacer, costs
+        self.reserved: Dict[int, int] = {}
+        super().__init__(engine, shape, dtype, depth, pin, _Progress(0, 1))
+
+    def _paced_fill(self, block: bool) -> None:
+        for b in [b for b in self.reserved if b not in self.pending]:
+            self.pacer.release(self.reserved.pop(b))  # type: ignore[union-attr]
+        e = self.engine
+        while e.next_to_provide < e.num_batches and len(self.pending) < self.depth:
+            b = e.next_to_provide
+            if self.pacer is not None and self.costs is not None:
+                n, nbytes = self.costs[b]
+                if not self.pacer.acquire(n, nbytes, block and not self.pending):
+                    return
+                self.reserved[b] = nbytes
+            bufs = self._alloc(b)
+            offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
+            if isinstance(bufs[0], torch.Tensor):
+                ptr, nb = bufs[0].data_ptr(), bufs[0].numel() * bufs[0].element_size()
+            else:
+                ptr, nb = bufs[0].ptr, bufs[0].nbytes
+            e.provide(ptr, nb, bufs[1].data_ptr(), bufs[2].data_ptr(), offsets, bufs)
+            self.pending[b] = bufs
+
+    def _fill(self) -> None:
+        self._paced_fill(block=False)
+
+    def __next__(self):
+        if not self.closed and not self.pending and self.engine.next_to_provide < self.engine.num_batches:
+            self._paced_fill(block=True)
+        return super().__next__()
+
+    def close(self) -> None:
+        super().close()
+        if self.pacer is not None:
+            for nbytes in self.reserved.values():
+                self.pacer.release(nbytes)
+            self.reserved.clear()
+
+
+class _Active:
+    """A lease being read: its engine and the position of the next batch it yields."""
+
+    def __init__(self, lease: Lease, batches: _RangeBatches, first: int) -> None:
+        self.lease, self.batches, self.next_pos = lease, batches, first
+
+
+class _LeaseIterator:
+    def __init__(self, ds: LeaseDataset) -> None:
+        self.ds = ds
+        plain = ds._plain
+        self.snap = plain.snapshot
+        store, self.store_desc, attempt = open_store(ds.store_spec, ds.host_store)
+        self.store = store
+        self.hosting = self.store_desc.startswith(("hosting", "private"))
+        log = LeaseLog(ds.log, ds.job, self.snap.manifest_hash, len(self.snap.manifest)) if ds.log else None
+        pace = {}
+        if ds.max_requests_per_s or ds.max_bytes_in_flight:
+            pace = {"max_requests_per_s": ds.max_requests_per_s, "max_bytes_in_flight": ds.max_bytes_in_flight,
+                    "slot_s": ds.pace_slot_s, "trace": ds.pace_trace}
+        self.coord = Coordinator(store, job=ds.job, manifest_hash=self.snap.manifest_hash,
+                                 samples=len(self.snap.manifest), range_size=ds.range_size,
+                                 timeout_s=ds.lease_timeout_s, attempt=attempt, log=log,
+                                 log_interval_s=ds.log_interval_s, pace=pace)
+        self.paths, self.s3 = _sources(self.snap)
+        self.decode = plain.decode
+        itemsize = 4 if plain.dtype == "float32" else 1
+        self.shape = None
+        if self.decode:
+            h, w = plain.size  # type: ignore[misc]
+            self.shape = (3, h, w) if plain.layout == "NCHW" else (h, w, 3)
+            batch_bytes = plain.batch_size * 3 * h * w * itemsize
+        else:
+            batch_bytes = plain.batch_size << 17
+        self.depth = max(2, min(16, (plain.prefetch_mb << 20) // max(batch_bytes, 1)))
+        self.pin = torch.cuda.is_available() if plain.pin_memory is None else bool(plain.pin_memory)
+        self.transform = plain._transform() if self.decode else {}
+        self.aug_seed = derive_seed(self.snap.manifest_hash, plain.seed, 0, "augment")
+        self.active: Optional[_Active] = None
+        self.ahead: Optional[_Active] = None
+        self.delivered: Dict[int, Tuple[Lease, int, int, torch.Tensor]] = {}  # id(sample_ids) -> ...
+        self.last: Optional[Union[Batch, RawBatch]] = None
+        self.closed = False
+        self.engine_totals: Dict[str, float] = {}
+        self.counters = {"batches": 0, "samples_delivered": 0, "duplicates": 0, "wait_for_work_s": 0.0,
+                         "leases_dropped": 0}
+        self.started = time.monotonic()
+
+    # -- ranges -------------------------------------------------------------------------
+
+    def _start(self, lease: Optional[Lease]) -> Optional[_Active]:
+        if lease is None:
+            return None
+        plain = self.ds._plain
+        first = lease.acked
+        positions = np.arange(first, lease.end, dtype=np.int64)
+        costs = None
+        pacer = self.coord.pacer
+        if pacer is not None:
+            man = self.snap.manifest
+            lengths = np.fromiter(((man.record(int(i))[2] or 0) for i in positions), dtype=np.int64,
+                                  count=len(positions))
+            bs = plain.batch_size
+            costs = [(len(lengths[k:k + bs]), int(lengths[k:k + bs].sum())) for k in range(0, len(lengths), bs)]
+        engine = _core.Engine(self.snap.manifest, self.paths, positions, plain.threads, plain.batch_size,
+                              self.depth, not self.decode, plain.on_error == "skip", self.aug_seed,
+                              self.transform, self.s3)
+        return _Active(lease, _RangeBatches(engine, self.shape, DTYPES[plain.dtype], self.depth, self.pin,
+                                            pacer, costs), first)
+
+    def _retire(self, a: Optional[_Active]) -> None:
+        if a is None:
+            return
+        a.batches.close()
+        for k, v in a.batches.engine.stats().items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.engine_totals[k] = self.engine_totals.get(k, 0) + v
+
+    def _drop_all(self) -> None:
+        for a in (self.active, self.ahead):
+            self._retire(a)
+        self.active = self.ahead = None
+        self.delivered.clear()
+        self.last = None
+
+    # -- iteration ----------------------------------------------------------------------
+
+    def __iter__(self) -> "_LeaseIterator":
+        return self
+
+    def __next__(self) -> Union[Batch, RawBatch]:
+        if self.closed:
+            raise StopIteration
+        if self.ds.auto_ack and self.last is not None:
+            last, self.last = self.last, None
+            self.ack(last)
+        poll = min(0.2, self.coord.timeout_s / 8)
+        waited_since: Optional[float] = None
+        while True:
+            if self.coord.fenced:
+                self._drop_all()
+                self.coord.rejoin()
+            try:
+                if self.active is None:
+                    self.active, self.ahead = self.ahead or self._start(self.coord.acquire(scan=True)), None
+                    if self.active is None:
+                        if self.coord.finished():
+                            self._finish()
+                            raise StopIteration
+                        waited_since = waited_since or time.monotonic()
+                        time.sleep(poll)
+                        continue
+                a = self.active
+                if a.lease.lost:
+                    self.counters["leases_dropped"] += 1
+                    self._retire(a)
+                    self.active = None
+                    continue
+                try:
+                    batch = next(a.batches)
+                except StopIteration:
+                    self._retire(a)
+                    self.active = None
+                    continue
+            except PaceFenced:
+                self.coord.fenced = True
+                continue
+            bstart = a.next_pos
+            bend = min(bstart + self.ds.batch_size, a.lease.end)
+            a.next_pos = bend
+            if not self.coord.deliver(a.lease, bend):
+                continue  # expired under us: the batch is someone else's to deliver now
+            if waited_since is not None:
+                self.counters["wait_for_work_s"] += time.monotonic() - waited_since
+            ids = batch.sample_ids
+            n = int(ids.numel())
+            if a.lease.dup_until > bstart:
+                self.counters["duplicates"] += int((ids < a.lease.dup_until).sum())
+            self.counters["batches"] += 1
+            self.counters["samples_delivered"] += n
+            self.delivered[id(ids)] = (a.lease, bstart, bend, ids)
+            if (self.ahead is None and self.ds.prefetch_leases > 0
+                    and a.batches.engine.next_to_provide >= a.batches.engine.num_batches):
+                try:
+                    self.ahead = self._start(self.coord.acquire(scan=False))
+                except PaceFenced:
+                    self.coord.fenced = True
+            if self.ds.auto_ack:
+                self.last = batch
+            return batch
+
+    def _entry(self, batch: Union[Batch, RawBatch]) -> Tuple[Lease, int, int, torch.Tensor]:
+        e = self.delivered.get(id(batch.sample_ids))
+        if e is None or e[3] is not batch.sample_ids:
+            raise ValueError("not a batch delivered by this iteration and not yet acknowledged")
+        return e
+
+    def info(self, batch: Union[Batch, RawBatch]) -> LeaseInfo:
+        lease, bstart, bend, _ = self._entry(batch)
+        return LeaseInfo(lease.start, lease.end, bstart, bend, lease.value.gen)
+
+    def ack(self, batch: Union[Batch, RawBatch]) -> bool:
+        if self.last is batch:
+            self.last = None
+        lease, bstart, bend, _ = self._entry(batch)
+        del self.delivered[id(batch.sample_ids)]
+        if self.coord.fenced:
+            self.coord.counters["acks_refused"] += 1
+            return False
+        return self.coord.ack(lease, bstart, bend)
+
+    def _finish(self, wait: bool = True) -> None:
+        if not self.closed:
+            self.closed = True
+            self._drop_all()
+            # The process serving the store lingers until the others are gone (or dead).
+            self.coord.leave(wait_for_others_s=2 * self.coord.timeout_s if wait and self.hosting else 0.0)
+
+    def close(self) -> None:
+        if not self.closed and self.ds.auto_ack and self.last is not None:
+            last, self.last = self.last, None
+            try:
+                self.ack(last)
+            except Exception:  # noqa: BLE001 - closing: the range is given back either way
+                pass
+        self._finish()
+
+    def stats(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = dict(self.engine_totals)
+        for a in (self.active, self.ahead):
+            if a is not None:
+                for k, v in a.batches.engine.stats().items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        out[k] = out.get(k, 0) + v
+        out.update(self.coord.stats())
+        out.update(self.counters)
+        out.update(job=self.ds.job, store=self.store_desc, elapsed_s=round(time.monotonic() - self.started, 3))
+        return out
+
+    def __del__(self) -> None:
+        try:
+            self._finish(wait=False)
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,302 @@
+"""Lease mode with real processes on 127.0.0.1 and a real TCPStore (hosted by the test): three
+workers drain 10,000 samples while one is SIGKILLed in the middle of a lease (every sample at
+least once, duplicates exactly the dead worker's unacknowledged batch); a worker paused past
+its lease timeout cannot acknowledge (fencing); a late joiner gets work; the pacing caps hold
+across workers; and the durable lease log (resume, torn lines, mismatch refusal)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+import mx8
+from mx8.leases.log import LeaseLog, plan_ranges
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "lease_worker.py"
+N = 10_000
+
+
+def make_tiny_dataset(root: Path, n: int) -> Path:
+    """n tiny JPEGs (16 different 16x12 images) in 4 classes, packed."""
+    from PIL import Image
+    src = root / "src"
+    datas = []
+    for k in range(16):
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 12), (k * 15, 100, 200 - k * 10)).save(buf, "JPEG", quality=80)
+        datas.append(buf.getvalue())
+    for c in range(4):
+        (src / f"c{c}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (src / f"c{i % 4}" / f"{i:06d}.jpg").write_bytes(datas[i % 16])
+    out = root / "packed"
+    mx8.pack(str(src), str(out), shard_mb=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny10k(tmp_path_factory) -> str:
+    return mx8.resolve(str(make_tiny_dataset(tmp_path_factory.mktemp("tiny10k"), N))).pinned_uri
+
+
+@pytest.fixture
+def store():
+    import torch.distributed as dist
+    s = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=30), wait_for_workers=False)
+    yield s
+    del s
+
+
+class Record:
+    def __init__(self, path: Path) -> None:
+        self.delivered: List[List[int]] = []
+        self.acked: Set[int] = set()
+        self.refused: Set[int] = set()
+        self.stats: Dict = {}
+        self.pace: List = []
+        self.ended = False
+        for line in path.read_text().splitlines():
+            kind, _, rest = line.partition(" ")
+            if kind == "D":
+                self.delivered.append([int(x) for x in rest.split()])
+            elif kind == "A":
+                self.acked.update(int(x) for x in rest.split())
+            elif kind == "R":
+                self.refused.update(int(x) for x in rest.split())
+            elif kind == "S":
+                self.stats = json.loads(rest)
+            elif kind == "P":
+                self.pace = json.loads(rest)
+            elif kind == "END":
+                self.ended = True
+
+    @property
+    def ids(self) -> List[int]:
+        return [i for b in self.delivered for i in b]
+
+
+def start_worker(uri: str, out: Path, store, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(WORKER), uri, str(out), "--store", f"127.0.0.1:{store.port}", *args]
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE)
+
+
+def finish(procs, timeout=90.0) -> None:
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise AssertionError(f"worker {p.args} did not finish: {p.stderr.read().decode()[-3000:]}")
+        err = p.stderr.read().decode()
+        assert p.returncode == 0, f"worker failed ({p.returncode}): {err[-3000:]}"
+
+
+def wait_for(path: Path, timeout=60.0, procs=()) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"worker exited early: {p.stderr.read().decode()[-3000:]}")
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def test_sigkill_mid_lease_drains_with_duplicates_only_from_the_dead(tiny10k, store, tmp_path):
+    marker = tmp_path / "victim-stalled"
+    outs = [tmp_path / f"w{i}.txt" for i in range(3)]
+    common = ["--job", "kill", "--sleep", "0.01", "--timeout", "2"]
+    victim = start_worker(tiny10k, outs[0], store, *common, "--stall-at", "3", "--marker", str(marker))
+    others = [start_worker(tiny10k, o, store, *common) for o in outs[1:]]
+    wait_for(marker, procs=[victim])
+    # The victim holds its range with batches 0-2 acknowledged and batch 3 delivered, unacked.
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    finish(others)
+    dead, live = Record(outs[0]), [Record(o) for o in outs[1:]]
+    assert len(dead.delivered) == 4 and not dead.ended
+    counts = Counter(i for r in [dead] + live for i in r.ids)
+    assert set(counts) == set(range(N)), "every sample delivered at least once"
+    unacked = set(dead.ids) - dead.acked
+    assert len(unacked) == 50
+    dups = {i for i, c in counts.items() if c > 1}
+    assert dups == unacked, "duplicates come only from the dead worker's unacknowledged batch"
+    assert max(counts.values()) == 2
+    assert sum(r.stats["duplicates"] for r in live) == len(unacked)
+    assert sum(r.stats["leases_reclaimed"] for r in live) >= 1
+    assert sum(r.stats["workers_declared_dead"] for r in live) == 1
+    assert all(r.stats["acks_refused"] == 0 for r in live)
+    assert all(len(r.ids) > 0 for r in live)
+
+
+def test_expired_holder_cannot_ack_and_rejoins(tiny10k, store, tmp_path):
+    """A worker SIGSTOPped past its lease timeout: another takes its ranges over and finishes
+    the job; resumed, the stale worker's acknowledgement is refused (fenced) and it ends."""
+    marker = tmp_path / "stalled"
+    a_out, b_out = tmp_path / "a.txt", tmp_path / "b.txt"
+    common = ["--job", "fence", "--timeout", "1.5"]
+    a = start_worker(tiny10k, a_out, store, *common, "--stall-at", "2", "--marker", str(marker))
+    wait_for(marker, procs=[a])
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        b = start_worker(tiny10k, b_out, store, *common)
+        finish([b])  # drains everything, taking over a's ranges once a's heartbeat stalled
+    finally:
+        marker.unlink()
+        os.kill(a.pid, signal.SIGCONT)
+    finish([a])
+    ra, rb = Record(a_out), Record(b_out)
+    stalled = set(ra.delivered[2])
+    assert ra.refused == stalled, "the expired holder's acknowledgement is refused"
+    assert rb.stats["workers_declared_dead"] == 1 and rb.stats["leases_reclaimed"] >= 1
+    assert set(ra.ids) | set(rb.ids) == set(range(N))
+    assert set(ra.ids) & set(rb.ids) == stalled
+    assert rb.stats["duplicates"] == len(stalled)
+    assert ra.stats["rejoined"] == 1 or ra.stats["acks_refused"] == 1
+
+
+def test_late_joiner_gets_work(tiny10k, store, tmp_path):
+    a_out, b_out = tmp_path / "a.txt", tmp_path / "b.txt"
+    common = ["--job", "late", "--sleep", "0.02", "--range-size", "250"]
+    a = start_worker(tiny10k, a_out, store, *common)
+    deadline = time.monotonic() + 60
+    while not a_out.exists() or a_out.read_text().count("\nA ") < 5:
+        assert time.monotonic() < deadline and a.poll() is None
+        time.sleep(0.02)
+    b = start_worker(tiny10k, b_out, store, *common)
+    finish([a, b])
+    ra, rb = Record(a_out), Record(b_out)
+    assert len(rb.ids) > 0, "the late joiner got ranges"
+    assert sorted(ra.ids + rb.ids) == list(range(N)), "no death: every sample exactly once"
+    assert ra.stats["duplicates"] == rb.stats["duplicates"] == 0
+
+
+def test_pacing_caps_hold_across_workers(tiny10k, store, tmp_path):
+    rate, max_bytes = 4000.0, 100_000  # samples/s; ~630 B a sample, ~31 KB a batch of 50
+    outs = [tmp_path / f"p{i}.txt" for i in range(2)]
+    procs = [start_worker(tiny10k, o, store, "--job", "pace", "--max-requests-per-s", str(rate),
+                          "--max-bytes-in-flight", str(max_bytes)) for o in outs]
+    finish(procs)
+    recs = [Record(o) for o in outs]
+    assert sorted(i for r in recs for i in r.ids) == list(range(N))
+    req = sorted((t, n) for r in recs for t, kind, n in r.pace if kind == "req")
+    assert sum(n for _, n in req) == N
+    # Requests: the busiest 1-second window, and the whole run, stay within 10% of the cap.
+    times = [t for t, _ in req]
+    worst = 0
+    j = 0
+    total = 0
+    for i, (t, n) in enumerate(req):
+        total += n
+        while times[j] <= t - 1.0:
+            total -= req[j][1]
+            j += 1
+        worst = max(worst, total)
+    assert worst <= 1.1 * rate, f"{worst} requests within one second, cap {rate}/s"
+    span = times[-1] - times[0]
+    overall = (N - req[-1][1]) / span  # grants after the first instant, over the span
+    assert 0.6 * rate <= overall <= 1.1 * rate, f"{overall:.0f} requests/s over {span:.2f}s, cap {rate}/s"
+    # Bytes in flight: replay both workers' reserve/release events in time order.
+    events = sorted((t, n) for r in recs for t, kind, n in r.pace if kind == "bytes")
+    level = peak = 0
+    for _, n in events:
+        level += n
+        peak = max(peak, level)
+    assert level == 0
+    assert 0 < peak <= 1.1 * max_bytes, f"peak {peak} bytes in flight, cap {max_bytes}"
+    for r in recs:
+        assert 0 < r.stats["pace_request_share"] <= 1 and r.stats["pace_requests"] > 0
+        assert r.stats["pace_peak_bytes_in_flight"] <= max_bytes
+
+
+# -- the lease log ---------------------------------------------------------------------------
+
+
+def test_plan_ranges_resumes_partial_ranges():
+    assert plan_ranges(10, 4, []) == [(0, 4), (4, 8), (8, 10)]
+    # [0,4) done, [4,8) acked up to 6, [8,10) untouched
+    assert plan_ranges(10, 4, [(0, 4), (4, 6)]) == [(6, 8), (8, 10)]
+    assert plan_ranges(10, 4, [(0, 10)]) == []
+    assert plan_ranges(12, 4, [(4, 8)]) == [(0, 4), (8, 12)]
+
+
+def test_restart_resumes_from_the_log(tiny10k, tmp_path):
+    """A job stopped part-way (in-process, private store) restarts from its log: completed
+    ranges are skipped, a partly acknowledged range resumes after its last acknowledged batch,
+    and a torn last line (crash in the middle of a write) is ignored."""
+    log = tmp_path / "log"
+    kw = dict(job="resume", batch_size=50, range_size=500, decode=False, log=str(log), prefetch_leases=0)
+    ds = mx8.LeaseDataset(tiny10k, **kw)
+    first: List[int] = []
+    for k, batch in enumerate(ds):
+        first += batch.sample_ids.tolist()
+        if k == 12:  # batch 2 of range [500, 1000): delivered, not acknowledged
+            break
+        ds.ack(batch)
+    ds.close()
+    acked = set(range(0, 600))
+    with open(next(log.glob("log-*.jsonl")), "ab") as f:
+        f.write(b'{"acked_upto":1000,"ran')  # torn write: never acknowledged
+    assert LeaseLog(str(log), "resume", mx8.resolve(tiny10k).manifest_hash, N).plan(500)[:2] == [(600, 1000),
+                                                                                             (1000, 1500)]
+    ds = mx8.LeaseDataset(tiny10k, **kw)
+    second = []
+    for batch in ds:
+        second += batch.sample_ids.tolist()
+        ds.ack(batch)
+    assert sorted(second) == sorted(set(range(N)) - acked)
+    assert set(first) - acked == set(range(600, 650))
+    ds = mx8.LeaseDataset(tiny10k, **kw)
+    assert list(ds) == [] and ds.stats()["ranges"] == 0
+
+
+def test_mismatched_log_is_refused(tiny10k, tmp_path):
+    log = tmp_path / "log"
+    w = LeaseLog(str(log), "job", "0" * 64, N).writer("old")
+    w.record(0, 500, 500, 1, "old")
+    w.close()
+    ds = mx8.LeaseDataset(tiny10k, job="job", batch_size=50, decode=False, log=str(log))
+    with pytest.raises(mx8.LeaseLogMismatchError) as e:
+        iter(ds)
+    msg = str(e.value)
+    assert "0" * 64 in msg and mx8.resolve(tiny10k).manifest_hash in msg and str(log) in msg
+    assert isinstance(e.value, mx8.SnapshotMismatchError)
+    # Another job name in the same log is refused too.
+    w = LeaseLog(str(tmp_path / "log2"), "other-job", mx8.resolve(tiny10k).manifest_hash, N).writer("x")
+    w.record(0, 500, 500, 1, "x")
+    w.close()
+    with pytest.raises(mx8.LeaseLogMismatchError, match="other-job"):
+        iter(mx8.LeaseDataset(tiny10k, job="job", batch_size=50, decode=False, log=str(tmp_path / "log2")))
+
+
+def test_options_and_environment(tiny10k, monkeypatch):
+    with pytest.raises(ValueError, match="job"):
+        mx8.LeaseDataset(tiny10k, batch_size=10)
+    with pytest.raises(ValueError, match="shuffle"):
+        mx8.LeaseDataset(tiny10k, job="j", batch_size=10, shuffle=True)
+    monkeypatch.setenv("MX8_LEASE_JOB", "envjob")
+    monkeypatch.setenv("MX8_LEASE_RANGE", "300")
+    monkeypatch.setenv("MX8_LEASE_TIMEOUT_S", "7.5")
+    monkeypatch.setenv("MX8_LEASE_AUTO_ACK", "1")
+    ds = mx8.LeaseDataset(tiny10k, batch_size=100, size=8)
+    assert (ds.job, ds.range_size, ds.lease_timeout_s, ds.auto_ack) == ("envjob", 300, 7.5, True)
+    n = 0
+    for batch in ds:
+        assert batch.images.shape[1:] == (3, 8, 8)
+        info = ds.lease_info(batch)
+        assert info.range_end - info.range_start <= 300 and info.batch_end - info.batch_start == len(batch.sample_ids)
+        n += len(batch.sample_ids)
+    st = ds.stats()
+    assert n == N and st["leases_completed"] == st["ranges"] == 34 and st["samples_acked"] == N
+    assert st["images"] == N
