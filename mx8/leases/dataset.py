@@ -132,15 +132,19 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         self._it = _LeaseIterator(self)
         return self._it
 
-    def ack(self, batch: Union[Batch, RawBatch]) -> bool:
+    def ack(self, batch: Union[Batch, RawBatch, torch.Tensor]) -> bool:
         """Acknowledges a delivered batch: its samples are done and will not be delivered again
         (durable in the lease log before this returns). False when the lease had already
-        expired and another worker owns the range: the samples will be delivered again there."""
+        expired and another worker owns the range: the samples will be delivered again there.
+        Only the batch's ``sample_ids`` tensor identifies it: you may keep just that tensor
+        (and pass it here) and let the images go. A range completes only when all its batches
+        are acknowledged, and iteration ends only when every range is complete: acknowledge
+        (or drop) what you hold before asking for the next batch at the end of a range."""
         if self._it is None:
             raise ValueError("ack(): no iteration in progress")
         return self._it.ack(batch)
 
-    def lease_info(self, batch: Union[Batch, RawBatch]) -> LeaseInfo:
+    def lease_info(self, batch: Union[Batch, RawBatch, torch.Tensor]) -> LeaseInfo:
         """The range a delivered, not yet acknowledged batch came from."""
         if self._it is None:
             raise ValueError("lease_info(): no iteration in progress")
@@ -364,9 +368,10 @@ class _LeaseIterator:
                 self.last = batch
             return batch
 
-    def _entry(self, batch: Union[Batch, RawBatch]) -> Tuple[Lease, int, int, torch.Tensor]:
-        e = self.delivered.get(id(batch.sample_ids))
-        if e is None or e[3] is not batch.sample_ids:
+    def _entry(self, batch: Union[Batch, RawBatch, torch.Tensor]) -> Tuple[Lease, int, int, torch.Tensor]:
+        ids = batch if isinstance(batch, torch.Tensor) else batch.sample_ids
+        e = self.delivered.get(id(ids))
+        if e is None or e[3] is not ids:
             raise ValueError("not a batch delivered by this iteration and not yet acknowledged")
         return e
 
@@ -377,8 +382,8 @@ class _LeaseIterator:
     def ack(self, batch: Union[Batch, RawBatch]) -> bool:
         if self.last is batch:
             self.last = None
-        lease, bstart, bend, _ = self._entry(batch)
-        del self.delivered[id(batch.sample_ids)]
+        lease, bstart, bend, ids = self._entry(batch)
+        del self.delivered[id(ids)]
         if self.coord.fenced:
             self.coord.counters["acks_refused"] += 1
             return False
