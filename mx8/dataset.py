@@ -77,7 +77,10 @@ class Dataset(torch.utils.data.IterableDataset):
             length (``stats()['padded']``) and the last batch may be short.
         on_error: ``"raise"`` (an mx8.Error naming sample, location and byte range) or
             ``"skip"`` (the sample is left out of its batch and counted in ``stats()``).
-        prefetch_mb: bound on batch memory in flight (at least two batches).
+        prefetch_mb: bound on batch memory in flight (at least two batches). Over S3 the
+            same amount again bounds the bytes fetched and not yet decoded.
+        s3_connections: over S3, transfers (and connections) at once, driven by one I/O
+            thread (default: MX8_S3_CONNECTIONS, else 16).
         threads: native worker threads (default: the CPUs this process may use).
         layout: ``"NCHW"`` or ``"NHWC"``.
         dtype: ``"uint8"`` (pixels) or ``"float32"``: ``(x / 255 - mean) / std`` per channel
@@ -99,6 +102,7 @@ class Dataset(torch.utils.data.IterableDataset):
                  std: Optional[Sequence[float]] = None,
                  pin_memory: Optional[bool] = None, max_pixels: int = 100_000_000,
                  crop_aware: bool = True, dct_scaling: bool = False,
+                 s3_connections: Optional[int] = None,
                  rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
         super().__init__()
         if batch_size < 1:
@@ -138,6 +142,9 @@ class Dataset(torch.utils.data.IterableDataset):
         self.dtype, self.mean, self.std = dtype, mean, std
         self.crop_aware, self.dct_scaling = crop_aware, dct_scaling
         self.pin_memory = pin_memory
+        self.s3_connections = env_int("MX8_S3_CONNECTIONS", 16) if s3_connections is None else int(s3_connections)
+        if not 1 <= self.s3_connections <= 1024:
+            raise ValueError(f"s3_connections must be within 1..1024, got {self.s3_connections}")
         self._rank, self._world_size = rank, world_size
         self._engine: Optional[_core.Engine] = None  # of the current/last iteration, for stats()
         self._plan_info: Dict[str, int] = {}
@@ -251,6 +258,8 @@ class Dataset(torch.utils.data.IterableDataset):
         depth = max(2, min(16, (self.prefetch_mb << 20) // max(batch_bytes, 1)))
         pin = torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
         paths, s3 = _sources(snap)
+        if s3 is not None:
+            s3.update(prefetch_bytes=self.prefetch_mb << 20, max_connections=self.s3_connections)
         engine = _core.Engine(snap.manifest, paths, p.positions, self.threads,
                               self.batch_size, depth, not self.decode, self.on_error == "skip",
                               derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
@@ -291,8 +300,8 @@ class Dataset(torch.utils.data.IterableDataset):
 
 def _sources(snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
     """What the engine reads: local paths, or "bucket/key" per location plus the S3 options
-    when the snapshot lives on S3 (the engine then coalesces neighbouring samples into one
-    ranged GET per run)."""
+    when the snapshot lives on S3 (the engine then plans ranged GETs of many neighbouring
+    samples each and fetches them ahead on one I/O thread)."""
     if snap.s3 is None and not any(loc.startswith("s3://") for loc in snap.manifest.locations):
         return snap.location_paths(), None
     from .s3config import s3_config

@@ -1,7 +1,8 @@
 """Batches read from S3 (moto on 127.0.0.1) are bit-identical to the same snapshot read
 from local disk; neighbouring samples are coalesced into large ranged GETs; injected faults
-(503 SlowDown, a connection reset mid-body) still give a complete epoch with every sample
-exactly once and the retries counted; a missing object fails within seconds."""
+(503 SlowDown, a connection reset mid-body, slow responses) still give a complete epoch with
+every sample exactly once and the retries counted; the connection cap and the fetch budget
+hold; a missing object fails within seconds."""
 from __future__ import annotations
 
 import http.client
@@ -23,12 +24,17 @@ BUCKET = "mx8-data"
 
 
 class FaultProxy:
-    """Forwards to moto, but answers every `every`-th GET with 503 SlowDown and cuts the body
-    of the `reset_at`-th GET in the middle: faults in front of a real server."""
+    """Forwards to moto, but answers every `every`-th GET with 503 SlowDown, cuts the body
+    of the `reset_at`-th GET in the middle and trickles every `slow_every`-th response out
+    slowly (0 turns a fault off): faults in front of a real server. Also counts the GETs in
+    progress at once."""
 
-    def __init__(self, upstream_port: int, every: int = 4, reset_at: int = 2):
+    def __init__(self, upstream_port: int, every: int = 4, reset_at: int = 2, slow_every: int = 0):
         self.gets = 0
         self.injected = 0
+        self.slowed = 0
+        self.active = self.max_active = 0
+        lock = threading.Lock()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -38,9 +44,19 @@ class FaultProxy:
                 pass
 
             def do_GET(self):
-                proxy.gets += 1
-                n = proxy.gets
-                if n % every == 0:
+                with lock:
+                    proxy.gets += 1
+                    n = proxy.gets
+                    proxy.active += 1
+                    proxy.max_active = max(proxy.max_active, proxy.active)
+                try:
+                    self.answer(n)
+                finally:
+                    with lock:
+                        proxy.active -= 1
+
+            def answer(self, n):
+                if every and n % every == 0:
                     proxy.injected += 1
                     body = (b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>Reduce your request rate."
                             b"</Message><RequestId>FAULT</RequestId></Error>")
@@ -61,6 +77,14 @@ class FaultProxy:
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if slow_every and n % slow_every == 0:  # headers now, the body in 8 slow pieces
+                    proxy.slowed += 1
+                    step = len(data) // 8 + 1
+                    for i in range(0, len(data), step):
+                        time.sleep(0.05)
+                        self.wfile.write(data[i:i + step])
+                        self.wfile.flush()
+                    return
                 if n == reset_at and len(data) > 1000:
                     proxy.injected += 1
                     self.wfile.write(data[: len(data) // 2])
@@ -144,12 +168,15 @@ def test_default_settings_coalesce_into_large_gets(aws, packed, uploaded):
     per_get = st["bytes_read"] / st["reads"]
     assert per_get >= 1_000_000, f"{per_get:.0f} bytes per GET ({st['reads']} GETs for {n} samples)"
     assert st["reads"] < n / 10
+    shuffled, st2 = batches(uploaded, batch_size=50, decode=False, shuffle=True)
+    assert sorted(i for b in shuffled for i in b[3].tolist()) == list(range(n))
+    assert st2["bytes_read"] / st2["reads"] >= 1_000_000, st2  # one process: whole blocks per GET
     print(f"\n[s3] {n} samples, {st['reads']} GETs, {per_get / 1e6:.2f} MB per GET, "
           f"{st['reads'] / n:.3f} requests per sample")
 
 
 def test_faults_still_give_every_sample_once_with_retries_counted(aws, moto, packed, uploaded):
-    proxy = FaultProxy(moto.port)
+    proxy = FaultProxy(moto.port, slow_every=3)
     try:
         aws.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         snap = mx8.resolve(uploaded)
@@ -161,7 +188,32 @@ def test_faults_still_give_every_sample_once_with_retries_counted(aws, moto, pac
     assert sorted(ids) == list(range(snap.samples))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(local, remote))
     assert proxy.injected >= 2 and st["s3_retries"] >= proxy.injected - 1, (proxy.injected, st)
-    print(f"\n[s3] faults injected {proxy.injected}, retries {st['s3_retries']}, requests {st['s3_requests']}")
+    assert proxy.slowed >= 1 and st["s3_latency_ms"]["max"] >= 400, (proxy.slowed, st["s3_latency_ms"])
+    print(f"\n[s3] faults injected {proxy.injected}, slowed {proxy.slowed}, retries {st['s3_retries']}, "
+          f"requests {st['s3_requests']}, latency {st['s3_latency_ms']}")
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_connection_cap_and_fetch_budget_hold(aws, moto, packed, uploaded, connections):
+    """A small budget cuts the epoch into many requests; no more than `connections` are ever
+    in progress at the server, and the fetched-but-undecoded bytes stay within the budget
+    plus one request per decode thread (the request a waiting thread needs goes out anyway)."""
+    proxy = FaultProxy(moto.port, every=0, reset_at=0)
+    try:
+        aws.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        snap = mx8.resolve(uploaded)
+        remote, st = batches(snap.pinned_uri, batch_size=16, decode=False, shuffle=True, prefetch_mb=1,
+                             s3_connections=connections, threads=2)
+    finally:
+        proxy.stop()
+    ids = sorted(i for b in remote for i in b[3].tolist())
+    assert ids == list(range(snap.samples))
+    assert st["reads"] > 10 * connections, st
+    assert proxy.max_active == connections, (proxy.max_active, connections)
+    largest = max(snap.manifest.record(i)[2] for i in range(snap.samples))
+    assert st["s3_held_max_bytes"] <= (1 << 20) + 2 * max(largest, 1 << 20) + largest, st
+    print(f"\n[s3] {connections} connections: {st['reads']} GETs, at most {proxy.max_active} at once, "
+          f"held at most {st['s3_held_max_bytes'] / 1e6:.2f} MB")
 
 
 def test_missing_object_fails_fast_naming_key_and_status(aws, moto, packed, uploaded):

@@ -8,20 +8,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "sample_reader.h"
 #include "normalize.h"
+#include "remote_reader.h"
 #include "rng.h"
+#include "sample_reader.h"
 
 /* A single encoded sample above this is refused instead of allocated. */
 #define MAX_SAMPLE_BYTES ((uint64_t)1 << 30)
-
-/* Remote sources: neighbouring samples (same object, at most RUN_GAP bytes apart: the tar
- * headers between members) are fetched with one ranged GET of up to RUN_BYTES. S3 serves a
- * few thousand requests a second per prefix and a connection ~90 MB/s, so 100 KB requests
- * would be request-bound; a run also bounds each worker's bytes in flight. */
-#define RUN_BYTES ((uint64_t)4 << 20)
-#define RUN_GAP ((uint64_t)64 << 10)
-#define RUN_SAMPLES 256
 
 typedef struct {
     /* set by provide, read by workers after they claim a position of this batch */
@@ -45,8 +38,6 @@ typedef struct {
     uint8_t *scratch;
     size_t scratch_cap;
     uint8_t *u8_slot; /* out_float: the uint8 image before normalisation */
-    int run_rc[RUN_SAMPLES];          /* per-sample results of the current run */
-    mx8_error *run_err;               /* RUN_SAMPLES entries */
 } worker_t;
 
 struct mx8_engine {
@@ -66,6 +57,9 @@ struct mx8_engine {
     int stop, started;
     slot_t *slots;           /* depth of them; batch b lives in slots[b % depth] */
     worker_t *workers;
+    /* S3 sources: requests of many samples each, fetched ahead by one I/O thread. Records
+     * without a byte length fall back to each worker's blocking client. */
+    mx8_remote_reader *remote;
 
     _Atomic uint64_t images, bytes_read, errors, skipped, batches, reads;
     _Atomic uint64_t read_ns, decode_ns, wait_ns, starve_ns;
@@ -278,12 +272,31 @@ static int consume(worker_t *w, slot_t *s, size_t i, int64_t id, const uint8_t *
     return rc;
 }
 
-/* Reads and decodes one sample into its slot. Runs without the engine lock. */
-static int process(worker_t *w, slot_t *s, size_t i, int64_t id, mx8_error *err) {
+/* A sample of a remote source: its bytes come from a request the remote reader fetched
+ * ahead (usually with many neighbours). */
+static int process_remote(worker_t *w, slot_t *s, size_t i, size_t pos, mx8_error *err) {
     mx8_engine *e = w->e;
+    int64_t id = e->order[pos];
+    const mx8_record *r = &e->m->records[id];
+    const uint8_t *data;
+    uint64_t t0 = now_ns();
+    int rc = mx8_remote_acquire(e->remote, pos, &data, err);
+    atomic_fetch_add(&e->read_ns, now_ns() - t0);
+    if (!rc)
+        rc = consume(w, s, i, id, data, r->length, err);
+    mx8_remote_release(e->remote, pos);
+    return rc;
+}
+
+/* Reads and decodes one sample into its slot. Runs without the engine lock. */
+static int process(worker_t *w, slot_t *s, size_t i, size_t pos, mx8_error *err) {
+    mx8_engine *e = w->e;
+    int64_t id = e->order[pos];
     const mx8_record *r = &e->m->records[id];
     s->ids[i] = id;
     s->labels[i] = r->label;
+    if (e->remote && r->length != MX8_LENGTH_WHOLE)
+        return process_remote(w, s, i, pos, err);
     uint64_t len;
     int rc = sample_len(w, r, &len, err);
     if (rc)
@@ -316,58 +329,8 @@ static void record_failure(mx8_engine *e, slot_t *s, size_t i, int64_t id, const
     }
 }
 
-/* Positions [pos, end) a worker takes together: pos alone for local files; on a remote
- * source, also the following positions whose samples continue the same object within
- * RUN_GAP (sequential orders give long runs). Called with the engine lock held. */
-static size_t claim_run(mx8_engine *e, size_t pos) {
-    size_t bs = (size_t)e->cfg.batch_size, end = pos + 1;
-    const mx8_record *r = &e->m->records[e->order[pos]];
-    if (!e->cfg.s3 || r->length == MX8_LENGTH_WHOLE)
-        return end;
-    uint64_t first = r->offset, last = r->offset + r->length;
-    while (end < e->n_order && end - pos < RUN_SAMPLES && end / bs < e->provided) {
-        const mx8_record *n = &e->m->records[e->order[end]];
-        if (n->location != r->location || n->length == MX8_LENGTH_WHOLE || n->offset < last ||
-            n->offset - last > RUN_GAP || n->offset + n->length - first > RUN_BYTES)
-            break;
-        last = n->offset + n->length;
-        end++;
-    }
-    return end;
-}
-
 static slot_t *slot_of(mx8_engine *e, size_t pos) {
     return &e->slots[(pos / (size_t)e->cfg.batch_size) % (size_t)e->cfg.depth];
-}
-
-/* Samples [pos, end) of one object with one read of their span, then each consumed from
- * it; a failed read fails every sample of the run. Results go to w->run_rc / run_err. */
-static void process_run(worker_t *w, size_t pos, size_t end) {
-    mx8_engine *e = w->e;
-    size_t bs = (size_t)e->cfg.batch_size, n = end - pos;
-    const mx8_record *first = &e->m->records[e->order[pos]], *last = &e->m->records[e->order[end - 1]];
-    uint64_t off = first->offset, span = last->offset + last->length - off;
-    for (size_t k = 0; k < n; k++) {
-        const mx8_record *r = &e->m->records[e->order[pos + k]];
-        slot_of(e, pos + k)->ids[(pos + k) % bs] = e->order[pos + k];
-        slot_of(e, pos + k)->labels[(pos + k) % bs] = r->label;
-        mx8_error_clear(&w->run_err[k]);
-    }
-    mx8_error err;
-    mx8_error_clear(&err);
-    int rc = ensure_scratch(w, span, &err);
-    if (!rc)
-        rc = timed_read(w, first->location, off, span, w->scratch, &err);
-    for (size_t k = 0; k < n; k++) {
-        const mx8_record *r = &e->m->records[e->order[pos + k]];
-        if (rc) {
-            w->run_rc[k] = rc;
-            w->run_err[k] = err;
-            continue;
-        }
-        w->run_rc[k] = consume(w, slot_of(e, pos + k), (pos + k) % bs, e->order[pos + k],
-                               w->scratch + (r->offset - off), r->length, &w->run_err[k]);
-    }
 }
 
 static void *worker_main(void *arg) {
@@ -382,25 +345,19 @@ static void *worker_main(void *arg) {
         atomic_fetch_add(&e->starve_ns, now_ns() - idle0);
         if (e->stop || e->next_pos >= e->n_order)
             break;
-        size_t pos = e->next_pos, end = claim_run(e, pos);
-        e->next_pos = end;
+        size_t pos = e->next_pos++;
         pthread_mutex_unlock(&e->mu);
 
-        if (end - pos == 1) {
-            mx8_error_clear(&w->run_err[0]);
-            w->run_rc[0] = process(w, slot_of(e, pos), pos % bs, e->order[pos], &w->run_err[0]);
-        } else {
-            process_run(w, pos, end);
-        }
+        slot_t *s = slot_of(e, pos);
+        mx8_error err;
+        mx8_error_clear(&err);
+        int rc = process(w, s, pos % bs, pos, &err);
 
         pthread_mutex_lock(&e->mu);
-        for (size_t p = pos; p < end; p++) {
-            slot_t *s = slot_of(e, p);
-            if (w->run_rc[p - pos])
-                record_failure(e, s, p % bs, e->order[p], &w->run_err[p - pos]);
-            if (++s->done == mx8_engine_batch_len(e, s->batch))
-                pthread_cond_broadcast(&e->ready_cv);
-        }
+        if (rc)
+            record_failure(e, s, pos % bs, e->order[pos], &err);
+        if (++s->done == mx8_engine_batch_len(e, s->batch))
+            pthread_cond_broadcast(&e->ready_cv);
     }
     pthread_mutex_unlock(&e->mu);
     return NULL;
@@ -415,15 +372,16 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = MX8_OK;
+    if (e->cfg.s3) {
+        mx8_remote_config rc_cfg = {.budget_bytes = e->cfg.fetch_budget, .max_connections = e->cfg.max_connections};
+        if (!(e->remote = mx8_remote_new(e->m, e->paths, e->order, e->n_order, e->cfg.s3, &rc_cfg, err)))
+            rc = err ? err->code : MX8_ERR_NOMEM;
+    }
     for (int i = 0; i < e->cfg.threads && !rc; i++) {
         worker_t *w = &e->workers[i];
         w->e = e;
         if ((rc = mx8_sample_reader_init(&w->reader, e->paths, e->m->n_locations, e->cfg.s3, err)))
             break;
-        if (!(w->run_err = calloc(RUN_SAMPLES, sizeof *w->run_err))) {
-            rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a worker");
-            break;
-        }
         if (e->cfg.output == MX8_OUTPUT_DECODED && !(w->dec = mx8_decoder_new())) {
             rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a decoder");
             break;
@@ -545,6 +503,8 @@ void mx8_engine_stop(mx8_engine *e) {
     pthread_cond_broadcast(&e->work_cv);
     pthread_cond_broadcast(&e->ready_cv);
     pthread_mutex_unlock(&e->mu);
+    if (e->remote)
+        mx8_remote_stop(e->remote); /* wakes workers waiting for a fetch */
     for (int i = 0; e->workers && i < e->cfg.threads; i++) {
         worker_t *w = &e->workers[i];
         if (w->started)
@@ -562,11 +522,11 @@ void mx8_engine_free(mx8_engine *e) {
             worker_t *w = &e->workers[i];
             if (w->e)
                 mx8_sample_reader_close(&w->reader);
-            free(w->run_err);
             mx8_decoder_free(w->dec);
             free(w->scratch);
             free(w->u8_slot);
         }
+        mx8_remote_free(e->remote); /* after the workers: nobody holds its bytes */
         pthread_mutex_destroy(&e->mu);
         pthread_cond_destroy(&e->work_cv);
         pthread_cond_destroy(&e->ready_cv);
@@ -591,6 +551,18 @@ void mx8_engine_get_stats(mx8_engine *e, mx8_engine_stats *o) {
     o->starve_ns = atomic_load(&e->starve_ns);
     o->reads = atomic_load(&e->reads);
     o->s3_requests = o->s3_retries = 0;
+    memset(&o->s3_latency, 0, sizeof o->s3_latency);
+    o->s3_held_max = 0;
+    if (e->remote) {
+        mx8_remote_stats rs;
+        mx8_remote_stats_get(e->remote, &rs);
+        o->reads += rs.fetch.fetches;
+        o->bytes_read += rs.fetch.bytes;
+        o->s3_requests = rs.fetch.requests;
+        o->s3_retries = rs.fetch.retries;
+        o->s3_latency = rs.fetch;
+        o->s3_held_max = rs.held_max;
+    }
     for (int i = 0; e->workers && i < e->cfg.threads; i++) {
         if (!e->workers[i].reader.s3)
             continue;

@@ -18,6 +18,7 @@
 #include "manifest.h"
 #include "mx8_error.h"
 #include "s3_client.h"
+#include "s3_fetcher.h"
 
 typedef enum {
     MX8_OUTPUT_DECODED = 0, /* images, 3*out_h*out_w uint8 (or float32) a slot */
@@ -35,7 +36,9 @@ typedef struct {
     int out_float;           /* 1: float32 slots, (x/255 - mean) / std per channel */
     float mean[3], std[3];   /* out_float only */
     const mx8_s3_options *s3; /* NULL: paths are local files; else "bucket/key" on S3 (must
-                                 outlive the engine); neighbouring samples are coalesced */
+                                 outlive the engine), read through remote_reader.h */
+    uint64_t fetch_budget;    /* s3 only: fetched bytes not yet decoded; 0 = 256 MiB */
+    int max_connections;      /* s3 only: connections (transfers at once); 0 = 16 */
 } mx8_engine_config;
 
 typedef struct {
@@ -51,6 +54,8 @@ typedef struct {
     uint64_t reads;       /* reads issued (pread calls, or S3 ranged GETs of one or more samples) */
     uint64_t s3_requests; /* HTTP requests, retries included */
     uint64_t s3_retries;
+    mx8_s3_fetch_stats s3_latency; /* the fetcher's counters and per-request latency histogram */
+    uint64_t s3_held_max;          /* most bytes fetched and not yet decoded at once */
 } mx8_engine_stats;
 
 typedef struct {

@@ -18,9 +18,24 @@ typedef struct {
     int has_s3;
 } EngineObject;
 
+/* Optional non-negative integer d[name] into *out (absent or None: left as is). */
+static int opt_u64(PyObject *d, const char *name, uint64_t *out) {
+    PyObject *v = PyDict_GetItemString(d, name);
+    if (!v || v == Py_None)
+        return 0;
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "s3 option '%s' must be a non-negative integer", name);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 /* {"endpoint", "region", "access_key", "secret_key", "session_token" (None ok),
- * "virtual_host"}: where the S3 locations live (mx8/dataset.py builds it from the snapshot). */
-static int parse_s3(EngineObject *self, PyObject *d) {
+ * "virtual_host", "prefetch_bytes", "max_connections" (optional)}: where the S3 locations
+ * live and how hard to read them (mx8/dataset.py builds it from the snapshot). */
+static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     static const char *names[] = {"endpoint", "region", "access_key", "secret_key", "session_token"};
     for (int i = 0; i < 5; i++) {
         PyObject *v = PyDict_GetItemString(d, names[i]);
@@ -47,6 +62,15 @@ static int parse_s3(EngineObject *self, PyObject *d) {
     self->s3.session_token = self->s3_strings[4];
     self->s3.virtual_host = vh && PyObject_IsTrue(vh);
     self->has_s3 = 1;
+    uint64_t conns = 0;
+    if (opt_u64(d, "prefetch_bytes", &cfg->fetch_budget) < 0 || opt_u64(d, "max_connections", &conns) < 0)
+        return -1;
+    if (conns > 1024) {
+        PyErr_SetString(PyExc_ValueError, "s3 option 'max_connections' must be at most 1024");
+        return -1;
+    }
+    cfg->max_connections = (int)conns;
+    cfg->s3 = &self->s3;
     return 0;
 }
 
@@ -188,9 +212,8 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
             PyErr_SetString(PyExc_TypeError, "s3 must be a dict of options");
             goto fail;
         }
-        if (parse_s3(self, s3) < 0)
+        if (parse_s3(self, s3, &cfg) < 0)
             goto fail;
-        cfg.s3 = &self->s3;
     }
     mx8_error err;
     mx8_error_clear(&err);
@@ -315,11 +338,24 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *unused) {
     (void)unused;
     mx8_engine_stats s;
     mx8_engine_get_stats(self->e, &s);
-    return Py_BuildValue("{sKsKsKsKsKsdsdsdsdsKsKsK}", "images", s.images, "bytes_read", s.bytes_read,
-                         "errors", s.errors, "skipped", s.skipped, "batches", s.batches, "read_s",
-                         s.read_ns / 1e9, "decode_s", s.decode_ns / 1e9, "wait_s", s.wait_ns / 1e9,
-                         "starve_s", s.starve_ns / 1e9, "reads", s.reads, "s3_requests", s.s3_requests,
-                         "s3_retries", s.s3_retries);
+    PyObject *d = Py_BuildValue("{sKsKsKsKsKsdsdsdsdsKsKsK}", "images", s.images, "bytes_read", s.bytes_read,
+                                "errors", s.errors, "skipped", s.skipped, "batches", s.batches, "read_s",
+                                s.read_ns / 1e9, "decode_s", s.decode_ns / 1e9, "wait_s", s.wait_ns / 1e9,
+                                "starve_s", s.starve_ns / 1e9, "reads", s.reads, "s3_requests", s.s3_requests,
+                                "s3_retries", s.s3_retries);
+    if (!d || !self->has_s3)
+        return d;
+    const mx8_s3_fetch_stats *f = &s.s3_latency;
+    PyObject *lat = Py_BuildValue("{sdsdsdsd}", "mean", f->requests ? f->latency_sum_ns / 1e6 / (double)f->requests : 0.0,
+                                  "p50", mx8_s3_latency_quantile_ms(f, 0.5), "p99", mx8_s3_latency_quantile_ms(f, 0.99),
+                                  "max", f->latency_max_ns / 1e6);
+    PyObject *held = PyLong_FromUnsignedLongLong(s.s3_held_max);
+    if (!lat || !held || PyDict_SetItemString(d, "s3_latency_ms", lat) < 0 ||
+        PyDict_SetItemString(d, "s3_held_max_bytes", held) < 0)
+        Py_CLEAR(d);
+    Py_XDECREF(lat);
+    Py_XDECREF(held);
+    return d;
 }
 
 static PyObject *Engine_required_bytes(EngineObject *self, PyObject *arg) {

@@ -1,0 +1,363 @@
+#include "remote_reader.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NO_UNIT UINT32_MAX
+
+enum { U_PLANNED, U_FETCHING, U_READY, U_FAILED, U_FREED };
+
+/* One planned request: a byte span of one object holding one or more samples. */
+typedef struct {
+    uint32_t location;
+    int state;
+    uint64_t offset, span;
+    size_t first_pos; /* the earliest position that needs it: requests go out in this order */
+    uint32_t refs;    /* positions not yet released */
+    uint8_t *data;
+    struct remote_fetch *fetch;
+} unit_t;
+
+/* A fetch and the bucket name it needs to outlive it. */
+typedef struct remote_fetch {
+    mx8_s3_fetch f;
+    char bucket[64];
+} remote_fetch;
+
+typedef struct window {
+    size_t start, end;   /* positions [start, end) */
+    uint32_t *unit_of;   /* per position; NO_UNIT for a record without a length */
+    unit_t *units;
+    uint32_t *by_need;   /* unit indices by first_pos */
+    size_t n_units, next_submit, live;
+    struct window *next;
+} window_t;
+
+struct mx8_remote_reader {
+    const mx8_manifest *m;
+    const char *const *paths;
+    const int64_t *order;
+    size_t n_order;
+    mx8_remote_config cfg;
+    mx8_s3_fetcher *fetcher;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a fetch ended, or stop */
+    window_t *head, *tail, *cursor; /* live windows in order; cursor: the one being issued */
+    size_t planned_end;
+    uint64_t held, held_max;
+    int stop;
+    int plan_rc; /* sticky planning failure (out of memory) */
+    mx8_error plan_err;
+};
+
+/* ---- planning ---- */
+
+typedef struct {
+    uint32_t location;
+    uint64_t offset, length;
+    size_t pos;
+} entry_t;
+
+static int by_place(const void *a, const void *b) {
+    const entry_t *x = a, *y = b;
+    if (x->location != y->location)
+        return x->location < y->location ? -1 : 1;
+    if (x->offset != y->offset)
+        return x->offset < y->offset ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static void window_free(window_t *w) {
+    if (!w)
+        return;
+    for (size_t i = 0; w->units && i < w->n_units; i++) {
+        free(w->units[i].data);
+        free(w->units[i].fetch);
+    }
+    free(w->unit_of);
+    free(w->units);
+    free(w->by_need);
+    free(w);
+}
+
+/* Plans the window after the last planned one and appends it. Returns it, or NULL when
+ * every position is planned or on failure (r->plan_rc). Called with r->mu held. */
+static window_t *plan_next(mx8_remote_reader *r) {
+    if (r->planned_end >= r->n_order || r->plan_rc)
+        return NULL;
+    size_t start = r->planned_end, end = start;
+    uint64_t bytes = 0;
+    while (end < r->n_order && end - start < r->cfg.window && (end == start || bytes < r->cfg.budget_bytes / 2)) {
+        uint64_t len = r->m->records[r->order[end]].length;
+        bytes += len == MX8_LENGTH_WHOLE ? 0 : len;
+        end++;
+    }
+    size_t n = end - start;
+    window_t *w = calloc(1, sizeof *w);
+    entry_t *e = malloc(n * sizeof *e);
+    if (w) {
+        w->unit_of = malloc(n * sizeof *w->unit_of);
+        w->units = calloc(n, sizeof *w->units);
+        w->by_need = malloc(n * sizeof *w->by_need);
+    }
+    if (!w || !e || !w->unit_of || !w->units || !w->by_need) {
+        free(e);
+        window_free(w);
+        r->plan_rc = mx8_error_set(&r->plan_err, MX8_ERR_NOMEM, "out of memory planning S3 requests");
+        return NULL;
+    }
+    w->start = start;
+    w->end = end;
+    size_t k = 0;
+    for (size_t p = start; p < end; p++) {
+        const mx8_record *rec = &r->m->records[r->order[p]];
+        w->unit_of[p - start] = NO_UNIT;
+        if (rec->length != MX8_LENGTH_WHOLE)
+            e[k++] = (entry_t){rec->location, rec->offset, rec->length, p};
+    }
+    qsort(e, k, sizeof *e, by_place);
+    unit_t *u = NULL;
+    for (size_t i = 0; i < k; i++) {
+        uint64_t lo = e[i].offset, hi = lo + e[i].length;
+        int join = u && u->location == e[i].location && lo <= u->offset + u->span + r->cfg.max_gap &&
+                   (hi > u->offset + u->span ? hi : u->offset + u->span) - u->offset <= r->cfg.max_request;
+        if (!join) {
+            u = &w->units[w->n_units++];
+            *u = (unit_t){.location = e[i].location, .state = U_PLANNED, .offset = lo, .span = e[i].length,
+                          .first_pos = e[i].pos};
+        } else if (hi > u->offset + u->span) {
+            u->span = hi - u->offset;
+        }
+        if (e[i].pos < u->first_pos)
+            u->first_pos = e[i].pos;
+        u->refs++;
+        w->unit_of[e[i].pos - start] = (uint32_t)(w->n_units - 1);
+    }
+    free(e);
+    /* Each position belongs to one unit, so first positions are distinct: walking the
+     * positions in order lists the units by need without a sort. */
+    for (size_t p = start, k2 = 0; p < end; p++) {
+        uint32_t id = w->unit_of[p - start];
+        if (id != NO_UNIT && w->units[id].first_pos == p)
+            w->by_need[k2++] = id;
+    }
+    w->live = w->n_units;
+    if (r->tail)
+        r->tail->next = w;
+    else
+        r->head = w;
+    r->tail = w;
+    r->planned_end = end;
+    return w;
+}
+
+/* ---- fetching ---- */
+
+static void on_fetch_done(void *ud, mx8_s3_fetch *f) {
+    mx8_remote_reader *r = ud;
+    unit_t *u = f->user;
+    pthread_mutex_lock(&r->mu);
+    u->state = f->rc == MX8_OK ? U_READY : U_FAILED;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void fail_unit(unit_t *u, int code, const char *msg, const char *path) {
+    u->state = U_FAILED;
+    u->fetch->f.rc = mx8_error_set(&u->fetch->f.err, code, "%s: '%.200s'", msg, path);
+}
+
+/* Issues a unit's request. Called with r->mu held. */
+static void submit(mx8_remote_reader *r, unit_t *u) {
+    u->state = U_FETCHING;
+    r->held += u->span;
+    if (r->held > r->held_max)
+        r->held_max = r->held;
+    u->fetch = calloc(1, sizeof *u->fetch);
+    u->data = malloc(u->span ? u->span : 1);
+    if (!u->fetch || !u->data) {
+        free(u->fetch);
+        u->fetch = NULL;
+        u->state = U_FAILED;
+        return; /* acquire reports it as out of memory */
+    }
+    const char *path = r->paths[u->location], *slash = strchr(path, '/');
+    if (!slash || slash == path || (size_t)(slash - path) >= sizeof u->fetch->bucket || !slash[1]) {
+        fail_unit(u, MX8_ERR_ARG, "S3 location is not bucket/key", path);
+        return;
+    }
+    if (u->span == 0) { /* only empty samples: nothing to fetch */
+        u->state = U_READY;
+        return;
+    }
+    memcpy(u->fetch->bucket, path, (size_t)(slash - path));
+    mx8_s3_fetch *f = &u->fetch->f;
+    f->bucket = u->fetch->bucket;
+    f->key = slash + 1;
+    f->offset = u->offset;
+    f->len = (size_t)u->span;
+    f->dst = u->data;
+    f->user = u;
+    mx8_s3_fetcher_submit(r->fetcher, f);
+}
+
+/* Issues requests in need order while the budget allows; past it, only those a waiting
+ * thread needs (first_pos <= need; SIZE_MAX: none). Called with r->mu held. */
+static void pump(mx8_remote_reader *r, size_t need) {
+    for (;;) {
+        window_t *w = r->cursor;
+        if (!w || w->next_submit == w->n_units) {
+            window_t *nw = w && w->next ? w->next : w || !r->head ? NULL : r->head;
+            if (!nw && !(nw = plan_next(r)))
+                return;
+            r->cursor = nw;
+            continue;
+        }
+        unit_t *u = &w->units[w->by_need[w->next_submit]];
+        int forced = need != SIZE_MAX && u->first_pos <= need;
+        if (!forced && r->held > 0 && r->held + u->span > r->cfg.budget_bytes)
+            return;
+        submit(r, u);
+        w->next_submit++;
+    }
+}
+
+static window_t *window_of(mx8_remote_reader *r, size_t pos) {
+    for (window_t *w = r->head; w; w = w->next)
+        if (pos >= w->start && pos < w->end)
+            return w;
+    return NULL;
+}
+
+/* Frees leading windows whose requests are all issued and released. r->mu held. */
+static void drop_done_windows(mx8_remote_reader *r) {
+    while (r->head && r->head->live == 0 && r->head->next_submit == r->head->n_units && r->head != r->cursor) {
+        window_t *w = r->head;
+        r->head = w->next;
+        if (r->tail == w)
+            r->tail = NULL;
+        window_free(w);
+    }
+}
+
+/* ---- public ---- */
+
+mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
+                                  size_t n_order, const mx8_s3_options *s3, const mx8_remote_config *cfg,
+                                  mx8_error *err) {
+    mx8_remote_reader *r = calloc(1, sizeof *r);
+    if (!r) {
+        mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an S3 reader");
+        return NULL;
+    }
+    r->m = m;
+    r->paths = paths;
+    r->order = order;
+    r->n_order = n_order;
+    r->cfg = *cfg;
+    if (!r->cfg.budget_bytes)
+        r->cfg.budget_bytes = (uint64_t)256 << 20;
+    if (!r->cfg.max_connections)
+        r->cfg.max_connections = 16;
+    if (!r->cfg.max_request)
+        r->cfg.max_request = (uint64_t)4 << 20;
+    if (!r->cfg.max_gap)
+        r->cfg.max_gap = (uint64_t)64 << 10;
+    if (!r->cfg.window)
+        r->cfg.window = 1024;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    if (mx8_s3_fetcher_new(s3, r->cfg.max_connections, on_fetch_done, r, &r->fetcher, err)) {
+        mx8_remote_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, mx8_error *err) {
+    *data = NULL;
+    pthread_mutex_lock(&r->mu);
+    window_t *w = NULL;
+    while (!r->stop && !(w = window_of(r, pos)) && plan_next(r)) {
+    }
+    int rc = MX8_OK;
+    unit_t *u = NULL;
+    if (r->stop)
+        rc = mx8_error_set(err, MX8_ERR_CLOSED, "the S3 reader was stopped");
+    else if (!w)
+        rc = r->plan_rc ? (*err = r->plan_err, r->plan_rc)
+                        : mx8_error_set(err, MX8_ERR_ARG, "position %zu has no planned request", pos);
+    else if (w->unit_of[pos - w->start] == NO_UNIT)
+        rc = mx8_error_set(err, MX8_ERR_ARG, "position %zu has no byte length to fetch", pos);
+    if (rc) {
+        pthread_mutex_unlock(&r->mu);
+        return rc;
+    }
+    u = &w->units[w->unit_of[pos - w->start]];
+    pump(r, u->state == U_PLANNED ? pos : SIZE_MAX);
+    while (!r->stop && u->state == U_FETCHING)
+        pthread_cond_wait(&r->cv, &r->mu);
+    if (r->stop)
+        rc = mx8_error_set(err, MX8_ERR_CLOSED, "the S3 reader was stopped");
+    else if (u->state == U_FAILED && !u->fetch)
+        rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a %llu-byte S3 request",
+                           (unsigned long long)u->span);
+    else if (u->state == U_FAILED)
+        rc = (*err = u->fetch->f.err, u->fetch->f.rc);
+    else
+        *data = u->data + (r->m->records[r->order[pos]].offset - u->offset);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void mx8_remote_release(mx8_remote_reader *r, size_t pos) {
+    pthread_mutex_lock(&r->mu);
+    window_t *w = window_of(r, pos);
+    uint32_t id = w ? w->unit_of[pos - w->start] : NO_UNIT;
+    if (id != NO_UNIT && w->units[id].state != U_FREED && --w->units[id].refs == 0) {
+        unit_t *u = &w->units[id];
+        if (u->state != U_FETCHING) { /* a stopped reader may release a fetch still running */
+            free(u->data);
+            free(u->fetch);
+            u->data = NULL;
+            u->fetch = NULL;
+            u->state = U_FREED;
+            r->held -= u->span;
+            w->live--;
+        }
+    }
+    drop_done_windows(r);
+    if (!r->stop)
+        pump(r, SIZE_MAX);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void mx8_remote_stop(mx8_remote_reader *r) {
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void mx8_remote_free(mx8_remote_reader *r) {
+    if (!r)
+        return;
+    mx8_s3_fetcher_free(r->fetcher); /* first: no transfer writes into a buffer after this */
+    for (window_t *w = r->head, *next; w; w = next) {
+        next = w->next;
+        window_free(w);
+    }
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+void mx8_remote_stats_get(mx8_remote_reader *r, mx8_remote_stats *out) {
+    memset(out, 0, sizeof *out);
+    mx8_s3_fetcher_stats(r->fetcher, &out->fetch);
+    pthread_mutex_lock(&r->mu);
+    out->held_max = r->held_max;
+    pthread_mutex_unlock(&r->mu);
+}

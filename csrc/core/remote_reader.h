@@ -1,0 +1,64 @@
+/* The engine's reader for samples on S3: plans ranged GETs that each carry many samples,
+ * fetches them ahead of the decode threads through one s3_fetcher, and hands out pointers
+ * into the fetched bytes.
+ *
+ * Planning: the epoch order is cut into windows of consecutive positions (at most `window`
+ * samples and half the byte budget). Within a window the samples are sorted by (object,
+ * offset) and neighbours at most `max_gap` bytes apart are merged into one request of at
+ * most `max_request` bytes. mx8's block shuffle keeps 64-sample blocks contiguous in a
+ * shard and permutes 16 blocks in a window of 1,024 positions, so a shuffled epoch read by
+ * one process becomes whole-block requests; a sequential epoch becomes 4 MiB requests.
+ *
+ * Fetching: requests are issued in the order their first sample is needed, while the bytes
+ * fetched and not yet released stay within `budget_bytes`. The request a decode thread is
+ * waiting for is always issued, over the budget if need be (by at most one request per
+ * waiting thread), so the reader can never deadlock on its own budget. A request's buffer
+ * is freed when its last sample is released.
+ *
+ * Thread-safety: acquire/release from any number of decode threads; positions are acquired
+ * roughly in increasing order (the engine hands them out in order). */
+#ifndef MX8_REMOTE_READER_H
+#define MX8_REMOTE_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "manifest.h"
+#include "mx8_error.h"
+#include "s3_client.h"
+#include "s3_fetcher.h"
+
+typedef struct {
+    uint64_t budget_bytes;  /* fetched bytes not yet released; 0 = 256 MiB */
+    int max_connections;    /* transfers (and connections) at once; 0 = 16 */
+    uint64_t max_request;   /* bytes a request may span; 0 = 4 MiB */
+    uint64_t max_gap;       /* unneeded bytes a request may carry between two samples; 0 = 64 KiB */
+    size_t window;          /* positions planned together; 0 = 1024 */
+} mx8_remote_config;
+
+typedef struct {
+    mx8_s3_fetch_stats fetch;
+    uint64_t held_max; /* high-water mark of fetched, unreleased bytes */
+} mx8_remote_stats;
+
+typedef struct mx8_remote_reader mx8_remote_reader;
+
+/* paths[loc] is "bucket/key"; manifest, paths and order must outlive the reader. Records
+ * without a byte length are not planned (the caller reads them another way). */
+mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
+                                  size_t n_order, const mx8_s3_options *s3, const mx8_remote_config *cfg,
+                                  mx8_error *err);
+
+/* Waits until the bytes of the sample at position pos are fetched; *data points at its
+ * record length of bytes, valid until mx8_remote_release(pos). On failure the error names
+ * the request (object, byte range, HTTP status); call release all the same. MX8_ERR_CLOSED
+ * after mx8_remote_stop. */
+int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, mx8_error *err);
+void mx8_remote_release(mx8_remote_reader *r, size_t pos);
+
+/* Wakes every waiter with MX8_ERR_CLOSED; later acquires fail the same way. */
+void mx8_remote_stop(mx8_remote_reader *r);
+void mx8_remote_free(mx8_remote_reader *r);
+void mx8_remote_stats_get(mx8_remote_reader *r, mx8_remote_stats *out);
+
+#endif
