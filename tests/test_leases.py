@@ -137,7 +137,6 @@ def test_sigkill_mid_lease_drains_with_duplicates_only_from_the_dead(tiny10k, st
     assert sum(r.stats["leases_reclaimed"] for r in live) >= 1
     assert sum(r.stats["workers_declared_dead"] for r in live) == 1
     assert all(r.stats["acks_refused"] == 0 for r in live)
-    assert all(len(r.ids) > 0 for r in live)
 
 
 def test_expired_holder_cannot_ack_and_rejoins(tiny10k, store, tmp_path):
@@ -168,7 +167,7 @@ def test_expired_holder_cannot_ack_and_rejoins(tiny10k, store, tmp_path):
 
 def test_late_joiner_gets_work(tiny10k, store, tmp_path):
     a_out, b_out = tmp_path / "a.txt", tmp_path / "b.txt"
-    common = ["--job", "late", "--sleep", "0.02", "--range-size", "250"]
+    common = ["--job", "late", "--sleep", "0.03", "--range-size", "250"]
     a = start_worker(tiny10k, a_out, store, *common)
     deadline = time.monotonic() + 60
     while not a_out.exists() or a_out.read_text().count("\nA ") < 5:

@@ -94,7 +94,8 @@ class LeaseDataset(torch.utils.data.IterableDataset):
                  max_bytes_in_flight: Optional[int] = None, pace_slot_s: float = 0.25,
                  pace_trace: bool = False, prefetch_leases: int = 1, **options: Any) -> None:
         super().__init__()
-        bad = [k for k in options if k in _NOT_FOR_LEASES]
+        unused = {k: options.pop(k) for k in _NOT_FOR_LEASES if k in options}
+        bad = [k for k, v in unused.items() if v not in (None, False, 0) or (k == "world_size" and v not in (None, 1))]
         if bad:
             raise ValueError(f"{', '.join(bad)}: not used in lease mode (ranges are read in sample-id order)")
         self._plain = Dataset(uri, batch_size=batch_size, shuffle=False, **options)  # validates the options
