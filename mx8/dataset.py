@@ -25,6 +25,7 @@ CROP_MODES = {"none": 0, "center": 1, "random": 2}
 DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 LAYOUTS = {"NCHW": 0, "NHWC": 1}
 ON_ERROR = ("raise", "skip")
+MODES = ("train", "lease")
 
 
 class Batch(NamedTuple):
@@ -89,7 +90,22 @@ class Dataset(torch.utils.data.IterableDataset):
         max_pixels: images above this many pixels are refused before decoding.
         crop_aware: decode only the part of a JPEG the crop needs (same pixels, faster).
         rank, world_size: override the detected distributed world.
+        mode: ``"train"`` (this class: a fixed, deterministic share per rank) or ``"lease"``
+            (inference/ETL: ranges leased to whoever asks, reassigned when a worker dies;
+            returns a :class:`mx8.LeaseDataset`, see docs/leases.md, which takes ``job=``
+            and the lease options). Default: ``MX8_MODE``, else ``"train"``.
     """
+
+    def __new__(cls, *args: Any, mode: Optional[str] = None, **kwargs: Any) -> Any:
+        # Only a real construction dispatches: unpickling calls __new__ with no arguments.
+        if cls is Dataset and (args or kwargs):
+            mode = mode or os.environ.get("MX8_MODE") or "train"
+            if mode not in MODES:
+                raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            if mode == "lease":
+                from .leases import LeaseDataset
+                return LeaseDataset(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, uri: Union[str, "os.PathLike[str]", Snapshot], *, batch_size: int,
                  size: Optional[Union[int, Sequence[int]]] = None, crop: str = "center",
@@ -103,7 +119,8 @@ class Dataset(torch.utils.data.IterableDataset):
                  pin_memory: Optional[bool] = None, max_pixels: int = 100_000_000,
                  crop_aware: bool = True, dct_scaling: bool = False,
                  s3_connections: Optional[int] = None,
-                 rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
+                 rank: Optional[int] = None, world_size: Optional[int] = None,
+                 mode: Optional[str] = None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

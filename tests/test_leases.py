@@ -299,3 +299,20 @@ def test_options_and_environment(tiny10k, monkeypatch):
     st = ds.stats()
     assert n == N and st["leases_completed"] == st["ranges"] == 34 and st["samples_acked"] == N
     assert st["images"] == N
+
+
+def test_dataset_mode_lease_dispatches(tiny10k, monkeypatch):
+    """mx8.Dataset(mode="lease") (or MX8_MODE=lease, for launchers) is a LeaseDataset; a plain
+    Dataset still pickles back as itself under MX8_MODE=lease."""
+    import pickle
+    ds = mx8.Dataset(tiny10k, mode="lease", job="dispatch", batch_size=500, decode=False, auto_ack=True)
+    assert isinstance(ds, mx8.LeaseDataset)
+    assert sum(len(b.sample_ids) for b in ds) == N
+    with pytest.raises(ValueError, match="mode"):
+        mx8.Dataset(tiny10k, mode="elastic", batch_size=10)
+    plain = mx8.Dataset(tiny10k, batch_size=10, decode=False)
+    monkeypatch.setenv("MX8_MODE", "lease")
+    monkeypatch.setenv("MX8_LEASE_JOB", "envjob")
+    assert isinstance(mx8.Dataset(tiny10k, batch_size=10, decode=False), mx8.LeaseDataset)
+    assert type(pickle.loads(pickle.dumps(plain))) is mx8.Dataset
+    assert type(mx8.Dataset(tiny10k, mode="train", batch_size=10, decode=False)) is mx8.Dataset

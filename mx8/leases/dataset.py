@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -98,7 +99,8 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         bad = [k for k, v in unused.items() if v not in (None, False, 0) or (k == "world_size" and v not in (None, 1))]
         if bad:
             raise ValueError(f"{', '.join(bad)}: not used in lease mode (ranges are read in sample-id order)")
-        self._plain = Dataset(uri, batch_size=batch_size, shuffle=False, **options)  # validates the options
+        # validates the options
+        self._plain = Dataset(uri, batch_size=batch_size, shuffle=False, mode="train", **options)
         self.uri = self._plain.uri
         self.batch_size = batch_size
         self.job = job or os.environ.get("MX8_LEASE_JOB") or ""
@@ -259,6 +261,7 @@ class _LeaseIterator:
         self.active: Optional[_Active] = None
         self.ahead: Optional[_Active] = None
         self.delivered: Dict[int, Tuple[Lease, int, int, torch.Tensor]] = {}  # id(sample_ids) -> ...
+        self.warned_unacked = False
         self.last: Optional[Union[Batch, RawBatch]] = None
         self.closed = False
         self.engine_totals: Dict[str, float] = {}
@@ -303,6 +306,17 @@ class _LeaseIterator:
         self.delivered.clear()
         self.last = None
 
+    def _warn_if_waiting_on_own_acks(self, since: float) -> None:
+        """No work left to lease, and the job cannot finish while this worker holds batches it
+        delivered and nobody acknowledged: say so once instead of waiting in silence (an ack
+        may still come from another thread, so this is a warning, not an error)."""
+        if self.delivered and not self.warned_unacked and time.monotonic() - since > 5.0:
+            self.warned_unacked = True
+            n = sum(end - start for _, start, end, _ in self.delivered.values())
+            warnings.warn(f"mx8 lease job {self.ds.job!r}: waiting for the job to finish while this worker "
+                          f"holds {n} delivered, unacknowledged samples; call ds.ack(batch) after handling "
+                          f"each batch, or pass auto_ack=True", RuntimeWarning, stacklevel=3)
+
     # -- iteration ----------------------------------------------------------------------
 
     def __iter__(self) -> "_LeaseIterator":
@@ -328,6 +342,7 @@ class _LeaseIterator:
                             self._finish()
                             raise StopIteration
                         waited_since = waited_since or time.monotonic()
+                        self._warn_if_waiting_on_own_acks(waited_since)
                         time.sleep(poll)
                         continue
                 a = self.active
