@@ -45,6 +45,17 @@ fi
 
 ./scripts/setup_env.sh
 PY="$REPO/.venv/bin/python"
+
+# S3 gates run against moto, started by the tests on 127.0.0.1, unless AWS_ENDPOINT_URL names
+# another server (a real MinIO, say): then the Dataset gates (tests/test_s3_dataset.py) use it
+# with the AWS_* credentials; client and pack tests that need moto's own controls stay on moto.
+if [[ -n "${AWS_ENDPOINT_URL:-}" ]]; then
+  export MX8_TEST_S3_ENDPOINT="$AWS_ENDPOINT_URL"
+  export MX8_TEST_S3_ACCESS_KEY="${AWS_ACCESS_KEY_ID:-minioadmin}"
+  export MX8_TEST_S3_SECRET_KEY="${AWS_SECRET_ACCESS_KEY:-minioadmin}"
+  export MX8_TEST_S3_REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}"
+  echo "[smoke] S3 Dataset gates against $AWS_ENDPOINT_URL"
+fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 

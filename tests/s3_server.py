@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from typing import Callable, Dict, List, Optional
 
@@ -34,6 +35,9 @@ def free_port() -> int:
 
 class MotoServer:
     """A moto server process; ``endpoint`` is ``http://127.0.0.1:PORT``."""
+    external = False
+    host = "127.0.0.1"
+    access_key = secret_key = "testing"  # moto takes any key until set_auth(True)
 
     def __init__(self, env: Optional[Dict[str, str]] = None, timeout: float = 30.0):
         self.port = free_port()
@@ -165,6 +169,47 @@ def delayed(seconds: float, action: Action) -> Action:
         time.sleep(seconds)
         action(h)
     return act
+
+
+class ExternalS3:
+    """An S3-compatible server the tests did not start, e.g. a real MinIO: scripts/smoke.sh
+    sets MX8_TEST_S3_ENDPOINT (and _ACCESS_KEY, _SECRET_KEY, _REGION) from AWS_ENDPOINT_URL and
+    the AWS_* credentials. Tests that need moto's own controls (auth switch, IAM, request
+    log) skip themselves on it."""
+    external = True
+    proc = None
+
+    def __init__(self) -> None:
+        self.endpoint = os.environ["MX8_TEST_S3_ENDPOINT"].rstrip("/")
+        u = urllib.parse.urlsplit(self.endpoint)
+        self.host = u.hostname or "127.0.0.1"
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        self.access_key = os.environ.get("MX8_TEST_S3_ACCESS_KEY", "minioadmin")
+        self.secret_key = os.environ.get("MX8_TEST_S3_SECRET_KEY", "minioadmin")
+        self.region = os.environ.get("MX8_TEST_S3_REGION", "us-east-1")
+
+    def boto3_client(self, service: str = "s3"):
+        import boto3
+        from botocore.config import Config
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+                            config=Config(s3={"addressing_style": "path"}))
+
+    def stop(self) -> None:
+        pass  # not ours to stop
+
+
+def s3_server(env: Optional[Dict[str, str]] = None):
+    """The server S3 tests talk to: MX8_TEST_S3_ENDPOINT when set, else a fresh moto."""
+    return ExternalS3() if os.environ.get("MX8_TEST_S3_ENDPOINT") else MotoServer(env=env)
+
+
+def create_bucket(client, bucket: str) -> None:
+    """Creates the bucket, or keeps it when an earlier run on the same server made it."""
+    try:
+        client.create_bucket(Bucket=bucket)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
 
 
 class FaultServer:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import mx8
-from s3_server import MotoServer
+from s3_server import create_bucket, s3_server
 
 pytestmark = pytest.mark.minio  # scripts/smoke.sh: MX8_SMOKE_MINIO
 
@@ -29,7 +29,7 @@ class FaultProxy:
     slowly (0 turns a fault off): faults in front of a real server. Also counts the GETs in
     progress at once."""
 
-    def __init__(self, upstream_port: int, every: int = 4, reset_at: int = 2, slow_every: int = 0):
+    def __init__(self, upstream: "tuple[str, int]", every: int = 4, reset_at: int = 2, slow_every: int = 0):
         self.gets = 0
         self.injected = 0
         self.slowed = 0
@@ -66,7 +66,7 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(body)
                     return
-                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                conn = http.client.HTTPConnection(*upstream, timeout=30)
                 conn.request("GET", self.path, headers=dict(self.headers.items()))
                 resp = conn.getresponse()
                 data = resp.read()
@@ -110,12 +110,13 @@ def _drain(stream) -> None:
 
 @pytest.fixture(scope="module")
 def moto():
-    srv = MotoServer()
+    """moto on 127.0.0.1, or the server scripts/smoke.sh names (tests/s3_server.py)."""
+    srv = s3_server()
     # moto logs a line per request: a full, unread pipe would stall the server
-    for stream in (srv.proc.stdout, srv.proc.stderr):
+    for stream in (srv.proc.stdout, srv.proc.stderr) if srv.proc else ():
         if stream is not None:
             threading.Thread(target=_drain, args=(stream,), daemon=True).start()
-    srv.boto3_client().create_bucket(Bucket=BUCKET)
+    create_bucket(srv.boto3_client(), BUCKET)
     try:
         yield srv
     finally:
@@ -134,8 +135,9 @@ def uploaded(moto, packed):
 
 @pytest.fixture
 def aws(monkeypatch, moto, tmp_path):
-    for k, v in {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_REGION": "us-east-1", "MX8_MANIFEST_STORE": str(tmp_path / "store")}.items():
+    for k, v in {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_ACCESS_KEY_ID": moto.access_key,
+                 "AWS_SECRET_ACCESS_KEY": moto.secret_key, "AWS_REGION": getattr(moto, "region", "us-east-1"),
+                 "MX8_MANIFEST_STORE": str(tmp_path / "store")}.items():
         monkeypatch.setenv(k, v)
     for k in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(k, raising=False)
@@ -176,7 +178,7 @@ def test_default_settings_coalesce_into_large_gets(aws, packed, uploaded):
 
 
 def test_faults_still_give_every_sample_once_with_retries_counted(aws, moto, packed, uploaded):
-    proxy = FaultProxy(moto.port, slow_every=3)
+    proxy = FaultProxy((moto.host, moto.port), slow_every=3)
     try:
         aws.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         snap = mx8.resolve(uploaded)
@@ -198,7 +200,7 @@ def test_connection_cap_and_fetch_budget_hold(aws, moto, packed, uploaded, conne
     """A small budget cuts the epoch into many requests; no more than `connections` are ever
     in progress at the server, and the fetched-but-undecoded bytes stay within the budget
     plus one request per decode thread (the request a waiting thread needs goes out anyway)."""
-    proxy = FaultProxy(moto.port, every=0, reset_at=0)
+    proxy = FaultProxy((moto.host, moto.port), every=0, reset_at=0)
     try:
         aws.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         snap = mx8.resolve(uploaded)
@@ -294,18 +296,19 @@ def test_scale_100k_objects_list_pack_resolve_from_store(aws, moto, tmp_path):
     Image.new("RGB", (8, 8), (9, 90, 200)).save(buf, "JPEG")
     body = buf.getvalue()
     client = moto.boto3_client()  # one at a time: concurrent PUTs stalled moto's server here
+    prefix = f"scale-{n}-{os.getpid()}"  # fresh on a long-lived external server too
     t0 = time.monotonic()
     for i in range(n):
-        client.put_object(Bucket=BUCKET, Key=f"scale/c{i % 10}/{i:06d}.jpg", Body=body)
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/c{i % 10}/{i:06d}.jpg", Body=body)
     t_put = time.monotonic() - t0
     t0 = time.monotonic()
-    raw = mx8.resolve(f"s3://{BUCKET}/scale/")
+    raw = mx8.resolve(f"s3://{BUCKET}/{prefix}/")
     t_list = time.monotonic() - t0
     assert raw.samples == n
     t0 = time.monotonic()
-    res = mx8.pack(f"s3://{BUCKET}/scale/", f"s3://{BUCKET}/scale-packed/", progress=False)
+    res = mx8.pack(f"s3://{BUCKET}/{prefix}/", f"s3://{BUCKET}/{prefix}-packed/", progress=False)
     t_pack = time.monotonic() - t0
-    packed_uri = f"s3://{BUCKET}/scale-packed/@sha256:{res.manifest_hash}"
+    packed_uri = f"s3://{BUCKET}/{prefix}-packed/@sha256:{res.manifest_hash}"
     mx8.resolve(packed_uri)  # puts it in the store
     moto.stop()
     t0 = time.monotonic()
