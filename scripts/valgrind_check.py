@@ -4,7 +4,9 @@
 The parent writes ~50 small images (JPEG in several modes, PNG, one truncated JPEG) to a
 temporary ImageFolder, then runs this same script under valgrind (``--child``): pack it,
 and iterate Datasets over it (random crop + flip, center crop without crop-aware decode in
-NHWC, raw bytes, a run that stops after one batch, on_error="raise" and "skip").
+NHWC, raw bytes, a run that stops after one batch, on_error="raise" and "skip", and the S3
+reader: its I/O thread and request planner, against a small range-serving HTTP server in the
+same process).
 
 CPython and torch produce their own valgrind reports (uninitialised reads in the allocator,
 one-off allocations never freed), so the check does not use valgrind's exit status. It
@@ -75,8 +77,64 @@ def child(src: str, work: str) -> None:
     except mx8.Error as e:
         print(f"[valgrind] on_error=raise: {type(e).__name__} (expected)")
     ds.close()
+    s3_workload(work)
     del ds, it
     gc.collect()
+
+
+def s3_workload(work: str) -> None:
+    """The S3 path (fetcher thread, planner, budget) against an HTTP server that serves the
+    files under `work` as bucket "vg" with byte ranges; it does not check signatures."""
+    import http.server
+    import threading
+
+    import mx8
+
+    class RangeFiles(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            path = os.path.join(work, self.path.split("?")[0][len("/vg/"):])
+            if not self.path.startswith("/vg/") or not os.path.isfile(path):
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = open(path, "rb").read()
+            m = re.match(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+            lo, hi = (int(m.group(1)), int(m.group(2)) + 1) if m else (0, len(data))
+            self.send_response(206 if m else 200)
+            if m:
+                self.send_header("Content-Range", f"bytes {lo}-{hi - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data[lo:hi])))
+            self.end_headers()
+            self.wfile.write(data[lo:hi])
+
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # the early close drops connections mid-body: expected, not worth a traceback
+
+    httpd = Server(("127.0.0.1", 0), RangeFiles)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{httpd.server_address[1]}", AWS_ACCESS_KEY_ID="vg",
+                      AWS_SECRET_ACCESS_KEY="vg", AWS_REGION="us-east-1",
+                      MX8_MANIFEST_STORE=os.path.join(work, "store"))
+    try:
+        for kw in (dict(size=32, crop="random", shuffle=True, prefetch_mb=1, s3_connections=3),
+                   dict(decode=False, prefetch_mb=2, s3_connections=1)):
+            ds = mx8.Dataset("s3://vg/packed/", batch_size=8, threads=2, on_error="skip", **kw)
+            n = sum(int(b.sample_ids.shape[0]) for b in ds)
+            st = ds.stats()
+            print(f"[valgrind] s3 {sorted(kw)}: {n} samples, {st['reads']} GETs")
+        ds = mx8.Dataset("s3://vg/packed/", batch_size=4, size=32, prefetch_mb=1, threads=2)
+        next(iter(ds))
+        ds.close()  # stop with fetches in flight
+        print("[valgrind] s3 early close: ok")
+    finally:
+        httpd.shutdown()
 
 
 def make_images(root: str, count: int) -> None:
