@@ -4,19 +4,28 @@
 Contenders (each in its own subprocess, so peak RSS and start-up are its own):
   mx8-train          mx8.Dataset(size=224, crop="random", flip=True): decode + RandomResizedCrop
                      + flip into uint8 NCHW batches of 256, threads = all cores
+  mx8-train-t1       the same with threads=1: the summary gives the thread-scaling ratio
+                     rate(mx8-train) / (N x rate(mx8-train-t1)), N = all cores
   mx8-eval           crop="center", resize 256 -> center 224
   mx8-no-crop-aware  mx8-train with crop_aware=False (decode whole JPEGs, then crop)
   torchvision-wN     ImageFolder + Pillow, RandomResizedCrop(224) + RandomHorizontalFlip +
                      PILToTensor, DataLoader(batch_size=256, num_workers=N) for N in --workers
   turbojpeg-raw      the physical-limit probe shared/bench/tjrate.c: single-thread TurboJPEG
                      full decode of every JPEG (no crop, no resize, no PNG) from memory
+  libpng-raw         tests/c/pngrate.c on a PNG corpus (--png-count images of the corpus, converted
+                     to PNG with Pillow under .cache/): a bare single-thread libpng decode loop into
+                     RGB, and mx8's own PNG decode (mx8_decode_rgb) of the same files in the same
+                     process, interleaved; the summary gives the ratio mx8 / libpng
+  mx8-png            mx8.Dataset over that PNG folder, crop="random" 224 + flip, threads = all cores
 
 Every contender gets a warm-up pass over a few batches, then is timed over the whole corpus
 (--repeats epochs, the best one counts). The table gives images/s, the ratio to the best
 torchvision setting and to raw TurboJPEG (one core, and N cores ideal = N x that rate), peak
 RSS of the contender's largest process (getrusage via wait4), peak PSS summed over its
-processes (DataLoader workers included; sampled) and the time to the first batch. Results go
-to --out as bench.md, bench.json and, when matplotlib imports, bench.png.
+processes (DataLoader workers included; sampled) and the time to the first batch. Below it,
+the thread-scaling ratio (when mx8-train and mx8-train-t1 ran) and the PNG table (another
+corpus, so its own ratios: to the bare libpng loop). Results go to --out as bench.md,
+bench.json (with "targets": thread_scaling, png) and, when matplotlib imports, bench.png.
 
 torchvision: the torchvision wheel that matches this project's torch==2.13.0 does not import
 beside it ("operator torchvision::nms does not exist"), so unless .venv has a working one, the
@@ -47,7 +56,8 @@ BASELINE_PINS = ["torch==2.14.1", "torchvision==0.29.1", "pillow", "numpy"]
 CACHE = os.path.join(REPO, ".cache")
 BATCH = 256
 TV_WORKERS = [0, 1, 2, 3, 4]
-MX8_CONTENDERS = ["mx8-train", "mx8-eval", "mx8-no-crop-aware"]
+MX8_CONTENDERS = ["mx8-train", "mx8-train-t1", "mx8-eval", "mx8-no-crop-aware"]
+PNG_CONTENDERS = ["libpng-raw", "mx8-png"]
 
 
 def log(msg: str) -> None:
@@ -121,6 +131,48 @@ def pack_if_needed(corpus: str, out: str, images: int) -> None:
     log(f"packed {r.samples} samples, {r.bytes / 1e6:.0f} MB, {r.shards} shard(s)")
 
 
+def ensure_png_corpus(corpus: str, count: int, python: str = VENV_PY) -> str:
+    """A PNG ImageFolder of `count` images of the corpus (every k-th, so all kinds and classes
+    are in it), converted with Pillow (default PNG settings; JPEG grayscale stays 8-bit gray,
+    PNGs of the corpus are copied), cached under .cache/bench-png/<name>-<hash>-<count>.
+    Made in a child, like the packed dataset."""
+    import hashlib
+    real = os.path.realpath(corpus)
+    out = os.path.join(CACHE, "bench-png",
+                       f"{os.path.basename(real)}-{hashlib.sha1(real.encode()).hexdigest()[:10]}-{count}")
+    if not os.path.exists(os.path.join(out, "_png_corpus.tsv")):
+        spec = {"name": "png-corpus", "corpus": corpus, "png_dir": out, "count": count}
+        subprocess.run([python, os.path.abspath(__file__), "--child-spec", json.dumps(spec)], check=True)
+    return out
+
+
+def make_png_corpus(corpus: str, out: str, count: int) -> None:
+    from PIL import Image
+    images = corpus_images(corpus)
+    step = max(1, len(images) // count)
+    chosen = images[::step][:count]
+    log(f"converting {len(chosen)} images of {corpus} to PNG -> {out}")
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    lines = []
+    for rel in chosen:
+        src = os.path.join(corpus, rel)
+        dst = os.path.join(tmp, os.path.splitext(rel)[0] + ".png")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if rel.lower().endswith(".png"):
+            shutil.copyfile(src, dst)
+        else:
+            with Image.open(src) as im:
+                im = im if im.mode in ("L", "RGB") else im.convert("RGB")
+                im.save(dst, format="PNG")
+        with Image.open(dst) as im:
+            lines.append(f"{os.path.relpath(dst, tmp)}\t{im.mode}\t{im.width}x{im.height}\t{os.path.getsize(dst)}")
+    with open(os.path.join(tmp, "_png_corpus.tsv"), "w") as f:
+        f.write("path\tmode\tsize\tbytes\n" + "\n".join(lines) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Contenders (child side). Each returns a dict with rate, epochs, first_batch_s, images.
 
@@ -162,9 +214,9 @@ def run_mx8(name: str, packed: str, repeats: int, warmup: int) -> Dict[str, Any]
 
     import mx8
     rss0 = _self_rss_mb()
-    threads = cores()
+    threads = 1 if name == "mx8-train-t1" else cores()
     kw: Dict[str, Any] = dict(batch_size=BATCH, size=224, threads=threads)
-    if name == "mx8-train":
+    if name in ("mx8-train", "mx8-train-t1", "mx8-png"):
         kw.update(crop="random", flip=True, shuffle=True)
     elif name == "mx8-eval":
         kw.update(crop="center", resize=256, shuffle=False)
@@ -255,11 +307,51 @@ def run_turbojpeg(exe: str, corpus: str, repeats: int, workdir: str) -> Dict[str
             "config": {"jpegs": len(jpegs), "threads": 1, "note": "JPEG only, full decode, no crop/resize"}}
 
 
+def build_pngrate(workdir: str) -> str:
+    """tests/c/pngrate.c through tests/c/Makefile (the rule `make -C tests/c bench` uses), built
+    into workdir, so that a run never touches tests/c/build."""
+    exe = os.path.join(workdir, "pngrate")
+    r = subprocess.run(["make", "-s", "-C", os.path.join(REPO, "tests", "c"), f"BUILD={workdir}", exe],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"make pngrate failed (libpng-dev installed?):\n{r.stdout}{r.stderr}")
+    return exe
+
+
+def run_pngrate(exe: str, png_dir: str, repeats: int, workdir: str) -> Dict[str, Any]:
+    pngs = [os.path.join(png_dir, p) for p in corpus_images(png_dir)]
+    lst = os.path.join(workdir, "pngs.txt")
+    with open(lst, "w") as f:
+        f.write("\n".join(pngs) + "\n")
+    # One run: its own warm-up pass (which also compares mx8's pixels with the bare loop's),
+    # then `repeats` interleaved passes over every file.
+    out = subprocess.run([exe, lst, str(max(1, repeats))], check=True, capture_output=True, text=True).stdout
+    for line in out.strip().splitlines():
+        print(f"    {line}", flush=True)
+    m = re.search(r"pngrate: images=(\d+) reps=(\d+) libpng=([\d.]+) mx8_decode=([\d.]+) mx8_rrc=([\d.]+) "
+                  r"ratio=([\d.]+) failed=(\d+) mismatched=(\d+)", out)
+    if not m:
+        raise RuntimeError(f"pngrate: unexpected output {out!r}")
+    n, reps = int(m.group(1)), int(m.group(2))
+    libpng, mx8_decode, mx8_rrc = float(m.group(3)), float(m.group(4)), float(m.group(5))
+    failed, mismatched = int(m.group(7)), int(m.group(8))
+    if failed:
+        raise RuntimeError(f"pngrate: {failed} decodes failed")
+    return {"rate": libpng, "images": n, "epochs": [{"images": n * reps, "rate": libpng}], "first_batch_s": None,
+            "mx8_decode_rate": mx8_decode, "mx8_rrc_rate": mx8_rrc, "mx8_vs_libpng": mx8_decode / libpng,
+            "pixel_mismatches": mismatched,
+            "config": {"pngs": len(pngs), "threads": 1, "reps": reps, "interleaved": True,
+                       "note": "full decode to RGB from memory, no crop/resize (mx8_rrc: RandomResizedCrop 224 + flip)"}}
+
+
 def child_main(a: argparse.Namespace) -> int:
     spec = json.loads(a.child_spec)
     name = spec["name"]
     if name == "pack":
         pack_if_needed(spec["corpus"], spec["packed"], spec["images"])
+        return 0
+    if name == "png-corpus":
+        make_png_corpus(spec["corpus"], spec["png_dir"], spec["count"])
         return 0
     if name.startswith("mx8"):
         res = run_mx8(name, spec["packed"], spec["repeats"], spec["warmup"])
@@ -268,6 +360,9 @@ def child_main(a: argparse.Namespace) -> int:
     elif name == "turbojpeg-raw":
         with tempfile.TemporaryDirectory() as d:
             res = run_turbojpeg(spec["tjrate"], spec["corpus"], spec["repeats"], d)
+    elif name == "libpng-raw":
+        with tempfile.TemporaryDirectory() as d:
+            res = run_pngrate(spec["pngrate"], spec["png_dir"], spec["repeats"], d)
     else:
         raise SystemExit(f"unknown contender {name}")
     with open(spec["result_file"], "w") as f:
@@ -391,20 +486,64 @@ def _fmt(v: Optional[float], spec: str) -> str:
 
 
 def summarise(results: List[Dict[str, Any]], ncores: int) -> List[Dict[str, Any]]:
-    """Adds the ratio columns and the 'N cores ideal' TurboJPEG row."""
+    """Adds the ratio columns, the 'N cores ideal' TurboJPEG row and, from libpng-raw, the
+    rows of mx8's PNG decode in the same process. Rows of the PNG corpus get group "png"
+    (their own table: another corpus), with ratios to the bare libpng loop instead."""
     tv = [r["rate"] for r in results if r["name"].startswith("torchvision") and r.get("rate")]
     tv_best = max(tv) if tv else None
     tj = next((r["rate"] for r in results if r["name"] == "turbojpeg-raw" and r.get("rate")), None)
-    rows = list(results)
+    lp = next((r for r in results if r["name"] == "libpng-raw" and r.get("rate")), None)
+    rows = []
+    for r in results:
+        rows.append(r)
+        if r["name"] in PNG_CONTENDERS:
+            r["group"] = "png"
+        if r is lp:
+            rows.append({"name": "mx8-png-decode-t1", "rate": r["mx8_decode_rate"], "derived": True, "group": "png",
+                         "note": "mx8_decode_rgb, one thread, same process as libpng-raw, interleaved"})
+            rows.append({"name": "mx8-png-rrc-t1", "rate": r["mx8_rrc_rate"], "derived": True, "group": "png",
+                         "note": "mx8_decode_transform RandomResizedCrop(224)+flip, one thread, same process"})
     if tj:
         rows.append({"name": f"turbojpeg-raw, {ncores} cores ideal", "rate": tj * ncores, "derived": True,
                      "note": f"{ncores} x the single-thread rate"})
+    if lp:
+        rows.append({"name": f"libpng-raw, {ncores} cores ideal", "rate": lp["rate"] * ncores, "derived": True,
+                     "group": "png", "note": f"{ncores} x the single-thread rate"})
     for r in rows:
         rate = r.get("rate")
+        if r.get("group") == "png":
+            base = lp["rate"] if lp else None
+            r["vs_libpng_1core"] = rate / base if rate and base else None
+            r["vs_libpng_ideal"] = rate / (base * ncores) if rate and base else None
+            continue
         r["vs_torchvision_best"] = rate / tv_best if rate and tv_best else None
         r["vs_turbojpeg_1core"] = rate / tj if rate and tj else None
         r["vs_turbojpeg_ideal"] = rate / (tj * ncores) if rate and tj else None
     return rows
+
+
+def targets(results: List[Dict[str, Any]], ncores: int) -> Dict[str, Any]:
+    """The issue's thread-scaling and PNG targets, from the contenders that ran."""
+    by = {r["name"]: r for r in results if r.get("rate")}
+    out: Dict[str, Any] = {}
+    t1, tn = by.get("mx8-train-t1"), by.get("mx8-train")
+    if t1 and tn:
+        out["thread_scaling"] = {
+            "threads": ncores, "rate_1_thread": t1["rate"], "rate_n_threads": tn["rate"],
+            "ideal": ncores * t1["rate"], "ratio": tn["rate"] / (ncores * t1["rate"]), "target": 0.9,
+            "note": "rate(mx8-train, N threads) / (N x rate(mx8-train-t1)), N = all cores"}
+    lp = by.get("libpng-raw")
+    if lp:
+        png = {"libpng_rate": lp["rate"], "mx8_decode_rate": lp["mx8_decode_rate"],
+               "ratio": lp["mx8_vs_libpng"], "target": 0.95, "mx8_rrc_rate": lp["mx8_rrc_rate"],
+               "pixel_mismatches": lp.get("pixel_mismatches"), "images": lp["images"],
+               "note": "one thread each, same files, same process, interleaved (tests/c/pngrate.c)"}
+        mp = by.get("mx8-png")
+        if mp:
+            png.update(dataset_rate=mp["rate"], dataset_threads=ncores,
+                       dataset_vs_libpng_ideal=mp["rate"] / (ncores * lp["rate"]))
+        out["png"] = png
+    return out
 
 
 def render_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
@@ -418,6 +557,8 @@ def render_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
            f"peak PSS MB (all procs) | first batch s |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        if r.get("group") == "png":
+            continue
         if r.get("error"):
             out.append(f"| {r['name']} | failed: {r['error']} | | | | | | | |")
             continue
@@ -427,6 +568,28 @@ def render_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
             _fmt(r.get("peak_rss_mb"), ".0f"), _fmt(r.get("import_rss_mb"), ".0f"),
             _fmt(r.get("peak_pss_mb"), ".0f"),
             _fmt(r.get("first_batch_s"), ".2f")))
+    tg = meta.get("targets", {})
+    ts = tg.get("thread_scaling")
+    if ts:
+        out += ["", "Thread scaling (mx8 train path, same corpus; target: at least 0.9):", "",
+                f"| threads | img/s | {ts['threads']} x one-thread rate | scaling ratio |", "|---:|---:|---:|---:|",
+                f"| 1 | {ts['rate_1_thread']:.0f} | | |",
+                f"| {ts['threads']} | {ts['rate_n_threads']:.0f} | {ts['ideal']:.0f} | {ts['ratio']:.2f} |"]
+    png_rows = [r for r in rows if r.get("group") == "png"]
+    if png_rows:
+        pm = meta.get("png_corpus") or {}
+        out += ["", f"PNG ({pm.get('images', '?')} images of the corpus converted to PNG, "
+                    f"{pm.get('mb', 0):.0f} MB; target: mx8 decode at least 0.95x the bare libpng loop):", "",
+                f"| contender | img/s | vs bare libpng (1 thread) | vs bare libpng ({n} cores ideal) | "
+                f"peak RSS MB | first batch s |", "|---|---:|---:|---:|---:|---:|"]
+        for r in png_rows:
+            if r.get("error"):
+                out.append(f"| {r['name']} | failed: {r['error']} | | | | |")
+                continue
+            out.append("| {} | {} | {} | {} | {} | {} |".format(
+                r["name"], _fmt(r["rate"], ".0f"), _fmt(r.get("vs_libpng_1core"), ".3f"),
+                _fmt(r.get("vs_libpng_ideal"), ".2f"), _fmt(r.get("peak_rss_mb"), ".0f"),
+                _fmt(r.get("first_batch_s"), ".2f")))
     out += ["", "Notes:"]
     for line in meta["notes"]:
         out.append(f"- {line}")
@@ -440,7 +603,9 @@ def write_chart(rows: List[Dict[str, Any]], path: str) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no chart (pip install matplotlib to get bench.png)"
-    ok = [r for r in rows if r.get("rate")]
+    ok = [r for r in rows if r.get("rate") and r.get("group") != "png"]  # one corpus per chart
+    if not ok:
+        return "no JPEG-corpus contender ran: no chart"
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(ok) + 1.2))
     names = [r["name"] for r in ok][::-1]
     rates = [r["rate"] for r in ok][::-1]
@@ -460,29 +625,32 @@ def write_chart(rows: List[Dict[str, Any]], path: str) -> Optional[str]:
 
 def select(only: Optional[str], workers: List[int]) -> List[str]:
     tv = [f"torchvision-w{w}" for w in workers]
-    everything = MX8_CONTENDERS + tv + ["turbojpeg-raw"]
+    everything = MX8_CONTENDERS + tv + ["turbojpeg-raw"] + PNG_CONTENDERS
     if not only:
         return everything
     chosen: List[str] = []
     for item in only.split(","):
         item = item.strip()
-        group = {"mx8": MX8_CONTENDERS, "torchvision": tv, "turbojpeg": ["turbojpeg-raw"]}.get(item)
+        group = {"mx8": MX8_CONTENDERS, "torchvision": tv, "turbojpeg": ["turbojpeg-raw"],
+                 "png": PNG_CONTENDERS}.get(item)
         names = group or ([item] if item in everything else None)
         if names is None:
             raise SystemExit(f"bench: --only {item!r}: not one of {', '.join(everything)} "
-                             "(or the groups mx8, torchvision, turbojpeg)")
+                             "(or the groups mx8, torchvision, turbojpeg, png)")
         chosen += [n for n in names if n not in chosen]
     return chosen
 
 
 def run_all(names: List[str], corpus: str, packed: Optional[str], tv_python: Optional[str], repeats: int,
-            warmup: int, timeout: float, tmpdir: str) -> List[Dict[str, Any]]:
+            warmup: int, timeout: float, tmpdir: str, png_dir: Optional[str] = None) -> List[Dict[str, Any]]:
     """Runs the contenders one after another, each in its own process."""
     results = []
     tjrate = build_tjrate(tmpdir) if "turbojpeg-raw" in names else None  # not in the probe's RSS
+    pngrate = build_pngrate(tmpdir) if "libpng-raw" in names else None
     for name in names:
         spec: Dict[str, Any] = {"name": name, "repeats": repeats, "warmup": warmup, "corpus": corpus,
-                                "packed": packed, "tjrate": tjrate}
+                                "packed": png_dir if name == "mx8-png" else packed, "tjrate": tjrate,
+                                "pngrate": pngrate, "png_dir": png_dir}
         python = VENV_PY if os.path.exists(VENV_PY) else sys.executable
         if name.startswith("torchvision"):
             spec["workers"] = int(name.rsplit("w", 1)[1])
@@ -515,8 +683,15 @@ def run(a: argparse.Namespace) -> int:
         "corpus_mb": sum(os.path.getsize(os.path.join(corpus, p)) for p in images) / 1e6,
         "cores": ncores, "cpu": platform.processor() or platform.machine(), "repeats": repeats,
         "warmup_batches": warmup, "batch_size": BATCH, "python": sys.version.split()[0], "notes": [],
+        "loadavg_start": list(os.getloadavg()),
     }
-    packed = ensure_packed(corpus) if any(n.startswith("mx8") for n in names) else None
+    packed = ensure_packed(corpus) if any(n in MX8_CONTENDERS for n in names) else None
+    png_dir = None
+    if any(n in PNG_CONTENDERS for n in names):
+        png_dir = ensure_png_corpus(corpus, a.png_count or (64 if a.quick else 1000))
+        pngs = corpus_images(png_dir)
+        meta["png_corpus"] = {"dir": png_dir, "images": len(pngs),
+                              "mb": sum(os.path.getsize(os.path.join(png_dir, p)) for p in pngs) / 1e6}
     tv_python = None
     if any(n.startswith("torchvision") for n in names):
         ci = os.environ.get("CI", "").lower() in ("1", "true")
@@ -529,11 +704,17 @@ def run(a: argparse.Namespace) -> int:
 
     tmpdir = tempfile.mkdtemp(prefix="mx8-bench-")
     try:
-        results = run_all(names, corpus, packed, tv_python, repeats, warmup, timeout, tmpdir)
+        results = run_all(names, corpus, packed, tv_python, repeats, warmup, timeout, tmpdir, png_dir)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["notes"].append("load average (1/5/15 min) at start {:.1f}/{:.1f}/{:.1f}, at end {:.1f}/{:.1f}/{:.1f} "
+                         "on {} cores (the bench itself adds up to about that many; more means other work competed "
+                         "for the cores)".format(
+                             *meta["loadavg_start"], *meta["loadavg_end"], ncores))
     rows = summarise(results, ncores)
+    meta["targets"] = targets(results, ncores)
     tv_rows = [r for r in results if r["name"].startswith("torchvision") and not r.get("error")]
     if tv_rows:
         v = tv_rows[0]["versions"]
@@ -542,7 +723,16 @@ def run(a: argparse.Namespace) -> int:
     mx = next((r for r in results if r["name"].startswith("mx8") and not r.get("error")), None)
     if mx:
         meta["notes"].append(f"mx8 {mx['versions']['mx8']} on torch {mx['versions']['torch']}, "
-                             f"{ncores} decode threads, DataLoader(batch_size=None, num_workers=0)")
+                             f"{ncores} decode threads" + (" (mx8-train-t1: 1)" if any(r["name"] == "mx8-train-t1" for r in results)
+                                                    else "") + ", DataLoader(batch_size=None, num_workers=0)")
+    if any(r["name"] == "mx8-train-t1" for r in results):
+        meta["notes"].append("mx8-train-t1: mx8-train with threads=1; thread scaling = rate(mx8-train) / "
+                             f"({ncores} x rate(mx8-train-t1)); both from this run, one after the other")
+    if any(r["name"] in PNG_CONTENDERS for r in results):
+        meta["notes"].append("PNG: libpng-raw = tests/c/pngrate.c, a bare one-thread libpng loop (png_read_image "
+                             "into RGB, from memory); mx8-png-decode-t1 / mx8-png-rrc-t1 = mx8's decode (and "
+                             "decode + RandomResizedCrop 224) of the same files in the same process, interleaved; "
+                             f"mx8-png = mx8.Dataset over the PNG folder, {ncores} threads")
     if any(r["name"] == "turbojpeg-raw" for r in results):
         meta["notes"].append("raw TurboJPEG = shared/bench/tjrate.c: one thread, full decode of the JPEGs only "
                              "(no crop, resize or PNG), from memory: the per-core physical limit")
@@ -559,7 +749,7 @@ def run(a: argparse.Namespace) -> int:
     with open(os.path.join(a.out, "bench.md"), "w") as f:
         f.write(md)
     with open(os.path.join(a.out, "bench.json"), "w") as f:
-        json.dump({"meta": meta, "results": rows}, f, indent=2)
+        json.dump({"meta": meta, "results": rows, "targets": meta["targets"]}, f, indent=2)
     why = write_chart(rows, os.path.join(a.out, "bench.png"))
     print()
     print(md)
@@ -579,8 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="smoke-test size: 512 images, one timed epoch, 1 warm-up batch")
     p.add_argument("--only", metavar="NAME[,NAME]",
-                   help="run only these contenders: mx8-train, mx8-eval, mx8-no-crop-aware, torchvision-wN, "
-                        "turbojpeg-raw, or the groups mx8, torchvision, turbojpeg")
+                   help="run only these contenders: mx8-train, mx8-train-t1, mx8-eval, mx8-no-crop-aware, "
+                        "torchvision-wN, turbojpeg-raw, libpng-raw, mx8-png, or the groups mx8, torchvision, "
+                        "turbojpeg, png")
+    p.add_argument("--png-count", type=int,
+                   help="images of the corpus converted to PNG for the png contenders (default 1000; 64 with --quick)")
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=TV_WORKERS,
                    help="torchvision DataLoader num_workers settings to try (default 0,1,2,3,4)")
     p.add_argument("--repeats", type=int, help="timed epochs per contender, best counts (default 2; 1 with --quick)")
