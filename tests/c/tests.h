@@ -48,7 +48,11 @@
     X(test_s3_xml_list_page)                        \
     X(test_s3_xml_error_body)                       \
     X(test_s3_xml_rejects_malformed) \
-    X(test_s3_xml_result_text_and_error_in_200)
+    X(test_s3_xml_result_text_and_error_in_200)    \
+    X(test_remote_reader_coalesces_within_budget_and_cap) \
+    X(test_remote_reader_retries_then_succeeds)     \
+    X(test_remote_reader_missing_object_fails_naming_it) \
+    X(test_remote_reader_stop_with_fetches_in_flight)
 
 #define MX8_DECLARE(name) void name(void);
 MX8_TESTS(MX8_DECLARE)
