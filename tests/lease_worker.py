@@ -9,6 +9,9 @@ line per event, flushed at once (a SIGKILL loses nothing already written):
 
     python tests/lease_worker.py URI OUT --job J --store HOST:PORT [--stall-at K --marker F]
 
+Without --store the worker finds its store as any lease worker does (under torchrun: the
+agent's); "{rank}" in OUT becomes the RANK torchrun gave it.
+
 --stall-at K: after recording batch K (0-based), write --marker and stop acknowledging:
 sleep until the marker file is removed (the test SIGKILLs or SIGSTOPs/SIGCONTs us), then
 try to acknowledge it.
@@ -31,7 +34,7 @@ def main() -> int:
     p.add_argument("uri")
     p.add_argument("out")
     p.add_argument("--job", required=True)
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", default=None)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--range-size", type=int, default=500)
     p.add_argument("--timeout", type=float, default=2.0)
@@ -47,7 +50,7 @@ def main() -> int:
                           lease_timeout_s=a.timeout, log=a.log, decode=False, threads=a.threads,
                           max_requests_per_s=a.max_requests_per_s, max_bytes_in_flight=a.max_bytes_in_flight,
                           pace_trace=True, pace_slot_s=0.1)
-    with open(a.out, "w", buffering=1) as out:
+    with open(a.out.replace("{rank}", os.environ.get("RANK", "0")), "w", buffering=1) as out:
         for k, batch in enumerate(ds):
             ids = " ".join(map(str, batch.sample_ids.tolist()))
             out.write(f"D {ids}\n")

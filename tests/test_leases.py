@@ -316,3 +316,27 @@ def test_dataset_mode_lease_dispatches(tiny10k, monkeypatch):
     assert isinstance(mx8.Dataset(tiny10k, batch_size=10, decode=False), mx8.LeaseDataset)
     assert type(pickle.loads(pickle.dumps(plain))) is mx8.Dataset
     assert type(mx8.Dataset(tiny10k, mode="train", batch_size=10, decode=False)) is mx8.Dataset
+
+
+def test_torchrun_workers_share_the_agent_store(tiny10k, tmp_path):
+    """Under torchrun with no store named, the workers coordinate through the agent's c10d
+    store: together they deliver every sample exactly once (nobody died)."""
+    import socket
+    import sys
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=mx8-lease-test",
+           "--monitor-interval=0.5", str(Path(__file__).with_name("lease_worker.py")), tiny10k,
+           str(tmp_path / "rank{rank}.txt"), "--job", "torchrun", "--range-size", "1000", "--batch-size", "100"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for k in ("MX8_LEASE_STORE", "MX8_LEASE_STORE_HOST"):
+        env.pop(k, None)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [Record(tmp_path / f"rank{r}.txt") for r in range(2)]
+    assert all(r.ended for r in recs)
+    assert all(r.stats["store"].startswith("torchrun agent") for r in recs), [r.stats["store"] for r in recs]
+    ids = [i for r in recs for b in r.delivered for i in b]
+    assert sorted(ids) == list(range(N))
