@@ -280,7 +280,10 @@ static int process_remote(worker_t *w, slot_t *s, size_t i, size_t pos, mx8_erro
     const mx8_record *r = &e->m->records[id];
     const uint8_t *data;
     uint64_t t0 = now_ns();
-    int rc = mx8_remote_acquire(e->remote, pos, &data, err);
+    int rc = r->length > MAX_SAMPLE_BYTES
+                 ? mx8_error_set(err, MX8_ERR_TOO_LARGE, "sample is %llu bytes, above the 1 GiB limit",
+                                 (unsigned long long)r->length)
+                 : mx8_remote_acquire(e->remote, pos, &data, err);
     atomic_fetch_add(&e->read_ns, now_ns() - t0);
     if (!rc)
         rc = consume(w, s, i, id, data, r->length, err);
@@ -373,7 +376,8 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = MX8_OK;
     if (e->cfg.s3) {
-        mx8_remote_config rc_cfg = {.budget_bytes = e->cfg.fetch_budget, .max_connections = e->cfg.max_connections};
+        mx8_remote_config rc_cfg = {.budget_bytes = e->cfg.fetch_budget, .max_connections = e->cfg.max_connections,
+                                    .max_sample = MAX_SAMPLE_BYTES};
         if (!(e->remote = mx8_remote_new(e->m, e->paths, e->order, e->n_order, e->cfg.s3, &rc_cfg, err)))
             rc = err ? err->code : MX8_ERR_NOMEM;
     }

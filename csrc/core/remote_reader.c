@@ -13,6 +13,7 @@ typedef struct {
     uint32_t location;
     int state;
     uint64_t offset, span;
+    uint64_t avail;   /* bytes of the span fetched: span, or fewer when the object ends early */
     size_t first_pos; /* the earliest position that needs it: requests go out in this order */
     uint32_t refs;    /* positions not yet released */
     uint8_t *data;
@@ -91,7 +92,7 @@ static window_t *plan_next(mx8_remote_reader *r) {
     uint64_t bytes = 0;
     while (end < r->n_order && end - start < r->cfg.window && (end == start || bytes < r->cfg.budget_bytes / 2)) {
         uint64_t len = r->m->records[r->order[end]].length;
-        bytes += len == MX8_LENGTH_WHOLE ? 0 : len;
+        bytes += len == MX8_LENGTH_WHOLE || len > r->cfg.max_sample ? 0 : len;
         end++;
     }
     size_t n = end - start;
@@ -114,7 +115,7 @@ static window_t *plan_next(mx8_remote_reader *r) {
     for (size_t p = start; p < end; p++) {
         const mx8_record *rec = &r->m->records[r->order[p]];
         w->unit_of[p - start] = NO_UNIT;
-        if (rec->length != MX8_LENGTH_WHOLE)
+        if (rec->length != MX8_LENGTH_WHOLE && rec->length <= r->cfg.max_sample)
             e[k++] = (entry_t){rec->location, rec->offset, rec->length, p};
     }
     qsort(e, k, sizeof *e, by_place);
@@ -159,7 +160,11 @@ static void on_fetch_done(void *ud, mx8_s3_fetch *f) {
     mx8_remote_reader *r = ud;
     unit_t *u = f->user;
     pthread_mutex_lock(&r->mu);
-    u->state = f->rc == MX8_OK ? U_READY : U_FAILED;
+    /* An object that ends inside the request (a short answer from the right offset) fails
+     * only the samples past its end, as reading a truncated file would. */
+    int partial = f->rc == MX8_ERR_RANGE && f->received > 0;
+    u->avail = f->rc == MX8_OK ? u->span : partial ? f->received : 0;
+    u->state = f->rc == MX8_OK || partial ? U_READY : U_FAILED;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
@@ -192,6 +197,7 @@ static void submit(mx8_remote_reader *r, unit_t *u) {
         u->state = U_READY;
         return;
     }
+    u->fetch->f.rc = MX8_OK;
     memcpy(u->fetch->bucket, path, (size_t)(slash - path));
     mx8_s3_fetch *f = &u->fetch->f;
     f->bucket = u->fetch->bucket;
@@ -267,6 +273,8 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
         r->cfg.max_gap = (uint64_t)64 << 10;
     if (!r->cfg.window)
         r->cfg.window = 1024;
+    if (!r->cfg.max_sample)
+        r->cfg.max_sample = (uint64_t)1 << 30;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     if (mx8_s3_fetcher_new(s3, r->cfg.max_connections, on_fetch_done, r, &r->fetcher, err)) {
@@ -306,6 +314,8 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
                            (unsigned long long)u->span);
     else if (u->state == U_FAILED)
         rc = (*err = u->fetch->f.err, u->fetch->f.rc);
+    else if (r->m->records[r->order[pos]].offset + r->m->records[r->order[pos]].length > u->offset + u->avail)
+        rc = (*err = u->fetch->f.err, u->fetch->f.rc); /* past the end of a short object */
     else
         *data = u->data + (r->m->records[r->order[pos]].offset - u->offset);
     pthread_mutex_unlock(&r->mu);
@@ -319,12 +329,13 @@ void mx8_remote_release(mx8_remote_reader *r, size_t pos) {
     if (id != NO_UNIT && w->units[id].state != U_FREED && --w->units[id].refs == 0) {
         unit_t *u = &w->units[id];
         if (u->state != U_FETCHING) { /* a stopped reader may release a fetch still running */
+            if (u->state != U_PLANNED) /* never issued (the reader stopped first): never counted */
+                r->held -= u->span;
             free(u->data);
             free(u->fetch);
             u->data = NULL;
             u->fetch = NULL;
             u->state = U_FREED;
-            r->held -= u->span;
             w->live--;
         }
     }
@@ -339,6 +350,7 @@ void mx8_remote_stop(mx8_remote_reader *r) {
     r->stop = 1;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    mx8_s3_fetcher_stop(r->fetcher); /* no new transfers or retries after close() */
 }
 
 void mx8_remote_free(mx8_remote_reader *r) {

@@ -34,6 +34,7 @@ typedef struct {
     uint64_t max_request;   /* bytes a request may span; 0 = 4 MiB */
     uint64_t max_gap;       /* unneeded bytes a request may carry between two samples; 0 = 64 KiB */
     size_t window;          /* positions planned together; 0 = 1024 */
+    uint64_t max_sample;    /* records longer than this are not planned; 0 = 1 GiB */
 } mx8_remote_config;
 
 typedef struct {
@@ -44,7 +45,8 @@ typedef struct {
 typedef struct mx8_remote_reader mx8_remote_reader;
 
 /* paths[loc] is "bucket/key"; manifest, paths and order must outlive the reader. Records
- * without a byte length are not planned (the caller reads them another way). */
+ * without a byte length, or longer than max_sample, are not planned (the caller reads them
+ * another way, or refuses them). */
 mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
                                   size_t n_order, const mx8_s3_options *s3, const mx8_remote_config *cfg,
                                   mx8_error *err);

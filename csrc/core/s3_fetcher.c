@@ -102,10 +102,23 @@ static void start(mx8_s3_fetcher *fx, mx8_s3_fetch *f) {
         fx->on_done(fx->ud, f);
         return;
     }
+    f->started_ns = now_ns();
+    CURLMcode mc = curl_multi_add_handle(fx->multi, h);
+    if (mc != CURLM_OK) { /* fail it now rather than leave its waiter waiting */
+        mx8_s3_attempt_end(&f->resp);
+        fx->idle[fx->n_idle++] = slot;
+        char what[200];
+        mx8_s3_describe(&f->op, what, sizeof what);
+        f->rc = mx8_error_set(&f->err, MX8_ERR_IO, "%s: libcurl could not start the transfer (%s)", what,
+                              curl_multi_strerror(mc));
+        pthread_mutex_lock(&fx->mu);
+        fx->stats.fetches++;
+        pthread_mutex_unlock(&fx->mu);
+        fx->on_done(fx->ud, f);
+        return;
+    }
     f->slot = slot;
     fx->active[slot] = f;
-    f->started_ns = now_ns();
-    curl_multi_add_handle(fx->multi, h);
 }
 
 static void record_latency(mx8_s3_fetch_stats *s, uint64_t ns) {
@@ -126,9 +139,11 @@ static void finish(mx8_s3_fetcher *fx, CURL *h, CURLcode cc) {
     curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&r);
     mx8_s3_fetch *f = (mx8_s3_fetch *)((char *)r - offsetof(mx8_s3_fetch, resp));
     curl_multi_remove_handle(fx->multi, h);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL); /* r may be freed before the next reset */
     fx->active[f->slot] = NULL;
     fx->idle[fx->n_idle++] = f->slot;
     mx8_s3_attempt_end(r);
+    f->received = r->len;
     uint64_t t = now_ns();
     mx8_s3_error_info e;
     mx8_s3_verdict v = mx8_s3_attempt_verdict(cc, r, &e);
@@ -155,6 +170,27 @@ static void finish(mx8_s3_fetcher *fx, CURL *h, CURLcode cc) {
     fx->on_done(fx->ud, f);
 }
 
+/* The multi handle itself failed (out of memory, say): end every running transfer with
+ * that error rather than spin. */
+static void fail_active(mx8_s3_fetcher *fx, CURLMcode mc) {
+    for (int i = 0; i < fx->max_connections; i++) {
+        mx8_s3_fetch *f = fx->active[i];
+        if (!f)
+            continue;
+        curl_multi_remove_handle(fx->multi, fx->handles[i]);
+        fx->active[i] = NULL;
+        fx->idle[fx->n_idle++] = i;
+        mx8_s3_attempt_end(&f->resp);
+        char what[200];
+        mx8_s3_describe(&f->op, what, sizeof what);
+        f->rc = mx8_error_set(&f->err, MX8_ERR_IO, "%s: libcurl failed (%s)", what, curl_multi_strerror(mc));
+        pthread_mutex_lock(&fx->mu);
+        fx->stats.fetches++;
+        pthread_mutex_unlock(&fx->mu);
+        fx->on_done(fx->ud, f);
+    }
+}
+
 static void *io_main(void *arg) {
     mx8_s3_fetcher *fx = arg;
     for (;;) {
@@ -173,7 +209,9 @@ static void *io_main(void *arg) {
             start(fx, f);
         }
         int running = 0;
-        curl_multi_perform(fx->multi, &running);
+        CURLMcode pm = curl_multi_perform(fx->multi, &running);
+        if (pm != CURLM_OK)
+            fail_active(fx, pm);
         CURLMsg *m;
         int left, ended = 0;
         while ((m = curl_multi_info_read(fx->multi, &left)))
@@ -241,6 +279,13 @@ int mx8_s3_fetcher_new(const mx8_s3_options *o, int max_connections, mx8_s3_fetc
     return MX8_OK;
 }
 
+void mx8_s3_fetcher_stop(mx8_s3_fetcher *fx) {
+    pthread_mutex_lock(&fx->mu);
+    fx->stop = 1;
+    pthread_mutex_unlock(&fx->mu);
+    curl_multi_wakeup(fx->multi);
+}
+
 void mx8_s3_fetcher_free(mx8_s3_fetcher *fx) {
     if (!fx)
         return;
@@ -254,7 +299,7 @@ void mx8_s3_fetcher_free(mx8_s3_fetcher *fx) {
     /* Transfers still running are abandoned: their handles leave the multi first, so
      * nothing writes into a caller's buffer after this returns. */
     for (int i = 0; fx->handles && i < fx->max_connections; i++) {
-        if (fx->active[i]) {
+        if (fx->active && fx->active[i]) {
             curl_multi_remove_handle(fx->multi, fx->handles[i]);
             mx8_s3_attempt_end(&fx->active[i]->resp);
         }

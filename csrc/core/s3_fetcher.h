@@ -31,6 +31,8 @@ typedef struct mx8_s3_fetch {
     /* the result, valid in on_done and after it */
     int rc;
     mx8_error err;
+    size_t received; /* bytes written to dst: len on success; fewer when the object ends
+                        inside the range (rc MX8_ERR_RANGE, a short 206 from the right start) */
     /* fetcher-private */
     int attempts;
     uint64_t not_before_ns, started_ns;
@@ -58,8 +60,10 @@ int mx8_s3_fetcher_new(const mx8_s3_options *o, int max_connections, mx8_s3_fetc
                        mx8_s3_fetcher **out, mx8_error *err);
 /* Queues f; on_done(ud, f) follows exactly once unless the fetcher is freed first. */
 void mx8_s3_fetcher_submit(mx8_s3_fetcher *fx, mx8_s3_fetch *f);
-/* Stops the I/O thread; fetches not ended by then are dropped without on_done and their
- * buffers are no longer written. */
+/* Asks the I/O thread to stop soon (no new transfers or retries); does not wait. */
+void mx8_s3_fetcher_stop(mx8_s3_fetcher *fx);
+/* Stops and joins the I/O thread; fetches not ended by then are dropped without on_done and
+ * their buffers are no longer written. */
 void mx8_s3_fetcher_free(mx8_s3_fetcher *fx);
 void mx8_s3_fetcher_stats(mx8_s3_fetcher *fx, mx8_s3_fetch_stats *out);
 /* The q-quantile (0..1) of the per-request latency histogram, in milliseconds (the upper

@@ -77,7 +77,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
         copy_header_value(tmp, sizeof tmp, colon + 1, vl);
         char *end;
         long v = strtol(tmp, &end, 10);
-        r->retry_after_s = end != tmp && !*end && v >= 0 ? v : -1;
+        r->retry_after_s = end != tmp && !*end && v >= 0 ? (v > 86400 ? 86400 : v) : -1; /* no overflow in ms */
     }
     return len;
 }
@@ -143,7 +143,11 @@ static void setup_transfer(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L); /* a stalled transfer ends instead of hanging */
+    /* HTTP/1.1 as S3 speaks it: each easy handle then has its own connection, so the
+     * fetcher's cap on handles is a cap on connections (HTTP/2 would multiplex them). */
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    /* A stalled transfer ends instead of hanging: under 1 KiB/s for low_speed_time_s. */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->low_speed_time_s);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
@@ -209,7 +213,7 @@ void mx8_s3_attempt_end(mx8_s3_response *r) {
 
 static int transient_curl(CURLcode cc) {
     switch (cc) {
-    case CURLE_COULDNT_CONNECT: case CURLE_OPERATION_TIMEDOUT: case CURLE_RECV_ERROR:
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_CONNECT: case CURLE_OPERATION_TIMEDOUT: case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
     case CURLE_SSL_CONNECT_ERROR: case CURLE_HTTP2: case CURLE_HTTP2_STREAM:
         return 1;

@@ -67,6 +67,8 @@ static int answer(server_t *s, int fd, const char *req) {
                          "HTTP/1.1 503 Slow Down\r\nRetry-After: 0\r\nContent-Length: %zu\r\n\r\n", strlen(body));
         return send_all(fd, head, (size_t)n) || send_all(fd, body, strlen(body));
     }
+    if (ranged && lo < s->obj_len && hi >= s->obj_len)
+        hi = s->obj_len - 1; /* as S3 does: the part of the range the object has */
     if (!ranged || hi >= s->obj_len || lo > hi) {
         int n = snprintf(head, sizeof head, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n");
         return send_all(fd, head, (size_t)n);
@@ -253,11 +255,12 @@ static void drain(drain_t *t) {
     pthread_join(b, NULL);
 }
 
+/* cut: bytes the served object lacks at its end (a truncated shard). */
 static void run_case(int shuffle, uint64_t budget, int conns, int fail_first, int delay_ms, const char *path,
-                     drain_t *out, mx8_remote_stats *st, server_t *srv) {
+                     size_t cut, drain_t *out, mx8_remote_stats *st, server_t *srv) {
     static data_t d; /* big; one case at a time */
     data_make(&d, shuffle);
-    CHECK(server_start(srv, d.obj, d.len) == 0);
+    CHECK(server_start(srv, d.obj, d.len - cut) == 0);
     srv->fail_first = fail_first;
     srv->delay_ms = delay_ms;
     mx8_s3_options o = options(&d, srv->port);
@@ -288,7 +291,7 @@ void test_remote_reader_coalesces_within_budget_and_cap(void) {
             mx8_remote_stats st;
             server_t srv;
             uint64_t budget = 256 << 10;
-            run_case(shuffle, budget, conns, 0, 2, "bkt/obj", &t, &st, &srv);
+            run_case(shuffle, budget, conns, 0, 2, "bkt/obj", 0, &t, &st, &srv);
             CHECK_INT(t.failed, ==, 0);
             CHECK_INT(t.wrong, ==, 0);
             /* samples merge into requests (sequential: up to 16 KiB; shuffled: within a window) */
@@ -309,7 +312,7 @@ void test_remote_reader_retries_then_succeeds(void) {
     drain_t t;
     mx8_remote_stats st;
     server_t srv;
-    run_case(1, 1 << 20, 2, 4, 0, "bkt/obj", &t, &st, &srv);
+    run_case(1, 1 << 20, 2, 4, 0, "bkt/obj", 0, &t, &st, &srv);
     CHECK_INT(t.failed, ==, 0);
     CHECK_INT(t.wrong, ==, 0);
     CHECK_INT(st.fetch.retries, ==, 4);
@@ -320,7 +323,7 @@ void test_remote_reader_missing_object_fails_naming_it(void) {
     drain_t t;
     mx8_remote_stats st;
     server_t srv;
-    run_case(0, 1 << 20, 2, 0, 0, "bkt/missing-key", &t, &st, &srv);
+    run_case(0, 1 << 20, 2, 0, 0, "bkt/missing-key", 0, &t, &st, &srv);
     CHECK_INT(t.failed, ==, N);
     CHECK_INT(t.last_rc, ==, MX8_ERR_IO);
     CHECK(strstr(t.last_err.msg, "s3://bkt/missing-key") != NULL);
@@ -328,6 +331,18 @@ void test_remote_reader_missing_object_fails_naming_it(void) {
     CHECK(strstr(t.last_err.msg, "T404") != NULL);
     CHECK(strstr(t.last_err.msg, "not-a-real-secret") == NULL);
     CHECK_INT(st.fetch.retries, ==, 0);
+}
+
+void test_remote_reader_truncated_object_fails_only_the_cut_sample(void) {
+    drain_t t;
+    mx8_remote_stats st;
+    server_t srv;
+    /* the object ends inside the last sample (each is followed by a 512-byte gap) */
+    run_case(0, 1 << 20, 2, 0, 0, "bkt/obj", 512 + 50, &t, &st, &srv);
+    CHECK_INT(t.failed, ==, 1);
+    CHECK_INT(t.wrong, ==, 0);
+    CHECK_INT(t.last_rc, ==, MX8_ERR_RANGE);
+    CHECK(strstr(t.last_err.msg, "past the end of the object") != NULL);
 }
 
 typedef struct {

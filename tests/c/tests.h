@@ -52,6 +52,7 @@
     X(test_remote_reader_coalesces_within_budget_and_cap) \
     X(test_remote_reader_retries_then_succeeds)     \
     X(test_remote_reader_missing_object_fails_naming_it) \
+    X(test_remote_reader_truncated_object_fails_only_the_cut_sample) \
     X(test_remote_reader_stop_with_fetches_in_flight)
 
 #define MX8_DECLARE(name) void name(void);
