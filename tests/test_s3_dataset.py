@@ -310,7 +310,10 @@ def test_scale_objects_list_pack_resolve_from_store(aws, moto, tmp_path):
     t_pack = time.monotonic() - t0
     packed_uri = f"s3://{BUCKET}/{prefix}-packed/@sha256:{res.manifest_hash}"
     mx8.resolve(packed_uri)  # puts it in the store
-    moto.stop()
+    # No server from here on (the module's moto stays up for the other tests): an endpoint
+    # where nothing listens, so any request would fail.
+    from s3_server import free_port
+    aws.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     t0 = time.monotonic()
     snap = mx8.resolve(packed_uri)
     t_store = time.monotonic() - t0
