@@ -270,24 +270,41 @@ class Dataset(torch.utils.data.IterableDataset):
         self._start = 0
         self._progress = _Progress(start, world.world_size)
         snap = self.snapshot
-        itemsize = 4 if self.dtype == "float32" else 1
-        batch_bytes = self.batch_size * (3 * self.size[0] * self.size[1] * itemsize if self.decode else 1 << 17)
-        depth = max(2, min(16, (self.prefetch_mb << 20) // max(batch_bytes, 1)))
-        pin = torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
-        paths, s3 = _sources(snap)
-        if s3 is not None:
-            s3.update(prefetch_bytes=self.prefetch_mb << 20, max_connections=self.s3_connections)
+        paths, s3 = self._sources(snap)
         engine = _core.Engine(snap.manifest, paths, p.positions, self.threads,
-                              self.batch_size, depth, not self.decode, self.on_error == "skip",
+                              self.batch_size, self._depth(), not self.decode, self.on_error == "skip",
                               derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
                               self._transform() if self.decode else {}, s3)
         self._engine = engine
-        shape = None
-        if self.decode:
-            h, w = self.size  # type: ignore[misc]
-            shape = (3, h, w) if self.layout == "NCHW" else (h, w, 3)
         # The iterator does not reference the Dataset: dropping it closes the engine at once.
-        return _BatchIterator(engine, shape, DTYPES[self.dtype], depth, pin, self._progress)
+        return _BatchIterator(engine, self._image_shape(), DTYPES[self.dtype], self._depth(), self._pin(),
+                              self._progress)
+
+    # -- what an engine needs (also used by mx8.LeaseDataset) -----------------------------
+
+    def _image_shape(self) -> Optional[Tuple[int, int, int]]:
+        """One decoded sample's shape, None for raw batches."""
+        if not self.decode:
+            return None
+        h, w = self.size  # type: ignore[misc]
+        return (3, h, w) if self.layout == "NCHW" else (h, w, 3)
+
+    def _depth(self) -> int:
+        """Batches in flight: prefetch_mb of them, within 2..16 (raw batches count ~128 KB a sample)."""
+        itemsize = 4 if self.dtype == "float32" else 1
+        shape = self._image_shape()
+        per_sample = shape[0] * shape[1] * shape[2] * itemsize if shape else 1 << 17
+        return max(2, min(16, (self.prefetch_mb << 20) // max(self.batch_size * per_sample, 1)))
+
+    def _pin(self) -> bool:
+        return torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
+
+    def _sources(self, snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
+        """The engine's paths and S3 options, with this Dataset's S3 read settings."""
+        paths, s3 = _sources(snap)
+        if s3 is not None:
+            s3.update(prefetch_bytes=self.prefetch_mb << 20, max_connections=self.s3_connections)
+        return paths, s3
 
     def _rendezvous(self, world: World, start: int) -> bool:
         return agree(
@@ -379,15 +396,18 @@ class _BatchIterator:
     def _fill(self) -> None:
         while (self.engine.next_to_provide < self.engine.num_batches
                and len(self.pending) < self.depth):
-            b = self.engine.next_to_provide
-            bufs = self._alloc(b)
-            offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
-            if isinstance(bufs[0], torch.Tensor):
-                ptr, nbytes = bufs[0].data_ptr(), bufs[0].numel() * bufs[0].element_size()
-            else:
-                ptr, nbytes = bufs[0].ptr, bufs[0].nbytes
-            self.engine.provide(ptr, nbytes, bufs[1].data_ptr(), bufs[2].data_ptr(), offsets, bufs)
-            self.pending[b] = bufs
+            self._provide(self.engine.next_to_provide)
+
+    def _provide(self, b: int) -> None:
+        """Allocates batch b's buffers and hands them to the engine."""
+        bufs = self._alloc(b)
+        offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
+        if isinstance(bufs[0], torch.Tensor):
+            ptr, nbytes = bufs[0].data_ptr(), bufs[0].numel() * bufs[0].element_size()
+        else:
+            ptr, nbytes = bufs[0].ptr, bufs[0].nbytes
+        self.engine.provide(ptr, nbytes, bufs[1].data_ptr(), bufs[2].data_ptr(), offsets, bufs)
+        self.pending[b] = bufs
 
     def __iter__(self) -> "_BatchIterator":
         return self

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -250,6 +250,17 @@ def transform_name() -> str:
     except Exception:
         return "torchvision's transforms re-implemented on PIL (torchvision does not import)"
 
+
+def _reused(factory: Callable[[], Any]) -> Callable[[int], Any]:
+    """make_iter for bench._timed_epochs: one loader, built on first use (its start-up is not
+    repeated every epoch), and a fresh iterator over it per epoch."""
+    made: List[Any] = []
+
+    def make_iter(epoch: int):
+        if not made:
+            made.append(factory())
+        return iter(made[0])
+    return make_iter
 
 def _dist_version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -500,17 +511,10 @@ def run_litdata(corpus: str, repeats: int, warmup: int) -> Dict[str, Any]:
             return torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=workers)
         return litdata.StreamingDataLoader(ds, batch_size=BATCH, num_workers=workers)
 
-    holder: Dict[str, Any] = {}
-
     def warmup_iter():
         return iter(loader(min(len(samples), warmup * BATCH)))
 
-    def make_iter(epoch: int):
-        if "dl" not in holder:
-            holder["dl"] = loader()
-        return iter(holder["dl"])
-
-    res = bench._timed_epochs(warmup_iter, lambda: None, make_iter, repeats, warmup,
+    res = bench._timed_epochs(warmup_iter, lambda: None, _reused(loader), repeats, warmup,
                               lambda b: int(b[0].shape[0]))
     res["import_rss_mb"] = rss0
     res["config"] = {"num_workers": workers, "batch_size": BATCH, "decode": "PIL + " + transform_name()}
@@ -602,17 +606,10 @@ def run_webdataset(corpus: str, repeats: int, warmup: int) -> Dict[str, Any]:
             ds = ds.slice(n)
         return wds.WebLoader(ds, batch_size=None, num_workers=workers)
 
-    holder: Dict[str, Any] = {}
-
     def warmup_iter():
         return iter(pipeline(n=warmup))
 
-    def make_iter(epoch: int):
-        if "dl" not in holder:
-            holder["dl"] = pipeline()
-        return iter(holder["dl"])
-
-    res = bench._timed_epochs(warmup_iter, lambda: None, make_iter, repeats, warmup,
+    res = bench._timed_epochs(warmup_iter, lambda: None, _reused(pipeline), repeats, warmup,
                               lambda b: int(b[0].shape[0]))
     res["import_rss_mb"] = rss0
     res["config"] = {"num_workers": workers, "batch_size": BATCH, "shards": len(urls),

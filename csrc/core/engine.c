@@ -280,10 +280,7 @@ static int process_remote(worker_t *w, slot_t *s, size_t i, size_t pos, mx8_erro
     const mx8_record *r = &e->m->records[id];
     const uint8_t *data;
     uint64_t t0 = now_ns();
-    int rc = r->length > MAX_SAMPLE_BYTES
-                 ? mx8_error_set(err, MX8_ERR_TOO_LARGE, "sample is %llu bytes, above the 1 GiB limit",
-                                 (unsigned long long)r->length)
-                 : mx8_remote_acquire(e->remote, pos, &data, err);
+    int rc = mx8_remote_acquire(e->remote, pos, &data, err);
     atomic_fetch_add(&e->read_ns, now_ns() - t0);
     if (!rc)
         rc = consume(w, s, i, id, data, r->length, err);
@@ -298,12 +295,12 @@ static int process(worker_t *w, slot_t *s, size_t i, size_t pos, mx8_error *err)
     const mx8_record *r = &e->m->records[id];
     s->ids[i] = id;
     s->labels[i] = r->label;
-    if (e->remote && r->length != MX8_LENGTH_WHOLE)
-        return process_remote(w, s, i, pos, err);
     uint64_t len;
-    int rc = sample_len(w, r, &len, err);
+    int rc = sample_len(w, r, &len, err); /* refuses oversized samples before any read */
     if (rc)
         return rc;
+    if (e->remote && r->length != MX8_LENGTH_WHOLE)
+        return process_remote(w, s, i, pos, err);
     /* Raw batches read straight into the batch; decoding reads into the worker's scratch. */
     uint8_t *dst = e->cfg.output == MX8_OUTPUT_RAW ? s->images + s->offsets[i] : NULL;
     if (!dst && (rc = ensure_scratch(w, len, err)))

@@ -291,7 +291,6 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
     while (!r->stop && !(w = window_of(r, pos)) && plan_next(r)) {
     }
     int rc = MX8_OK;
-    unit_t *u = NULL;
     if (r->stop)
         rc = mx8_error_set(err, MX8_ERR_CLOSED, "the S3 reader was stopped");
     else if (!w)
@@ -303,7 +302,8 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
         pthread_mutex_unlock(&r->mu);
         return rc;
     }
-    u = &w->units[w->unit_of[pos - w->start]];
+    unit_t *u = &w->units[w->unit_of[pos - w->start]];
+    const mx8_record *rec = &r->m->records[r->order[pos]];
     pump(r, u->state == U_PLANNED ? pos : SIZE_MAX);
     while (!r->stop && u->state == U_FETCHING)
         pthread_cond_wait(&r->cv, &r->mu);
@@ -312,12 +312,10 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
     else if (u->state == U_FAILED && !u->fetch)
         rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a %llu-byte S3 request",
                            (unsigned long long)u->span);
-    else if (u->state == U_FAILED)
-        rc = (*err = u->fetch->f.err, u->fetch->f.rc);
-    else if (r->m->records[r->order[pos]].offset + r->m->records[r->order[pos]].length > u->offset + u->avail)
-        rc = (*err = u->fetch->f.err, u->fetch->f.rc); /* past the end of a short object */
+    else if (u->state == U_FAILED || rec->offset + rec->length > u->offset + u->avail)
+        rc = (*err = u->fetch->f.err, u->fetch->f.rc); /* failed, or past the end of a short object */
     else
-        *data = u->data + (r->m->records[r->order[pos]].offset - u->offset);
+        *data = u->data + (rec->offset - u->offset);
     pthread_mutex_unlock(&r->mu);
     return rc;
 }

@@ -83,6 +83,18 @@ static void requeue_front(mx8_s3_fetcher *fx, mx8_s3_fetch *f) {
     pthread_mutex_unlock(&fx->mu);
 }
 
+/* Ends a fetch that libcurl could not run (its handle already back in idle): the error
+ * names the request, the fetch is counted, and its waiter is told. */
+static void fail_fetch(mx8_s3_fetcher *fx, mx8_s3_fetch *f, const char *why, CURLMcode mc) {
+    char what[200];
+    mx8_s3_describe(&f->op, what, sizeof what);
+    f->rc = mx8_error_set(&f->err, MX8_ERR_IO, "%s: %s (%s)", what, why, curl_multi_strerror(mc));
+    pthread_mutex_lock(&fx->mu);
+    fx->stats.fetches++;
+    pthread_mutex_unlock(&fx->mu);
+    fx->on_done(fx->ud, f);
+}
+
 /* Signs the fetch's next attempt and hands it to the multi handle. */
 static void start(mx8_s3_fetcher *fx, mx8_s3_fetch *f) {
     int slot = fx->idle[--fx->n_idle];
@@ -107,14 +119,7 @@ static void start(mx8_s3_fetcher *fx, mx8_s3_fetch *f) {
     if (mc != CURLM_OK) { /* fail it now rather than leave its waiter waiting */
         mx8_s3_attempt_end(&f->resp);
         fx->idle[fx->n_idle++] = slot;
-        char what[200];
-        mx8_s3_describe(&f->op, what, sizeof what);
-        f->rc = mx8_error_set(&f->err, MX8_ERR_IO, "%s: libcurl could not start the transfer (%s)", what,
-                              curl_multi_strerror(mc));
-        pthread_mutex_lock(&fx->mu);
-        fx->stats.fetches++;
-        pthread_mutex_unlock(&fx->mu);
-        fx->on_done(fx->ud, f);
+        fail_fetch(fx, f, "libcurl could not start the transfer", mc);
         return;
     }
     f->slot = slot;
@@ -181,13 +186,7 @@ static void fail_active(mx8_s3_fetcher *fx, CURLMcode mc) {
         fx->active[i] = NULL;
         fx->idle[fx->n_idle++] = i;
         mx8_s3_attempt_end(&f->resp);
-        char what[200];
-        mx8_s3_describe(&f->op, what, sizeof what);
-        f->rc = mx8_error_set(&f->err, MX8_ERR_IO, "%s: libcurl failed (%s)", what, curl_multi_strerror(mc));
-        pthread_mutex_lock(&fx->mu);
-        fx->stats.fetches++;
-        pthread_mutex_unlock(&fx->mu);
-        fx->on_done(fx->ud, f);
+        fail_fetch(fx, f, "libcurl failed", mc);
     }
 }
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from .. import _core
-from ..dataset import DTYPES, Batch, Dataset, RawBatch, _BatchIterator, _Progress, _sources
+from ..dataset import DTYPES, Batch, Dataset, RawBatch, _BatchIterator, _Progress
 from ..envvars import env_bool, env_int
 from ..resolve import Snapshot
 from ..sharding import derive_seed
@@ -195,14 +195,7 @@ class _RangeBatches(_BatchIterator):
                 if not self.pacer.acquire(n, nbytes, block and not self.pending):
                     return
                 self.reserved[b] = nbytes
-            bufs = self._alloc(b)
-            offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
-            if isinstance(bufs[0], torch.Tensor):
-                ptr, nb = bufs[0].data_ptr(), bufs[0].numel() * bufs[0].element_size()
-            else:
-                ptr, nb = bufs[0].ptr, bufs[0].nbytes
-            e.provide(ptr, nb, bufs[1].data_ptr(), bufs[2].data_ptr(), offsets, bufs)
-            self.pending[b] = bufs
+            self._provide(b)
 
     def _fill(self) -> None:
         self._paced_fill(block=False)
@@ -244,18 +237,11 @@ class _LeaseIterator:
                                  samples=len(self.snap.manifest), range_size=ds.range_size,
                                  timeout_s=ds.lease_timeout_s, attempt=attempt, log=log,
                                  log_interval_s=ds.log_interval_s, pace=pace)
-        self.paths, self.s3 = _sources(self.snap)
+        self.paths, self.s3 = plain._sources(self.snap)
         self.decode = plain.decode
-        itemsize = 4 if plain.dtype == "float32" else 1
-        self.shape = None
-        if self.decode:
-            h, w = plain.size  # type: ignore[misc]
-            self.shape = (3, h, w) if plain.layout == "NCHW" else (h, w, 3)
-            batch_bytes = plain.batch_size * 3 * h * w * itemsize
-        else:
-            batch_bytes = plain.batch_size << 17
-        self.depth = max(2, min(16, (plain.prefetch_mb << 20) // max(batch_bytes, 1)))
-        self.pin = torch.cuda.is_available() if plain.pin_memory is None else bool(plain.pin_memory)
+        self.shape = plain._image_shape()
+        self.depth = plain._depth()
+        self.pin = plain._pin()
         self.transform = plain._transform() if self.decode else {}
         self.aug_seed = derive_seed(self.snap.manifest_hash, plain.seed, 0, "augment")
         self.active: Optional[_Active] = None
