@@ -9,12 +9,12 @@ Iteration ends when every range of the job is done, by any worker.
 """
 from __future__ import annotations
 
+import array
 import os
 import time
 import warnings
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import numpy as np
 import torch
 
 from .. import _core
@@ -262,15 +262,14 @@ class _LeaseIterator:
             return None
         plain = self.ds._plain
         first = lease.acked
-        positions = np.arange(first, lease.end, dtype=np.int64)
+        positions = array.array("q", range(first, lease.end))  # int64 ids, as the engine takes
         costs = None
         pacer = self.coord.pacer
         if pacer is not None:
             man = self.snap.manifest
-            lengths = np.fromiter(((man.record(int(i))[2] or 0) for i in positions), dtype=np.int64,
-                                  count=len(positions))
+            lengths = [man.record(i)[2] or 0 for i in positions]
             bs = plain.batch_size
-            costs = [(len(lengths[k:k + bs]), int(lengths[k:k + bs].sum())) for k in range(0, len(lengths), bs)]
+            costs = [(len(lengths[k:k + bs]), sum(lengths[k:k + bs])) for k in range(0, len(lengths), bs)]
         engine = _core.Engine(self.snap.manifest, self.paths, positions, plain.threads, plain.batch_size,
                               self.depth, not self.decode, plain.on_error == "skip", self.aug_seed,
                               self.transform, self.s3)
