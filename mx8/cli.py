@@ -1,4 +1,4 @@
-"""The ``mx8`` command line: ``mx8 pack``, ``mx8 inspect``, ``mx8 bench``; and ``mx8-pack-s3``
+"""The ``mx8`` command line: ``mx8 pack``, ``mx8 demo-data``, ``mx8 inspect``, ``mx8 bench``; and ``mx8-pack-s3``
 (the MX8 seed's packer, configured by MX8_PACK_IN / MX8_PACK_OUT)."""
 from __future__ import annotations
 
@@ -72,6 +72,19 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo_data(a: argparse.Namespace) -> int:
+    from .demo_data import make_demo_data
+    t0 = time.monotonic()
+    r = make_demo_data(a.out, count=a.count, classes=a.classes, seed=a.seed, photos=a.photos, jobs=a.jobs,
+                       progress=False if a.quiet else None)
+    n = len(r.samples)
+    print(f"{n} images in {a.classes} classes, {r.bytes / 1e6:.1f} MB (mean {r.bytes / n / 1e3:.1f} KB) "
+          f"-> {r.out} in {time.monotonic() - t0:.1f}s")
+    for kind, k in r.mix().items():
+        print(f"  {k:6d}  {kind}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mx8", description="mx8: fast image data loading for PyTorch.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -89,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip zero-length, unreadable and non-image files (listed) instead of failing")
     pk.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pk.set_defaults(func=_cmd_pack)
+
+    dd = sub.add_parser("demo-data", help="make an ImageNet-like ImageFolder from real photographs",
+                        description="Write COUNT images (random crops of real photographs, ImageNet-like sizes, "
+                                    "the JPEG/PNG encoding mix of real datasets) into OUT/class_NNN/. "
+                                    "Deterministic in --seed. Photographs: scikit-image's (pip install "
+                                    "scikit-image) or --photos DIR.")
+    dd.add_argument("out", help="output directory (must not exist)")
+    dd.add_argument("--count", type=int, default=1000, help="images to make (default 1000)")
+    dd.add_argument("--classes", type=int, default=10, help="class folders (default 10)")
+    dd.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    dd.add_argument("--photos", default=None, help="cut from the JPEG/PNG photographs under this directory")
+    dd.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
+    dd.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    dd.set_defaults(func=_cmd_demo_data)
 
     ins = sub.add_parser("inspect", help="resolve a dataset and print its snapshot")
     ins.add_argument("uri", help="dataset directory, manifest or s3://bucket/prefix/, optionally @sha256:<hash>")
