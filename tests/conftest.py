@@ -1,13 +1,11 @@
-"""Shared fixtures: a corpus of real photographs (../shared/bench/make_corpus.py) plus the
-image modes it lacks, packed once per session."""
+"""Shared fixtures: a corpus of real photographs (``mx8.demo_data``, from scikit-image's
+photographs) plus rarer image modes cut from it, packed once per session."""
 from __future__ import annotations
 
 import io
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -17,11 +15,20 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache"
 
 
-def shared_dir() -> Path:
-    for cand in (REPO.parent / "shared", REPO / "shared"):
-        if (cand / "bench" / "make_corpus.py").exists():
-            return cand
-    raise RuntimeError("shared/bench/make_corpus.py not found beside the repository (../shared)")
+def pytest_report_header(config):
+    import mx8
+    return f"mx8 {mx8.__version__} imported from {Path(mx8.__file__).parent}"
+
+
+def pytest_configure(config):
+    """Under scripts/test.sh the suite tests the installed wheel (MX8_TEST_INSTALLED names it):
+    refuse to run if the source tree's mx8/ was imported instead."""
+    if os.environ.get("MX8_TEST_INSTALLED"):
+        import mx8
+        where = Path(mx8.__file__).resolve()
+        if REPO in where.parents:
+            raise pytest.UsageError(f"MX8_TEST_INSTALLED is set but mx8 was imported from the source tree "
+                                    f"({where}): run pytest from outside the repository")
 
 
 def _png_rgb16(width: int, height: int, seed: int) -> bytes:
@@ -42,8 +49,9 @@ def _png_rgb16(width: int, height: int, seed: int) -> bytes:
 
 
 def _extra_modes(root: Path) -> None:
-    """Modes the corpus generator does not make: CMYK and progressive JPEG, 16-bit, LA,
-    palette-with-transparency and interlaced PNGs. Cut from the corpus's own photos."""
+    """One file of each mode, whatever the corpus's draw gave: CMYK, progressive, gray,
+    4:4:4 and 4:2:2 JPEG; LA, 16-bit gray and RGB, palette-with-transparency and tiny PNGs.
+    Cut from the corpus's own photos."""
     from PIL import Image
     photos = sorted(root.glob("class_000/*.jpg"))[:3]
     out = root / "class_extra"
@@ -62,17 +70,19 @@ def _extra_modes(root: Path) -> None:
     (out / "rgb16.png").write_bytes(_png_rgb16(96, 64, 1))
     small = base.resize((120, 90))
     small.save(out / "tiny.png", "PNG")
+    # A file without an image extension, as real folders have: pack lists it as ignored.
+    (root / "README.txt").write_text("demo corpus for the mx8 tests\n")
 
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     """An ImageFolder of ~200 real photographs (JPEG, some PNG) plus extra modes."""
-    root = CACHE / "test-corpus-v1"
-    if not (root / "_corpus.tsv").exists():
-        tmp = CACHE / "test-corpus-v1.tmp"
+    from mx8.demo_data import make_demo_data
+    root = CACHE / "test-corpus-v2"
+    if not (root / "class_extra").exists():
+        tmp = CACHE / "test-corpus-v2.new"
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run([sys.executable, str(shared_dir() / "bench" / "make_corpus.py"), str(tmp),
-                        "--count", "200", "--classes", "8", "--seed", "7"], check=True, stdout=subprocess.DEVNULL)
+        make_demo_data(str(tmp), count=200, classes=8, seed=7, progress=False)
         _extra_modes(tmp)
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)

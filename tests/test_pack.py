@@ -26,7 +26,7 @@ def test_pack_roundtrip_tarfile_and_manifest(corpus, tmp_path):
     r = mx8.pack(str(corpus), str(out), shard_mb=4, progress=False)
     sources = image_files(corpus)
     assert r.samples == len(sources) and r.shards >= 2
-    assert r.ignored == ["_corpus.tsv"]
+    assert r.ignored == ["README.txt"]
     # manifest_hash is the sha256 of the manifest bytes exactly as written
     data = (out / "_mx8" / "manifest.tsv").read_bytes()
     assert r.manifest_hash == hashlib.sha256(data).hexdigest() == mx8.resolve(str(out)).manifest_hash
