@@ -10,7 +10,7 @@ Contenders (each in its own subprocess, so peak RSS and start-up are its own):
   mx8-no-crop-aware  mx8-train with crop_aware=False (decode whole JPEGs, then crop)
   torchvision-wN     ImageFolder + Pillow, RandomResizedCrop(224) + RandomHorizontalFlip +
                      PILToTensor, DataLoader(batch_size=256, num_workers=N) for N in --workers
-  turbojpeg-raw      the physical-limit probe shared/bench/tjrate.c: single-thread TurboJPEG
+  turbojpeg-raw      the physical-limit probe tests/c/tjrate.c: single-thread TurboJPEG
                      full decode of every JPEG (no crop, no resize, no PNG) from memory
   libpng-raw         tests/c/pngrate.c on a PNG corpus (--png-count images of the corpus, converted
                      to PNG with Pillow under .cache/): a bare single-thread libpng decode loop into
@@ -71,28 +71,18 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def shared_dir() -> str:
-    for cand in (os.path.join(REPO, "..", "shared"), os.path.join(REPO, "shared")):
-        if os.path.exists(os.path.join(cand, "bench", "make_corpus.py")):
-            return os.path.realpath(cand)
-    raise SystemExit("bench: shared/bench (make_corpus.py, tjrate.c) not found at ../shared or ./shared")
-
-
 # ---------------------------------------------------------------------------------------------
 # Corpus and packed dataset
 
-def build_corpus(count: int, python: str = sys.executable) -> str:
-    """A cached real-photo ImageFolder of `count` images under .cache/ (make_corpus.py)."""
-    out = os.path.join(CACHE, f"bench-corpus-{count}")
-    if os.path.exists(os.path.join(out, "_corpus.tsv")):
+def build_corpus(count: int, python: str = VENV_PY) -> str:
+    """A cached real-photo ImageFolder of `count` images in 100 classes under .cache/
+    (`mx8 demo-data`, seed 0: scikit-image's photographs)."""
+    out = os.path.join(CACHE, f"bench-demo-{count}")
+    if os.path.isdir(out):  # demo-data renames a finished folder into place
         return out
-    tmp = out + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    log(f"making a {count}-image real-photo corpus -> {out} (about {count // 50 + 5}s)")
-    subprocess.run([python, os.path.join(shared_dir(), "bench", "make_corpus.py"), tmp, "--count", str(count)],
-                   check=True)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    log(f"making a {count}-image real-photo corpus -> {out} (about {count // 150 + 5}s)")
+    subprocess.run([python, "-m", "mx8", "demo-data", out, "--count", str(count), "--classes", "100", "--seed", "0",
+                    "--quiet"], check=True)
     return out
 
 
@@ -277,12 +267,8 @@ def run_torchvision(workers: int, corpus: str, repeats: int, warmup: int) -> Dic
 
 
 def build_tjrate(workdir: str) -> str:
-    src = os.path.join(shared_dir(), "bench", "tjrate.c")
-    exe = os.path.join(workdir, "tjrate")
-    r = subprocess.run(["gcc", "-O2", src, "-lturbojpeg", "-o", exe], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"gcc tjrate.c failed (libturbojpeg0-dev installed?):\n{r.stderr}")
-    return exe
+    """tests/c/tjrate.c through tests/c/Makefile, built into workdir (as build_pngrate)."""
+    return make_bench_tool(workdir, "tjrate", "libturbojpeg0-dev")
 
 
 def run_turbojpeg(exe: str, corpus: str, repeats: int, workdir: str) -> Dict[str, Any]:
@@ -310,11 +296,15 @@ def run_turbojpeg(exe: str, corpus: str, repeats: int, workdir: str) -> Dict[str
 def build_pngrate(workdir: str) -> str:
     """tests/c/pngrate.c through tests/c/Makefile (the rule `make -C tests/c bench` uses), built
     into workdir, so that a run never touches tests/c/build."""
-    exe = os.path.join(workdir, "pngrate")
+    return make_bench_tool(workdir, "pngrate", "libpng-dev")
+
+
+def make_bench_tool(workdir: str, name: str, needs: str) -> str:
+    exe = os.path.join(workdir, name)
     r = subprocess.run(["make", "-s", "-C", os.path.join(REPO, "tests", "c"), f"BUILD={workdir}", exe],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"make pngrate failed (libpng-dev installed?):\n{r.stdout}{r.stderr}")
+        raise RuntimeError(f"make {name} failed ({needs} installed?):\n{r.stdout}{r.stderr}")
     return exe
 
 
@@ -734,7 +724,7 @@ def run(a: argparse.Namespace) -> int:
                              "decode + RandomResizedCrop 224) of the same files in the same process, interleaved; "
                              f"mx8-png = mx8.Dataset over the PNG folder, {ncores} threads")
     if any(r["name"] == "turbojpeg-raw" for r in results):
-        meta["notes"].append("raw TurboJPEG = shared/bench/tjrate.c: one thread, full decode of the JPEGs only "
+        meta["notes"].append("raw TurboJPEG = tests/c/tjrate.c: one thread, full decode of the JPEGs only "
                              "(no crop, resize or PNG), from memory: the per-core physical limit")
     meta["notes"].append("peak RSS: the contender's largest process (getrusage/wait4); RSS after imports: "
                          "the same process before any work (torch and its libraries); peak PSS: all its "
@@ -763,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", metavar="DIR",
-                   help="ImageFolder to run on (default: a real-photo corpus made by shared/bench/make_corpus.py "
+                   help="ImageFolder to run on (default: a real-photo corpus made by `mx8 demo-data` "
                         "under .cache/, --count images)")
     p.add_argument("--count", type=int, help="images in the generated corpus (default 5000; 512 with --quick)")
     p.add_argument("--quick", action="store_true",

@@ -6,8 +6,8 @@
 #   ./scripts/quickstart.sh            1000 images
 #   MX8_QS_COUNT=5000 ./scripts/quickstart.sh
 #
-# The corpus and the packed dataset are cached under .cache/ (gitignored); a second run
-# reuses them. shared/ (with bench/make_corpus.py) is looked for at ../shared, then ./shared.
+# The corpus (`mx8 demo-data`: crops of the real photographs scikit-image ships) and the
+# packed dataset are cached under .cache/ (gitignored); a second run reuses them.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -16,30 +16,18 @@ COUNT="${MX8_QS_COUNT:-1000}"
 ./scripts/setup_env.sh
 PY="$REPO/.venv/bin/python"
 
-SHARED=""
-for cand in "$REPO/../shared" "$REPO/shared"; do
-  if [[ -f "$cand/bench/make_corpus.py" ]]; then SHARED="$(cd "$cand" && pwd)"; break; fi
-done
-[[ -n "$SHARED" ]] || { echo "[quickstart] shared/bench/make_corpus.py not found at ../shared or ./shared" >&2; exit 1; }
-
-CORPUS="$REPO/.cache/quickstart-corpus-$COUNT"
-PACKED="$REPO/.cache/quickstart-packed-$COUNT"
-if [[ ! -f "$CORPUS/_corpus.tsv" ]]; then
-  echo "[quickstart] making $COUNT real-photo images -> $CORPUS (photos from Debian's wallpaper packages)"
-  rm -rf "$CORPUS.tmp"
-  "$PY" "$SHARED/bench/make_corpus.py" "$CORPUS.tmp" --count "$COUNT"
-  rm -rf "$CORPUS" && mv "$CORPUS.tmp" "$CORPUS"
+CORPUS="$REPO/.cache/quickstart-demo-$COUNT"
+PACKED="$REPO/.cache/quickstart-demo-packed-$COUNT"
+if [[ ! -d "$CORPUS" ]]; then
+  echo "[quickstart] making $COUNT real-photo images -> $CORPUS (mx8 demo-data: scikit-image's photographs)"
+  "$REPO/.venv/bin/mx8" demo-data "$CORPUS" --count "$COUNT" --classes 10
 else
   echo "[quickstart] corpus: $CORPUS (cached)"
 fi
 
 if [[ ! -f "$PACKED/_mx8/manifest.tsv" ]]; then
   echo "[quickstart] packing -> $PACKED"
-  if [[ -x "$REPO/.venv/bin/mx8" ]] && "$PY" -c 'import mx8.cli' 2>/dev/null; then
-    "$REPO/.venv/bin/mx8" pack "$CORPUS" "$PACKED"
-  else  # the CLI is not there in this checkout: use the API
-    "$PY" -c 'import sys, mx8; r = mx8.pack(sys.argv[1], sys.argv[2]); print(f"packed {r.samples} samples, manifest_hash {r.manifest_hash}")' "$CORPUS" "$PACKED"
-  fi
+  "$REPO/.venv/bin/mx8" pack "$CORPUS" "$PACKED"
 else
   echo "[quickstart] packed dataset: $PACKED (cached)"
 fi

@@ -70,7 +70,7 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
   local vpy="$venv/bin/python"
 
   # -- 3. pip: torch, test deps, mx8 (editable) ----------------------------------------------
-  local test_deps=(pytest pillow numpy botocore "moto[server]" boto3)
+  local test_deps=(pytest pillow numpy scikit-image botocore "moto[server]" boto3)
   local want
   want="$( {
       echo "werror=$werror python=$("$vpy" -c 'import sys; print(sys.version)')"
