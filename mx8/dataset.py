@@ -343,7 +343,7 @@ def _sources(snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
     paths = [f"{bucket}/{key}" for bucket, key in snap.location_objects()]
     return paths, {"endpoint": cfg.endpoint, "region": cfg.region, "access_key": cfg.access_key,
                    "secret_key": cfg.secret_key, "session_token": cfg.session_token,
-                   "virtual_host": cfg.virtual_host}
+                   "virtual_host": cfg.virtual_host, "ca_file": cfg.ca_bundle}
 
 
 class _Progress:

@@ -10,6 +10,10 @@ endpoint requests are path-style (``endpoint/bucket/key``: MinIO, moto and most 
 stores want that); without one they go to ``https://s3.<region>.amazonaws.com`` virtual-hosted
 (``bucket.s3.<region>.amazonaws.com/key``), as AWS recommends. The secret key and session
 token never appear in a repr or an error message.
+
+HTTPS is verified against ``ca_bundle``: AWS_CA_BUNDLE, else SSL_CERT_FILE, else the first
+system bundle that exists (Debian/Ubuntu, RHEL/Fedora/Amazon Linux, SUSE, Alpine paths). The
+wheel's vendored libcurl only knows its build machine's path, which other distributions lack.
 """
 from __future__ import annotations
 
@@ -20,6 +24,16 @@ from typing import Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 DEFAULT_REGION = "us-east-1"
+
+# Where distributions keep the system CA bundle (the list Go's crypto/x509 searches).
+SYSTEM_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",                 # Debian, Ubuntu, Gentoo, Arch, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",                   # Fedora, RHEL 6, Amazon Linux
+    "/etc/ssl/ca-bundle.pem",                             # openSUSE
+    "/etc/pki/tls/cacert.pem",                            # OpenELEC
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # CentOS, RHEL 7+
+    "/etc/ssl/cert.pem",                                  # Alpine, macOS
+)
 
 # Bucket names as the signer accepts them: AWS's rules plus the legacy upper-case/underscore.
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
@@ -35,6 +49,7 @@ class S3Config:
     access_key: Optional[str] = None
     secret_key: Optional[str] = None
     session_token: Optional[str] = None
+    ca_bundle: Optional[str] = None  # PEM file for https; None: libcurl's compiled-in default
 
     @property
     def has_credentials(self) -> bool:
@@ -54,7 +69,7 @@ class S3Config:
         from . import _core
         self.require_credentials()
         return _core.S3Client(self.endpoint, self.region, self.access_key, self.secret_key,
-                              self.session_token, self.virtual_host, **options)
+                              self.session_token, self.virtual_host, ca_file=self.ca_bundle, **options)
 
     def __repr__(self) -> str:
         def mask(v: Optional[str]) -> str:
@@ -90,7 +105,7 @@ def _check_endpoint(endpoint: str) -> str:
 def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
               access_key: Optional[str] = None, secret_key: Optional[str] = None,
               session_token: Optional[str] = None, virtual_host: Optional[bool] = None,
-              env: Optional[Mapping[str, str]] = None) -> S3Config:
+              ca_bundle: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> S3Config:
     """Resolves the S3 settings; a keyword argument wins over its environment variable.
 
     ``virtual_host`` defaults to False with a custom endpoint and True for AWS. ``env`` is
@@ -112,8 +127,13 @@ def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
     if bool(access_key) != bool(secret_key):
         missing = "AWS_SECRET_ACCESS_KEY (secret_key=)" if access_key else "AWS_ACCESS_KEY_ID (access_key=)"
         raise ValueError(f"incomplete S3 credentials: {missing} is not set")
+    ca_bundle = ca_bundle or _first(env, "AWS_CA_BUNDLE", "SSL_CERT_FILE")
+    if ca_bundle and not os.path.isfile(ca_bundle):
+        raise ValueError(f"CA bundle {ca_bundle!r} (ca_bundle=, AWS_CA_BUNDLE or SSL_CERT_FILE) is not a file")
+    if not ca_bundle:
+        ca_bundle = next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
     return S3Config(endpoint=endpoint, region=region, virtual_host=vhost, access_key=access_key,
-                    secret_key=secret_key, session_token=session_token)
+                    secret_key=secret_key, session_token=session_token, ca_bundle=ca_bundle)
 
 
 def parse_s3_uri(uri: str) -> Tuple[str, str]:

@@ -50,6 +50,7 @@ int mx8_s3_client_new(const mx8_s3_options *o, mx8_s3_client **out, mx8_error *e
     f->access_key = strdup(o->access_key);
     f->secret_key = strdup(o->secret_key);
     f->session_token = dup_or_null(o->session_token);
+    f->ca_file = dup_or_null(o->ca_file);
     f->virtual_host = o->virtual_host;
     f->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
     f->low_speed_time_s = o->low_speed_time_s > 0 ? o->low_speed_time_s : 20;
@@ -59,7 +60,7 @@ int mx8_s3_client_new(const mx8_s3_options *o, mx8_s3_client **out, mx8_error *e
     c->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)c;
     c->curl = curl_easy_init();
     if (!f->endpoint || !f->region || !f->access_key || !f->secret_key || !c->curl ||
-        (o->session_token && *o->session_token && !f->session_token)) {
+        (o->session_token && *o->session_token && !f->session_token) || (o->ca_file && *o->ca_file && !f->ca_file)) {
         mx8_s3_client_free(c);
         return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory creating an S3 client");
     }
@@ -81,6 +82,7 @@ void mx8_s3_client_free(mx8_s3_client *c) {
     free(f->access_key);
     free(f->secret_key);
     free(f->session_token);
+    free(f->ca_file);
     free(c);
 }
 

@@ -29,6 +29,7 @@ typedef struct {
     const char *access_key;
     const char *secret_key;
     const char *session_token; /* NULL or "" when there is none */
+    const char *ca_file;       /* CA bundle for https (CURLOPT_CAINFO); NULL: libcurl's built-in path */
     int virtual_host;
     /* 0 picks the default shown */
     long connect_timeout_ms; /* 5000 */

@@ -141,6 +141,10 @@ static void setup_transfer(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);      /* send the signed path byte for byte */
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);        /* no SIGALRM in threads */
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* A libcurl vendored into the wheel has its build machine's CA path compiled in, which
+     * other distributions keep elsewhere: mx8/s3config.py finds this machine's bundle. */
+    if (c->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
     /* HTTP/1.1 as S3 speaks it: each easy handle then has its own connection, so the

@@ -23,7 +23,7 @@
 
 /* Connection settings and credentials (strings owned by whoever holds the struct). */
 typedef struct mx8_s3_conf {
-    char *endpoint, *region, *access_key, *secret_key, *session_token;
+    char *endpoint, *region, *access_key, *secret_key, *session_token, *ca_file;
     int virtual_host, max_attempts;
     long connect_timeout_ms, low_speed_time_s, backoff_base_ms, backoff_cap_ms;
 } mx8_s3_conf;

@@ -14,7 +14,7 @@ typedef struct {
     int depth;
     int closed;
     mx8_s3_options s3;   /* used when has_s3; its strings are owned by s3_strings */
-    char *s3_strings[5];
+    char *s3_strings[6];
     int has_s3;
 } EngineObject;
 
@@ -32,12 +32,12 @@ static int opt_u64(PyObject *d, const char *name, uint64_t *out) {
     return 0;
 }
 
-/* {"endpoint", "region", "access_key", "secret_key", "session_token" (None ok),
+/* {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file" (None ok),
  * "virtual_host", "prefetch_bytes", "max_connections" (optional)}: where the S3 locations
  * live and how hard to read them (mx8/dataset.py builds it from the snapshot). */
 static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
-    static const char *names[] = {"endpoint", "region", "access_key", "secret_key", "session_token"};
-    for (int i = 0; i < 5; i++) {
+    static const char *names[] = {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file"};
+    for (int i = 0; i < 6; i++) {
         PyObject *v = PyDict_GetItemString(d, names[i]);
         if (!v || v == Py_None) {
             if (i < 4) {
@@ -60,6 +60,7 @@ static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     self->s3.access_key = self->s3_strings[2];
     self->s3.secret_key = self->s3_strings[3];
     self->s3.session_token = self->s3_strings[4];
+    self->s3.ca_file = self->s3_strings[5];
     self->s3.virtual_host = vh && PyObject_IsTrue(vh);
     self->has_s3 = 1;
     uint64_t conns = 0;
@@ -251,7 +252,7 @@ static void Engine_dealloc(EngineObject *self) {
     engine_close(self);
     mx8_engine_free(self->e);
     free_paths(self);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 6; i++)
         free(self->s3_strings[i]);
     free(self->owners);
     Py_XDECREF(self->manifest);

@@ -16,13 +16,13 @@ static PyObject *raise_for(S3ClientObject *self, const mx8_error *err) {
 static PyObject *S3Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"endpoint", "region", "access_key", "secret_key", "session_token", "virtual_host",
                              "connect_timeout_ms", "low_speed_time_s", "max_attempts", "backoff_base_ms",
-                             "backoff_cap_ms", NULL};
+                             "backoff_cap_ms", "ca_file", NULL};
     mx8_s3_options o;
     memset(&o, 0, sizeof o);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssss|zp$llill:S3Client", kwlist, &o.endpoint, &o.region,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssss|zp$llillz:S3Client", kwlist, &o.endpoint, &o.region,
                                      &o.access_key, &o.secret_key, &o.session_token, &o.virtual_host,
                                      &o.connect_timeout_ms, &o.low_speed_time_s, &o.max_attempts,
-                                     &o.backoff_base_ms, &o.backoff_cap_ms))
+                                     &o.backoff_base_ms, &o.backoff_cap_ms, &o.ca_file))
         return NULL;
     S3ClientObject *self = (S3ClientObject *)type->tp_alloc(type, 0);
     if (!self)
@@ -325,7 +325,7 @@ static PyType_Slot S3Client_slots[] = {
     {Py_tp_new, S3Client_new},
     {Py_tp_dealloc, S3Client_dealloc},
     {Py_tp_methods, S3Client_methods},
-    {Py_tp_doc, "S3Client(endpoint, region, access_key, secret_key, session_token=None, virtual_host=False, *,\n"
+    {Py_tp_doc, "S3Client(endpoint, region, access_key, secret_key, session_token=None, virtual_host=False, *, ca_file=None,\n"
                 "         connect_timeout_ms=5000, low_speed_time_s=20, max_attempts=6, backoff_base_ms=100,\n"
                 "         backoff_cap_ms=5000)\n"
                 "Signed, retrying S3 requests on one connection. Errors are mx8.ReadError (errno ENOENT for\n"
