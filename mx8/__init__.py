@@ -7,6 +7,18 @@
     for images, labels, sample_ids in torch.utils.data.DataLoader(ds, batch_size=None):
         ...
 """
+try:
+    from . import _core  # noqa: F401  (the C extension: load it first, for a message that helps)
+except ImportError as e:
+    if "cannot open shared object file" not in str(e):
+        raise
+    raise ImportError(
+        f"mx8's C extension could not load a system library ({e}). The manylinux wheels carry "
+        "libjpeg-turbo, libpng, libcurl and OpenSSL; an mx8 built from source links the system's "
+        "copies: install them (Debian/Ubuntu: apt-get install libjpeg62-turbo libpng16-16 libcurl4 "
+        "libssl3; Fedora/RHEL: dnf install libjpeg-turbo libpng libcurl openssl-libs) or install the "
+        "manylinux wheel.") from e
+
 from .dataset import Batch, Dataset, RawBatch, to_device
 from .errors import (DecodeError, Error, ImageTooLargeError, LeaseLogMismatchError, ManifestError, PackError,
                      RangeError, ReadError, RendezvousError, SnapshotMismatchError)
