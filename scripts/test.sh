@@ -2,14 +2,21 @@
 # The full test run (what CI runs through .ci/run):
 #   1. scripts/setup_env.sh      system packages, .venv, torch, mx8 built with MX8_WERROR=1
 #   2. make -C tests/c test      the C core's unit tests under ASan + UBSan
-#   3. pytest -q tests/          the Python suite ("no tests collected" is a failure)
-#   4. scripts/valgrind_check.py memcheck of a small pack + Dataset run; fails on definitely
+#   3. wheel                     scripts/build_wheel.sh builds the wheel users get (auditwheel-
+#                                repaired: it carries its C libraries) into dist/, and installs it
+#                                with its [test] extra into a fresh virtualenv, .venv-wheel
+#   4. pytest tests/             the Python suite against that installed wheel, run from outside
+#                                the source tree so its mx8/ cannot shadow the install (conftest
+#                                checks); "no tests collected" is a failure
+#   5. scripts/valgrind_check.py memcheck of a small pack + Dataset run; fails on definitely
 #                                lost leaks or invalid accesses whose stack involves mx8._core
 # Every step runs even if an earlier one failed (after a successful setup); the exit status is
 # non-zero if any failed, and a summary lists each step.
 #
-# Environment: MX8_TEST_SKIP="c valgrind" skips steps by name (c, pytest, valgrind);
-# PYTEST_ADDOPTS passes options to pytest (e.g. PYTEST_ADDOPTS="-k pack -x").
+# Environment: MX8_TEST_SKIP="c valgrind" skips steps by name (c, wheel, pytest, valgrind);
+# MX8_TEST_EDITABLE=1 runs pytest against the developer's editable .venv instead of the wheel
+# (quicker while iterating: no wheel build); PYTEST_ADDOPTS passes options to pytest (e.g.
+# PYTEST_ADDOPTS="-k pack -x").
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -42,15 +49,44 @@ else
   record c skip "tests/c/Makefile not present"
 fi
 
-# -- 3. pytest -------------------------------------------------------------------------
+# -- 3. the wheel, installed into a fresh virtualenv ------------------------------------
+TEST_PY="$PY"   # the interpreter pytest runs under: the wheel's venv, or .venv if editable
+if [[ "${MX8_TEST_EDITABLE:-0}" == 1 ]] || skipped wheel; then
+  record wheel skip "$([[ "${MX8_TEST_EDITABLE:-0}" == 1 ]] && echo MX8_TEST_EDITABLE=1 || echo MX8_TEST_SKIP)"
+else
+  step "wheel: scripts/build_wheel.sh, then a fresh .venv-wheel with torch==2.13.0 and mx8[test]"
+  t=$SECONDS
+  WVENV="$REPO/.venv-wheel"
+  pip_wheel_venv() {  # quiet, minus the warnings about this machine's empty local index dirs
+    "$WVENV/bin/python" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v 'is ignored: it is neither' >&2)
+  }
+  if whl="$(./scripts/build_wheel.sh "$REPO/dist" | tail -n 1)" && [[ -f "$whl" ]] &&
+     rm -rf "$WVENV" && "${MX8_PYTHON:-python3}" -m venv "$WVENV" &&
+     pip_wheel_venv torch==2.13.0 && pip_wheel_venv "$whl[test]"; then
+    TEST_PY="$WVENV/bin/python"
+    export MX8_TEST_INSTALLED="$whl"   # conftest: mx8 must import from this install
+    record wheel ok "$(basename "$whl") into .venv-wheel ($((SECONDS - t))s)"
+  else
+    record wheel FAIL "building or installing the wheel failed (see above); pytest runs on nothing"
+    TEST_PY=""
+  fi
+fi
+
+# -- 4. pytest -------------------------------------------------------------------------
 if skipped pytest; then
   record pytest skip "MX8_TEST_SKIP"
+elif [[ -z "$TEST_PY" ]]; then
+  record pytest FAIL "no installed mx8 to test (the wheel step failed)"
 else
-  step "pytest -q tests/"
+  step "pytest tests/ ($( [[ "$TEST_PY" == "$PY" ]] && echo "editable .venv" || echo "installed wheel, .venv-wheel"))"
   t=$SECONDS
   rc=0
+  # From an empty directory: `python -m` puts the working directory first on sys.path (here
+  # and in the tests' torchrun children), where the source tree's mx8/ would shadow the wheel.
   # -rfEs: list failures, errors and skips (with reasons) in the short summary.
-  "$PY" -m pytest -q -rfEs tests/ || rc=$?
+  runner_dir="$(mktemp -d)"
+  (cd "$runner_dir" && "$TEST_PY" -m pytest -q -rfEs -c "$REPO/pyproject.toml" --rootdir "$REPO" "$REPO/tests") || rc=$?
+  rmdir "$runner_dir" 2>/dev/null || true
   case $rc in
     0) record pytest ok "all passed ($((SECONDS - t))s)" ;;
     5) record pytest FAIL "no tests collected (exit 5): an empty suite is not a pass" ;;
@@ -59,7 +95,7 @@ else
   esac
 fi
 
-# -- 4. valgrind ----------------------------------------------------------------------
+# -- 5. valgrind ----------------------------------------------------------------------
 if skipped valgrind; then
   record valgrind skip "MX8_TEST_SKIP"
 else
