@@ -12,6 +12,7 @@
 #   MX8_SMOKE_DEMO2_MINIO_SCALE       demo2_minio_scale      a larger S3 dataset end to end, bounded memory
 #   MX8_SMOKE_MINIO_MANIFEST_STORE    minio_manifest_store   manifests stored in / resolved from S3, pinning
 #   MX8_SMOKE_PY_VISION_PILLOW        py_vision_pillow       decoded pixels match Pillow/torchvision
+#   MX8_SMOKE_WHEEL_BARE              wheel_bare             the repaired wheel works in a rootfs without the C libraries
 #   MX8_SMOKE_ALL=1 selects every gate.
 #
 # A test joins a gate with `@pytest.mark.ddp_train` etc. The script exports the flag while the
@@ -30,7 +31,8 @@ cd "$REPO"
 GATES=(MX8_SMOKE_TORCH_DDP:ddp_train MX8_SMOKE_TORCH_DDP_NODUPES:ddp_nodupes
        MX8_SMOKE_TORCH_DDP_DETERMINISM:ddp_determinism MX8_SMOKE_TORCH_DDP_RESTART:ddp_restart
        MX8_SMOKE_MINIO:minio MX8_SMOKE_MINIO_PACK:minio_pack MX8_SMOKE_DEMO2_MINIO_SCALE:demo2_minio_scale
-       MX8_SMOKE_MINIO_MANIFEST_STORE:minio_manifest_store MX8_SMOKE_PY_VISION_PILLOW:py_vision_pillow)
+       MX8_SMOKE_MINIO_MANIFEST_STORE:minio_manifest_store MX8_SMOKE_PY_VISION_PILLOW:py_vision_pillow
+       MX8_SMOKE_WHEEL_BARE:wheel_bare)
 
 selected=()
 for g in "${GATES[@]}"; do

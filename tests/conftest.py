@@ -26,7 +26,7 @@ def pytest_configure(config):
     if os.environ.get("MX8_TEST_INSTALLED"):
         import mx8
         where = Path(mx8.__file__).resolve()
-        if REPO in where.parents:
+        if REPO / "mx8" in where.parents:
             raise pytest.UsageError(f"MX8_TEST_INSTALLED is set but mx8 was imported from the source tree "
                                     f"({where}): run pytest from outside the repository")
 
