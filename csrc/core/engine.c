@@ -1,5 +1,7 @@
 #include "engine.h"
 
+#include "checked_math.h"
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -89,16 +91,27 @@ size_t mx8_engine_batch_len(const mx8_engine *e, size_t batch) {
     return left < (size_t)e->cfg.batch_size ? left : (size_t)e->cfg.batch_size;
 }
 
+/* The bytes sample i of a raw batch takes: its manifest length, or 0 for one above the
+ * sample limit (sample_len refuses it before any read). So no manifest, however hostile, can
+ * make a raw batch's size or its offsets wrap: each term is at most 1 GiB. */
+static uint64_t raw_sample_bytes(const mx8_engine *e, size_t batch, size_t i) {
+    uint64_t len = e->m->records[e->order[batch * (size_t)e->cfg.batch_size + i]].length;
+    return len > MAX_SAMPLE_BYTES ? 0 : len;
+}
+
 int mx8_engine_required_bytes(const mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err) {
     size_t n = mx8_engine_batch_len(e, batch);
+    uint64_t total;
     if (e->cfg.output == MX8_OUTPUT_DECODED) {
-        *nbytes = (uint64_t)n * e->slot_bytes;
-        return MX8_OK;
+        if (!mx8_mul_u64(n, e->slot_bytes, &total))
+            return mx8_error_set(err, MX8_ERR_TOO_LARGE, "batch %zu: %zu images of %zu bytes overflow", batch, n,
+                                 e->slot_bytes);
+    } else {
+        total = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!mx8_add_u64(total, raw_sample_bytes(e, batch, i), &total))
+                return mx8_error_set(err, MX8_ERR_TOO_LARGE, "batch %zu: sample byte lengths overflow", batch);
     }
-    uint64_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += e->m->records[e->order[batch * (size_t)e->cfg.batch_size + i]].length;
-    (void)err;
     *nbytes = total;
     return MX8_OK;
 }
@@ -197,12 +210,12 @@ int mx8_engine_provide(mx8_engine *e, uint8_t *images, size_t cap, int64_t *labe
     s->n_failed = 0;
     memset(s->failed, 0, (size_t)e->cfg.batch_size);
     if (offsets) {
-        int64_t off = 0;
+        uint64_t off = 0; /* <= need, checked above */
         for (size_t i = 0; i < n; i++) {
-            offsets[i] = off;
-            off += (int64_t)e->m->records[e->order[b * (size_t)e->cfg.batch_size + i]].length;
+            offsets[i] = (int64_t)off;
+            off += raw_sample_bytes(e, b, i);
         }
-        offsets[n] = off;
+        offsets[n] = (int64_t)off;
     }
     e->provided++;
     pthread_cond_broadcast(&e->work_cv);

@@ -1,0 +1,85 @@
+"""Input written to hurt: manifests and images crafted against mx8's arithmetic and limits.
+Each case once crashed, hung or cost seconds and gigabytes; now it is an mx8.Error naming the
+sample and where it is, in milliseconds. Cases that could crash the process run in a child."""
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+import mx8
+from conftest import jpeg_bytes
+
+
+def _dataset_with_records(tmp_path: Path, records) -> Path:
+    """A packed-format dataset: one shard of real JPEGs, and manifest rows (offset, length)."""
+    root = tmp_path / "ds"
+    (root / "_mx8").mkdir(parents=True)
+    (root / "shards").mkdir()
+    good = jpeg_bytes((48, 32))
+    (root / "shards" / "shard-00000.tar").write_bytes(good * 4)
+    lines = ["schema_version=0"]
+    for i, (off, length) in enumerate(records):
+        lines.append(f"{i}\tshards/shard-00000.tar\t{off}\t{length}\tmx8:vision:imagefolder;label_id=0")
+    (root / "_mx8" / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_raw_batch_lengths_that_sum_past_2_64_are_refused_not_written_out_of_bounds(tmp_path):
+    """Four lengths of 2^62 - 1 wrap a 64-bit sum: the batch buffer came out tiny and the
+    worker wrote before it (glibc abort). Now each is a sample above the 1 GiB limit."""
+    n = len(jpeg_bytes((48, 32)))
+    huge = (1 << 62) - 1
+    root = _dataset_with_records(tmp_path, [(0, n), (0, huge), (n, huge), (0, huge), (0, huge), (n, n)])
+    p = _run_child(f"""
+        import mx8
+        ds = mx8.Dataset({str(root)!r}, batch_size=6, decode=False)
+        try:
+            list(ds)
+        except mx8.ImageTooLargeError as e:
+            print("RAISED", e)
+        ds = mx8.Dataset({str(root)!r}, batch_size=6, decode=False, on_error="skip")
+        b = list(ds)
+        print("SKIP", [x.sample_ids.tolist() for x in b], [len(x.data) for x in b], ds.stats()["skipped"])
+    """)
+    assert p.returncode == 0, p.stderr[-3000:]
+    raised = next(line for line in p.stdout.splitlines() if line.startswith("RAISED"))
+    assert "sample 1 " in raised and "shards/shard-00000.tar" in raised and "1 GiB limit" in raised, raised
+    skip = next(line for line in p.stdout.splitlines() if line.startswith("SKIP"))
+    assert skip == f"SKIP [[0, 5]] [{2 * n}] 4", skip
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose IHDR declares width x height (its data holds one row)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("crop", ["center", "none", "random"])
+@pytest.mark.parametrize("width,height", [(100_000_000, 1), (2**31 - 1, 2**31 - 1)])
+def test_png_header_sizes_are_limited_before_any_work(tmp_path, crop, width, height):
+    """A ~60-byte PNG declaring 10^8 x 1 pixels cost 4-13 s and 1.5-5 GB (the resize plan was
+    built from the declared size); 2^31-1 square raised a builtins ValueError."""
+    src = tmp_path / "src" / "a"
+    src.mkdir(parents=True)
+    (src / "bomb.png").write_bytes(_png_declaring(width, height))
+    (src / "ok.jpg").write_bytes(jpeg_bytes())
+    ds = mx8.Dataset(str(src.parent), batch_size=2, size=32, crop=crop)
+    t0 = time.monotonic()
+    with pytest.raises(mx8.ImageTooLargeError, match=r"error decoding sample \d+ \(.*bomb\.png.*\).*above libpng's limit"):
+        list(ds)
+    assert time.monotonic() - t0 < 5
