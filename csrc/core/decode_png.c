@@ -48,6 +48,11 @@ int mx8_png_probe(const uint8_t *d, size_t len, int *width, int *height, mx8_err
     uint32_t h = ((uint32_t)d[20] << 24) | ((uint32_t)d[21] << 16) | ((uint32_t)d[22] << 8) | d[23];
     if (w == 0 || h == 0 || w > 0x7fffffffu || h > 0x7fffffffu)
         return mx8_error_set(err, MX8_ERR_DECODE, "PNG IHDR has an invalid size %ux%u", w, h);
+    /* libpng refuses sides above its user limits in png_read_info; say so here, before a
+     * caller plans a resize from the declared size. */
+    if (w > PNG_USER_WIDTH_MAX || h > PNG_USER_HEIGHT_MAX)
+        return mx8_error_set(err, MX8_ERR_TOO_LARGE, "PNG is %ux%u, above libpng's limit of %u x %u pixels", w,
+                             h, (unsigned)PNG_USER_WIDTH_MAX, (unsigned)PNG_USER_HEIGHT_MAX);
     *width = (int)w;
     *height = (int)h;
     return MX8_OK;

@@ -172,9 +172,12 @@ int mx8_decode_transform(mx8_decoder *dec, const uint8_t *data, size_t len,
     int fmt = sniff(data, len), w = 0, h = 0;
     if (fmt == MX8_FMT_JPEG)
         rc = mx8_jpeg_open(dec->jpeg, data, len, t->max_pixels, &w, &h, err);
-    else if (fmt == MX8_FMT_PNG)
+    else if (fmt == MX8_FMT_PNG) {
+        /* The pixel limit before any plan is made from the header's size (JPEG's open
+         * checks it too): a 45-byte PNG can declare 10^8 x 1 pixels. */
         rc = mx8_png_probe(data, len, &w, &h, err);
-    else
+        if (rc == MX8_OK) rc = mx8_check_pixels((uint64_t)w, (uint64_t)h, t->max_pixels, err);
+    } else
         return not_an_image(data, len, err);
     if (rc != MX8_OK) return rc;
     /* The flip bit is drawn first so it does not depend on how many crop tries ran. */

@@ -173,3 +173,42 @@ void test_png_too_large(void) {
     free(png);
     mx8_decoder_free(dec);
 }
+
+/* Sizes a header declares are checked before the transform plans anything from them: a
+ * 10^8 x 1 PNG (within the pixel limit, beyond libpng's 10^6 per side) and a 2^31-1 square
+ * are refused at once, with no scratch grown. Before, the first cost seconds and gigabytes
+ * in the resize plan, and the second surfaced as a plain ValueError. */
+void test_png_header_sizes_checked_before_planning(void) {
+    mx8_error err;
+    mx8_decoder *dec = mx8_decoder_new();
+    uint8_t pal[768], *rows;
+    size_t rowbytes, len;
+    png_mode m = {"rgb8", PNG_COLOR_TYPE_RGB, 8, 0, 0};
+    uint8_t *png = make_png(&m, 16, 16, 5, pal, &rows, &rowbytes, &len);
+    static const struct {
+        uint8_t ihdr[8];
+        const char *msg;
+    } cases[] = {
+        {{0x05, 0xF5, 0xE1, 0x00, 0, 0, 0, 1}, "PNG is 100000000x1, above libpng's limit of 1000000 x 1000000 pixels"},
+        {{0x7F, 0xFF, 0xFF, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF},
+         "PNG is 2147483647x2147483647, above libpng's limit of 1000000 x 1000000 pixels"},
+        {{0, 0x0F, 0x42, 0x40, 0, 0, 0x03, 0xE8}, "image is 1000000x1000 = 1000000000 pixels, above the limit of 100000000"},
+    };
+    size_t before = mx8_decoder_scratch_bytes(dec);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(png + 16, cases[i].ihdr, 8);
+        t_png_fix_crc(png, 12);
+        for (int crop = MX8_CROP_NONE; crop <= MX8_CROP_RANDOM; crop++) {
+            mx8_transform t = mx8_transform_random_crop(32, 32);
+            t.crop_mode = crop;
+            t.resize_short = 36;
+            uint8_t out[3 * 32 * 32];
+            CHECK_INT(mx8_decode_transform(dec, png, len, &t, 3, out, &err), ==, MX8_ERR_TOO_LARGE);
+            CHECK_STR(err.msg, cases[i].msg);
+        }
+    }
+    CHECK_INT(mx8_decoder_scratch_bytes(dec), ==, before);
+    free(rows);
+    free(png);
+    mx8_decoder_free(dec);
+}

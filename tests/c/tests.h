@@ -8,10 +8,12 @@
     X(test_jpeg_truncated)                          \
     X(test_jpeg_corrupt)                            \
     X(test_jpeg_too_large)                          \
+    X(test_jpeg_scan_limit)                         \
     X(test_jpeg_dct_scaled_window)                  \
     X(test_png_all_modes_match_pillow_rules)        \
     X(test_png_truncated_and_corrupt)               \
     X(test_png_too_large)                           \
+    X(test_png_header_sizes_checked_before_planning) \
     X(test_resize_identity_exact)                   \
     X(test_resize_flip_and_layouts)                 \
     X(test_resize_matches_float_model)              \
