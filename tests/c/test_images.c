@@ -58,7 +58,21 @@ static int encode_jpeg_inner(struct jpeg_compress_struct *c, struct t_jerr *e, c
             c->comp_info[3].v_samp_factor = vs;
         }
     }
-    if (progressive) jpeg_simple_progression(c);
+    static jpeg_scan_info per_coef[1 + 4 * 63];
+    if (progressive == T_JPEG_SCAN_PER_COEF) {
+        /* DC of every component, then each AC coefficient of each component alone: a valid
+         * progression of 1 + 63 * components scans (the shape of a scan-count bomb). */
+        int n = 0;
+        per_coef[n++] = (jpeg_scan_info){.comps_in_scan = c->num_components,
+                                         .component_index = {0, 1, 2, 3}, .Ss = 0, .Se = 0};
+        for (int comp = 0; comp < c->num_components; comp++)
+            for (int k = 1; k < 64; k++)
+                per_coef[n++] = (jpeg_scan_info){.comps_in_scan = 1, .component_index = {comp}, .Ss = k, .Se = k};
+        c->scan_info = per_coef;
+        c->num_scans = n;
+    } else if (progressive) {
+        jpeg_simple_progression(c);
+    }
     jpeg_start_compress(c, TRUE);
     size_t stride = (size_t)w * (size_t)c->input_components;
     while (c->next_scanline < c->image_height) {

@@ -11,6 +11,10 @@ void t_fill_photo(uint8_t *px, int w, int h, int comps, uint64_t seed);
 
 enum { T_JPEG_RGB = 0, T_JPEG_GRAY = 1, T_JPEG_CMYK = 2, T_JPEG_YCCK = 3 };
 
+/* progressive: 0 baseline, 1 libjpeg's simple progression (10 scans for YCbCr),
+ * T_JPEG_SCAN_PER_COEF one scan per AC coefficient per component (190 for YCbCr). */
+enum { T_JPEG_SCAN_PER_COEF = 2 };
+
 /* px holds w*h pixels of 3 (RGB), 1 (GRAY) or 4 (CMYK/YCCK) bytes. h_samp/v_samp give the
  * luma sampling factors (2,2 = 4:2:0; 2,1 = 4:2:2; 1,1 = 4:4:4; 1,2 = 4:4:0). */
 uint8_t *t_encode_jpeg(const uint8_t *px, int w, int h, int kind, int quality, int h_samp,

@@ -183,6 +183,35 @@ void test_jpeg_too_large(void) {
     mx8_decoder_free(dec);
 }
 
+/* A valid progressive JPEG with more scans than any encoder writes is refused (each scan is
+ * a pass over the image: 2,000 of them cost seconds); the standard 10-scan one decodes. */
+void test_jpeg_scan_limit(void) {
+    mx8_error err;
+    mx8_decoder *dec = mx8_decoder_new();
+    int w = 96, h = 64;
+    uint8_t *px = malloc((size_t)w * h * 3);
+    t_fill_photo(px, w, h, 3, 5);
+    size_t len;
+    uint8_t *bomb = t_encode_jpeg(px, w, h, T_JPEG_RGB, 90, 2, 2, T_JPEG_SCAN_PER_COEF, &len);
+    CHECK(bomb != NULL);
+    const uint8_t *rgb;
+    int ow, oh;
+    CHECK_INT(mx8_decode_rgb(dec, bomb, len, 100000000, &rgb, &ow, &oh, &err), ==, MX8_ERR_DECODE);
+    CHECK_STR(err.msg, "progressive JPEG has more than 100 scans (a decode bomb?)");
+    mx8_transform t = mx8_transform_random_crop(32, 32);
+    uint8_t out[3 * 32 * 32];
+    CHECK_INT(mx8_decode_transform(dec, bomb, len, &t, 7, out, &err), ==, MX8_ERR_DECODE);
+    size_t glen;
+    uint8_t *good = t_encode_jpeg(px, w, h, T_JPEG_RGB, 90, 2, 2, 1, &glen);
+    REQUIRE_OK(mx8_decode_rgb(dec, good, glen, 100000000, &rgb, &ow, &oh, &err), &err);
+    CHECK_INT(ow, ==, w);
+    REQUIRE_OK(mx8_decode_transform(dec, good, glen, &t, 7, out, &err), &err);
+    free(good);
+    free(bomb);
+    free(px);
+    mx8_decoder_free(dec);
+}
+
 /* DCT-scaled decode of a window has the scaled size and stays close to the source. */
 void test_jpeg_dct_scaled_window(void) {
     mx8_error err;
