@@ -7,6 +7,8 @@ fills them with the GIL released. Nothing is allocated per image in Python.
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -14,7 +16,7 @@ import torch
 from . import _core
 from .distributed import World, current_world
 from .envvars import env_bool, env_int
-from .errors import SnapshotMismatchError
+from .errors import SnapshotMismatchError, UsageError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
 from .sharding import consumed_after, derive_seed, plan
@@ -164,6 +166,7 @@ class Dataset(torch.utils.data.IterableDataset):
             raise ValueError(f"s3_connections must be within 1..1024, got {self.s3_connections}")
         self._rank, self._world_size = rank, world_size
         self._engine: Optional[_core.Engine] = None  # of the current/last iteration, for stats()
+        self._iterator: Optional["weakref.ref[_BatchIterator]"] = None  # the current one, to close it
         self._plan_info: Dict[str, int] = {}
         self._start = 0  # global positions of this epoch already consumed (mid-epoch resume)
         self._progress: Optional[_Progress] = None  # batches yielded by the current iteration
@@ -191,6 +194,7 @@ class Dataset(torch.utils.data.IterableDataset):
         state = self.__dict__.copy()
         state["_snapshot"] = None
         state["_engine"] = None
+        state["_iterator"] = None
         state["_progress"] = None
         return state
 
@@ -277,8 +281,10 @@ class Dataset(torch.utils.data.IterableDataset):
                               self._transform() if self.decode else {}, s3)
         self._engine = engine
         # The iterator does not reference the Dataset: dropping it closes the engine at once.
-        return _BatchIterator(engine, self._image_shape(), DTYPES[self.dtype], self._depth(), self._pin(),
-                              self._progress)
+        it = _BatchIterator(engine, self._image_shape(), DTYPES[self.dtype], self._depth(), self._pin(),
+                            self._progress)
+        self._iterator = weakref.ref(it)
+        return it
 
     # -- what an engine needs (also used by mx8.LeaseDataset) -----------------------------
 
@@ -321,8 +327,12 @@ class Dataset(torch.utils.data.IterableDataset):
         return out
 
     def close(self) -> None:
-        """Stops and joins the native threads of the current iteration."""
-        if self._engine is not None:
+        """Stops and joins the native threads of the current iteration; from any thread. An
+        unfinished iterator's next() then raises mx8.UsageError instead of ending quietly."""
+        it = self._iterator() if self._iterator is not None else None
+        if it is not None:
+            it.close()
+        elif self._engine is not None:
             self._engine.close()
 
     def __enter__(self) -> "Dataset":
@@ -377,6 +387,9 @@ class _BatchIterator:
             self.pool = _core.BufferPool(nbytes, depth + 2)
         self.pending: Dict[int, Tuple[torch.Tensor, ...]] = {}
         self.closed = False
+        self.interrupted = False  # closed before the epoch ended: next() then raises UsageError
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._fill()
         engine.start()
 
@@ -413,15 +426,37 @@ class _BatchIterator:
         return self
 
     def __next__(self) -> Union[Batch, RawBatch]:
+        # The concurrency contract (docs/ARCHITECTURE.md): one thread at a time in next(), in
+        # the process that made the iterator; close() from anywhere.
+        if self._pid != os.getpid():
+            raise UsageError(f"this mx8 iterator was made in process {self._pid} and inherited through "
+                             f"fork(); its native threads do not exist here. Make a new one in this "
+                             f"process: iter(dataset)")
+        if not self._lock.acquire(blocking=False):
+            raise UsageError("another thread is inside next() of this mx8 iterator: an iterator serves one "
+                             "thread at a time (give each thread its own Dataset)")
+        try:
+            return self._next()
+        finally:
+            self._lock.release()
+
+    def _next(self) -> Union[Batch, RawBatch]:
         if self.closed:
+            if self.interrupted:
+                raise UsageError("this mx8 iterator was closed before its epoch ended (Dataset.close(), or a "
+                                 "new iter(dataset), from this or another thread)")
             raise StopIteration
         try:
             got = self.engine.next()
         except BaseException:
-            self.close()
+            was_closed = self.closed  # by close() from another thread, while we waited
+            self.close(interrupted=False)  # the error ends the epoch
+            if was_closed:
+                raise UsageError("this mx8 iterator was closed (Dataset.close() or a new iter(dataset) in "
+                                 "another thread) while next() waited for a batch") from None
             raise
         if got is None:
-            self.close()
+            self.close(interrupted=False)
             raise StopIteration
         b, count, _skipped = got
         bufs = self.pending.pop(b)
@@ -436,10 +471,13 @@ class _BatchIterator:
         data, labels, ids, offsets = bufs
         return RawBatch(data[:int(offsets[count])], offsets[:count + 1], labels[:count], ids[:count])
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = True) -> None:
+        """Stops the native threads; safe from any thread, and more than once. ``interrupted``:
+        the epoch did not end here, so a later next() raises instead of ending quietly."""
         if not self.closed:
             self.closed = True
-            self.engine.close()
+            self.interrupted = interrupted
+            self.engine.close()  # in a forked child this only marks it closed (engine_type.c)
             self.pending.clear()
 
     def __del__(self) -> None:

@@ -12,6 +12,9 @@ here; the rest are raised by the Python glue.
   - ``SnapshotMismatchError``: the data no longer matches a pinned ``@sha256:`` hash.
   - ``PackError``: ``mx8.pack`` met an input it cannot pack (names the file).
   - ``RendezvousError``: ranks disagree on manifest_hash, seed, epoch, batch size, ...
+  - ``UsageError`` (also ``RuntimeError``): an object used outside the concurrency contract
+    (docs/ARCHITECTURE.md): two threads in one iterator, an iterator inherited through
+    fork(), next() on an iterator that was closed before its epoch ended.
 
 Errors about one sample carry ``sample_id``, ``location`` and, for byte ranges,
 ``offset`` and ``length`` attributes.
@@ -34,6 +37,10 @@ class RendezvousError(Error):
     """Ranks disagree on the snapshot or its reading settings (names which rank had what)."""
 
 
+class UsageError(Error, RuntimeError):
+    """An mx8 object used outside its concurrency contract (says which rule and what to do)."""
+
+
 class PackError(Error):
     """``mx8.pack`` met an input it cannot pack (zero-length, unreadable, not an image)."""
 
@@ -48,6 +55,7 @@ __all__ = [
     "SnapshotMismatchError",
     "PackError",
     "RendezvousError",
+    "UsageError",
 ]
 
 

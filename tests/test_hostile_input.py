@@ -83,3 +83,114 @@ def test_png_header_sizes_are_limited_before_any_work(tmp_path, crop, width, hei
     with pytest.raises(mx8.ImageTooLargeError, match=r"error decoding sample \d+ \(.*bomb\.png.*\).*above libpng's limit"):
         list(ds)
     assert time.monotonic() - t0 < 5
+
+
+# ---- the concurrency contract: close() from anywhere, one thread per iterator, no fork ----
+
+def _concurrency_child(packed: Path, body: str, timeout: float = 60) -> str:
+    """Runs body with `ds` (a Dataset over packed) in a child; a hang is a timeout, a crash a
+    non-zero exit. Returns what the child printed."""
+    head = (f"import os, sys, threading, time\nimport mx8\n"
+            f"ds = mx8.Dataset({str(packed)!r}, batch_size=8, size=64, crop='random', threads=2, prefetch_mb=1)\n")
+    p = _run_child(head + textwrap.dedent(body), timeout=timeout)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p.stdout
+
+
+def test_close_from_another_thread_returns_and_the_iterating_thread_gets_an_error(packed):
+    """close() from another thread while one iterates deadlocked in the engine stop (both
+    threads joined the workers). Now close() returns at once and the iterating thread's next()
+    raises UsageError, every time."""
+    out = _concurrency_child(packed, """
+        for trial in range(20):
+            it = iter(ds)
+            next(it)
+            seen = []
+            def consume():
+                try:
+                    while True:
+                        next(it)
+                        time.sleep(0.001)
+                except StopIteration:
+                    seen.append("stop")
+                except mx8.UsageError as e:
+                    seen.append("usage")
+            t = threading.Thread(target=consume)
+            t.start()
+            time.sleep(0.002 * (trial % 5))
+            t0 = time.monotonic()
+            ds.close()
+            took = time.monotonic() - t0
+            t.join(10)
+            assert not t.is_alive(), "consumer hung"
+            assert took < 5, took
+            print(trial, seen[0], round(took, 3))
+        print("OK")
+    """)
+    assert out.strip().endswith("OK")
+    kinds = {line.split()[1] for line in out.splitlines()[:-1]}
+    assert kinds <= {"usage", "stop"} and "usage" in kinds, out
+
+
+def test_two_threads_in_one_iterator_get_an_error_not_a_lost_batch(packed):
+    """Two threads calling next() on one iterator lost a batch with a bare KeyError."""
+    out = _concurrency_child(packed, """
+        it = iter(ds)
+        got, errors = [], []
+        def consume():
+            try:
+                for b in it:
+                    got.extend(b.sample_ids.tolist())
+            except mx8.UsageError as e:
+                errors.append(str(e))
+        threads = [threading.Thread(target=consume) for _ in range(2)]
+        for t in threads: t.start()
+        for t in threads: t.join(30)
+        assert not any(t.is_alive() for t in threads), "hung"
+        n = len(ds.snapshot.manifest)
+        # the thread that lost the race was told so; the other saw every sample, once
+        assert len(errors) <= 1, errors
+        assert sorted(got) == list(range(n)) or errors, (len(got), n)
+        assert len(got) == len(set(got)), "a sample twice"
+        print("OK", len(errors), errors[0][:60] if errors else "")
+    """)
+    assert out.startswith("OK")
+
+
+def test_a_second_iteration_in_another_thread_interrupts_the_first_with_an_error(packed):
+    """Two threads iterating one Dataset hung; now the first one's next() says what happened."""
+    out = _concurrency_child(packed, """
+        it1 = iter(ds)
+        next(it1)
+        done = []
+        t = threading.Thread(target=lambda: done.append(sum(len(b.sample_ids) for b in ds)))
+        t.start(); t.join(30)
+        assert done == [len(ds.snapshot.manifest)], done
+        try:
+            next(it1)
+            print("NO ERROR")
+        except mx8.UsageError as e:
+            print("OK", e)
+    """)
+    assert out.startswith("OK") and "closed before its epoch ended" in out
+
+
+def test_an_iterator_inherited_through_fork_raises_in_the_child(packed):
+    """next() on an iterator inherited through fork() hung with no error."""
+    out = _concurrency_child(packed, """
+        it = iter(ds)
+        next(it)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                next(it)
+                os._exit(3)
+            except mx8.UsageError as e:
+                os._exit(0 if "inherited through fork()" in str(e) else 4)
+            except BaseException:
+                os._exit(5)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        print("parent", sum(len(b.sample_ids) for b in it) > 0)
+    """)
+    assert "child 0" in out and "parent True" in out, out

@@ -51,6 +51,7 @@ struct mx8_engine {
     mx8_normalize norm;
 
     pthread_mutex_t mu;
+    pthread_mutex_t join_mu; /* held while joining the workers: stop may come from two threads */
     pthread_cond_t work_cv;  /* a buffer was provided, or stop */
     pthread_cond_t ready_cv; /* a batch completed, or stop */
     size_t next_pos;         /* next position a worker claims */
@@ -150,6 +151,11 @@ mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, cons
         mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an engine");
         return NULL;
     }
+    /* First, so mx8_engine_free may stop and destroy them on any path below. */
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->join_mu, NULL);
+    pthread_cond_init(&e->work_cv, NULL);
+    pthread_cond_init(&e->ready_cv, NULL);
     e->m = m;
     e->paths = paths;
     e->cfg = *cfg;
@@ -171,9 +177,6 @@ mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, cons
     }
     if (n_order)
         memcpy(e->order, order, n_order * sizeof *order);
-    pthread_mutex_init(&e->mu, NULL);
-    pthread_cond_init(&e->work_cv, NULL);
-    pthread_cond_init(&e->ready_cv, NULL);
     return e;
 }
 
@@ -519,12 +522,16 @@ void mx8_engine_stop(mx8_engine *e) {
     pthread_mutex_unlock(&e->mu);
     if (e->remote)
         mx8_remote_stop(e->remote); /* wakes workers waiting for a fetch */
+    /* close() in one thread while another's next() fails and closes too: the second caller
+     * waits here for the first one's joins instead of joining the same threads again. */
+    pthread_mutex_lock(&e->join_mu);
     for (int i = 0; e->workers && i < e->cfg.threads; i++) {
         worker_t *w = &e->workers[i];
         if (w->started)
             pthread_join(w->tid, NULL);
         w->started = 0;
     }
+    pthread_mutex_unlock(&e->join_mu);
 }
 
 void mx8_engine_free(mx8_engine *e) {
@@ -542,6 +549,7 @@ void mx8_engine_free(mx8_engine *e) {
         }
         mx8_remote_free(e->remote); /* after the workers: nobody holds its bytes */
         pthread_mutex_destroy(&e->mu);
+        pthread_mutex_destroy(&e->join_mu);
         pthread_cond_destroy(&e->work_cv);
         pthread_cond_destroy(&e->ready_cv);
     }

@@ -4,6 +4,8 @@
  * never write into freed memory. */
 #include "binding.h"
 
+#include <unistd.h>
+
 typedef struct {
     PyObject_HEAD
     mx8_engine *e;
@@ -13,6 +15,7 @@ typedef struct {
     PyObject **owners;   /* depth entries: owner of the buffers of the batch in that slot */
     int depth;
     int closed;
+    pid_t pid;           /* the process whose threads e has: a fork()ed child must not join them */
     mx8_s3_options s3;   /* used when has_s3; its strings are owned by s3_strings */
     char *s3_strings[6];
     int has_s3;
@@ -218,6 +221,7 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     }
     mx8_error err;
     mx8_error_clear(&err);
+    self->pid = getpid();
     self->e = mx8_engine_new(m, (const char *const *)self->paths, order.buf,
                              (size_t)order.len / sizeof(int64_t), &cfg, &err);
     if (!self->e) {
@@ -237,7 +241,15 @@ static void release_owners(EngineObject *self) {
         Py_CLEAR(self->owners[i]);
 }
 
+/* In a fork()ed child the engine's threads do not exist: joining them would wait forever,
+ * and their mutexes may be held by threads that vanished. The child only drops its copy. */
+static int forked(const EngineObject *self) { return self->e && self->pid != getpid(); }
+
 static void engine_close(EngineObject *self) {
+    if (forked(self)) {
+        self->closed = 1;
+        return; /* the parent's owners stay referenced: the memory is the child's copy anyway */
+    }
     if (self->e && !self->closed) {
         Py_BEGIN_ALLOW_THREADS
         mx8_engine_stop(self->e);
@@ -250,7 +262,8 @@ static void engine_close(EngineObject *self) {
 static void Engine_dealloc(EngineObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     engine_close(self);
-    mx8_engine_free(self->e);
+    if (!forked(self))
+        mx8_engine_free(self->e); /* a child leaks its copy rather than touch the threads */
     free_paths(self);
     for (int i = 0; i < 6; i++)
         free(self->s3_strings[i]);

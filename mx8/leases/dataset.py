@@ -205,8 +205,8 @@ class _RangeBatches(_BatchIterator):
             self._paced_fill(block=True)
         return super().__next__()
 
-    def close(self) -> None:
-        super().close()
+    def close(self, interrupted: bool = True) -> None:
+        super().close(interrupted)
         if self.pacer is not None:
             for nbytes in self.reserved.values():
                 self.pacer.release(nbytes)
