@@ -16,7 +16,16 @@ from conftest import image_files
 
 
 def native_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+    """mx8's own threads in this process (named mx8-*): other libraries' threads come and go
+    on their own schedule (a previous test's DataLoader queue feeders, say)."""
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                n += f.read().startswith("mx8-")
+        except FileNotFoundError:  # exited meanwhile
+            pass
+    return n
 
 
 def source_bytes(snap, sid):
