@@ -16,7 +16,8 @@ def _cmd_pack(a: argparse.Namespace) -> int:
     from .pack import pack
     t0 = time.monotonic()
     r = pack(a.src, a.out, shard_mb=a.shard_mb, label_mode=a.label_mode, shuffle=not a.no_shuffle,
-             seed=a.seed, on_error="skip" if a.skip_bad else "raise", progress=not a.quiet)
+             seed=a.seed, on_error="skip" if a.skip_bad else "raise", progress=not a.quiet,
+             follow_symlinks=a.follow_symlinks, max_file_mb=a.max_file_mb)
     dt = time.monotonic() - t0
     print(f"packed {r.samples} samples ({r.bytes / 1e6:.1f} MB) into {r.shards} shard(s) in {dt:.1f}s")
     print(f"labels: {len(r.labels) if r.labels is not None else 'none'}")
@@ -28,9 +29,11 @@ def _cmd_pack(a: argparse.Namespace) -> int:
               f"{r.s3_stats['bytes_in'] / 1e6:.1f} MB in, {r.s3_stats['bytes_out'] / 1e6:.1f} MB out")
     for rel, why in r.skipped:
         print(f"skipped {rel}: {why}", file=sys.stderr)
-    if r.ignored:
-        print(f"ignored {len(r.ignored)} file(s) without an image extension (first: {r.ignored[0]})",
-              file=sys.stderr)
+    reasons: dict = {}
+    for rel, why in r.ignored:
+        reasons.setdefault(why, []).append(rel)
+    for why, rels in reasons.items():
+        print(f"ignored {len(rels)} ({why}), first: {rels[0]}", file=sys.stderr)
     return 0
 
 
@@ -99,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--no-shuffle", action="store_true", help="keep sorted order instead of shuffling records")
     pk.add_argument("--seed", type=int, default=0, help="seed of the record shuffle (default 0)")
     pk.add_argument("--skip-bad", action="store_true",
-                    help="skip zero-length, unreadable and non-image files (listed) instead of failing")
+                    help="skip bad files (zero-length, unreadable, not an image, FIFOs and devices, links out "
+                         "of SRC, too large; each listed with its reason) instead of failing")
+    pk.add_argument("--follow-symlinks", action="store_true",
+                    help="follow symbolic links that leave SRC (by default they are refused and listed)")
+    pk.add_argument("--max-file-mb", type=float, default=1024, help="refuse files above this size (default 1024)")
     pk.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pk.set_defaults(func=_cmd_pack)
 
@@ -166,7 +173,8 @@ def pack_s3_main(argv: Optional[List[str]] = None) -> int:
         return 2
     args = argparse.Namespace(src=src, out=out, shard_mb=float(os.environ.get("MX8_SHARD_MB", "512")),
                               label_mode=os.environ.get("MX8_LABEL_MODE", "auto"), no_shuffle=False,
-                              seed=int(os.environ.get("MX8_SEED", "0")), skip_bad=False, quiet=False)
+                              seed=int(os.environ.get("MX8_SEED", "0")), skip_bad=False, quiet=False,
+                              follow_symlinks=False, max_file_mb=1024.0)
     return _run(_cmd_pack, args)
 
 

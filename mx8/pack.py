@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -47,8 +48,8 @@ class PackResult:
     shards: int
     bytes: int                               # image bytes packed
     labels: Optional[List[str]]              # label names by id
-    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
-    ignored: List[str] = field(default_factory=list)              # files without an image extension
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (relative path, reason): bad input
+    ignored: List[Tuple[str, str]] = field(default_factory=list)  # (relative path, reason): not samples
     s3_stats: Optional[Dict[str, int]] = None  # requests, retries, bytes_in, bytes_out (S3 packs)
 
 
@@ -69,14 +70,27 @@ def _check_image(data: bytes, where: str, what: str) -> bytes:
     return data
 
 
-def _load(f: SourceFile) -> bytes:
-    """The file's bytes, validated as an image; raises PackError naming the file."""
+def _load(f: SourceFile, max_bytes: int) -> Tuple[bytes, int]:
+    """The file's bytes, validated as an image, and its mtime; raises PackError naming the file.
+    Opened without blocking and checked again, since the file may have changed since the scan
+    (a FIFO in its place would block forever, /dev/zero would never end)."""
     try:
-        with open(f.path, "rb") as fh:
-            data = fh.read()
+        fd = os.open(f.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise PackError(f"{f.path}: not a regular file")
+            if st.st_size > max_bytes:
+                raise PackError(f"{f.path}: {st.st_size} bytes, above the per-file limit of {max_bytes}")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(max_bytes + 1)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise PackError(f"cannot read {f.path}: {e.strerror}") from None
-    return _check_image(data, f.path, "file")
+    if len(data) > max_bytes:
+        raise PackError(f"{f.path}: grew past the per-file limit of {max_bytes} bytes while read")
+    return _check_image(data, f.path, "file"), int(st.st_mtime)
 
 
 # What a source hands the packer, in pack order: the file, then its bytes and tar mtime, or
@@ -85,34 +99,39 @@ Loaded = Tuple[SourceFile, Union[Tuple[bytes, int], PackError]]
 
 
 class _LocalSource:
-    def __init__(self, root: str) -> None:
-        self.root = root
+    def __init__(self, root: str, follow_symlinks: bool, max_bytes: int) -> None:
+        self.root, self.follow_symlinks, self.max_bytes = root, follow_symlinks, max_bytes
 
     def scan(self, label_mode: str, extensions: Optional[Sequence[str]]) -> ScanResult:
-        return scan(self.root, label_mode=label_mode, extensions=extensions)
+        return scan(self.root, label_mode=label_mode, extensions=extensions, follow_symlinks=self.follow_symlinks,
+                    max_file_bytes=self.max_bytes)
 
     def load(self, files: List[SourceFile]) -> Iterator[Loaded]:
         for f in files:
             try:
-                data = _load(f)
+                yield f, _load(f, self.max_bytes)
             except PackError as e:
                 yield f, e
-                continue
-            yield f, (data, int(os.stat(f.path).st_mtime))
 
 
 class _S3Source:
     """Objects under an S3 prefix: one paged LIST, then concurrent GETs delivered in pack
     order with at most ``budget`` bytes fetched ahead."""
 
-    def __init__(self, root: S3Root, pool: ClientPool, budget: int) -> None:
-        self.root, self.pool, self.budget = root, pool, budget
+    def __init__(self, root: S3Root, pool: ClientPool, budget: int, max_bytes: int) -> None:
+        self.root, self.pool, self.budget, self.max_bytes = root, pool, budget, max_bytes
 
     def scan(self, label_mode: str, extensions: Optional[Sequence[str]]) -> ScanResult:
         prefix = self.root.prefix
         listing = ((key[len(prefix):], f"s3://{self.root.bucket}/{key}", size)
                    for key, size in list_objects(self.pool.get(), self.root.bucket, prefix))
-        return index_listing(listing, label_mode=label_mode, extensions=extensions)
+        result = index_listing(listing, label_mode=label_mode, extensions=extensions)
+        too_big = [f for f in result.files if f.size > self.max_bytes]
+        if too_big:  # refused like local files: the labels stay those of the whole listing
+            result.files = [f for f in result.files if f.size <= self.max_bytes]
+            result.refused += [(f.rel, f"{f.size} bytes, above the per-file limit of {self.max_bytes} "
+                                       f"(max_file_mb=)") for f in too_big]
+        return result
 
     def _fetch(self, f: SourceFile) -> bytes:
         try:
@@ -323,32 +342,45 @@ def _fsync_dir(path: str) -> None:
 
 def pack(src: str, out: str, *, shard_mb: float = 512, label_mode: str = "auto", shuffle: bool = True,
          seed: int = 0, on_error: str = "raise", extensions: Optional[Sequence[str]] = IMAGE_EXTENSIONS,
-         progress: bool = True, s3: Optional[S3Config] = None) -> PackResult:
+         progress: bool = True, s3: Optional[S3Config] = None, follow_symlinks: bool = False,
+         max_file_mb: float = 1024) -> PackResult:
     """Packs the images under ``src`` into tar shards and a manifest under ``out``.
 
     ``src`` and ``out`` are local directories or ``s3://bucket/prefix/``; S3 uses ``s3``
     (default: the AWS_* environment, see mx8/s3config.py). The same images, seed and options
     give the same manifest_hash wherever they are read from or written to.
 
-    ``on_error="skip"`` skips zero-length, unreadable and non-image files (or objects) and
-    lists them in ``result.skipped``; by default the first one raises :class:`mx8.PackError`
-    naming it. Files without an image extension (``extensions``) are listed in ``result.ignored``.
+    Every file under ``src`` is packed, skipped or ignored, each with its reason:
+
+    - ``result.skipped`` (with ``on_error="skip"``; by default the first one raises
+      :class:`mx8.PackError` naming it): zero-length, unreadable and non-image files, FIFOs,
+      devices and sockets (reading them blocks or never ends), symbolic links that leave the
+      source tree (``follow_symlinks=True`` follows them anyway), files above ``max_file_mb``;
+    - ``result.ignored``: files without an image extension (``extensions``), hidden files and
+      folders, and top-level ``_mx8/`` and ``shards/`` (a packed dataset's own).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if shard_mb <= 0:
         raise ValueError(f"shard_mb must be positive, got {shard_mb}")
+    if max_file_mb <= 0:
+        raise ValueError(f"max_file_mb must be positive, got {max_file_mb}")
     src, out = os.fspath(src), os.fspath(out)
     shard_bytes = int(shard_mb * 1024 * 1024)
+    max_bytes = int(max_file_mb * 1024 * 1024)
     s3_src = s3_root(src, s3) if is_s3(src) else None
     s3_out = s3_root(out, s3) if is_s3(out) else None
     pool = ClientPool((s3_src or s3_out).config) if (s3_src or s3_out) else None
-    source: Union[_LocalSource, _S3Source] = _LocalSource(src)
+    source: Union[_LocalSource, _S3Source] = _LocalSource(src, follow_symlinks, max_bytes)
     if s3_src is not None and pool is not None:
         # Fetch ahead by about two shards, within 256 MiB: enough to keep the GETs busy.
-        source = _S3Source(s3_src, pool, min(2 * shard_bytes, 256 << 20))
+        source = _S3Source(s3_src, pool, min(2 * shard_bytes, 256 << 20), max_bytes)
         src = s3_src.uri
     result = source.scan(label_mode, extensions)
+    if result.refused and on_error == "raise":
+        rel, why = result.refused[0]
+        more = f" (and {len(result.refused) - 1} more)" if len(result.refused) > 1 else ""
+        raise PackError(f"{os.path.join(src, rel)}: {why}{more}; on_error='skip' packs the rest and lists them")
     if not result.files:
         raise PackError(f"{src}: no images to pack (looked for {', '.join(extensions or ['any file'])})")
     files = _shuffle(result.files, seed) if shuffle else result.files
@@ -358,7 +390,7 @@ def pack(src: str, out: str, *, shard_mb: float = 512, label_mode: str = "auto",
         sink = _S3Output(s3_out, pool, shard_bytes)
         out = s3_out.uri
     shards = sink.begin()
-    records, skipped, total = [], [], 0
+    records, skipped, total = [], list(result.refused), 0
     try:
         with Progress(len(files), f"pack {os.path.basename(os.path.normpath(src))}",
                       enabled=None if progress else False) as bar, closing(source.load(files)) as loaded:

@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 from . import _core
 from .errors import ManifestError, ReadError, SnapshotMismatchError
 from .formats import parse_labels, render_labels, render_manifest
-from .imagefolder import index_listing, scan
+from .imagefolder import ScanResult, index_listing, scan
 from .manifest_store import ManifestStore
 from .s3config import S3Config, parse_s3_uri
 from .s3io import S3Root, get_optional, is_s3, list_objects, s3_root
@@ -145,7 +145,7 @@ def _resolve_s3(base: str, pin: Optional[str], label_mode: str, store: ManifestS
     else:
         listing = ((key[len(root.prefix):], f"s3://{root.bucket}/{key}", size)
                    for key, size in list_objects(client, root.bucket, root.prefix))
-        result = index_listing(listing, label_mode=label_mode)
+        result = _indexable(index_listing(listing, label_mode=label_mode), root.uri)
         if not result.files:
             raise ReadError(2, f"{root.uri}: no {MANIFEST_KEY} and no images under the prefix "
                                f"(looked for .jpg, .jpeg, .png objects)")
@@ -161,8 +161,25 @@ def _resolve_s3(base: str, pin: Optional[str], label_mode: str, store: ManifestS
     return snap
 
 
+def _indexable(result: ScanResult, where: str) -> ScanResult:
+    """An on-the-fly index holds each file's path in a TSV manifest, which has no room for a tab,
+    newline or carriage return in a name (pack has: it names tar members instead). Such files,
+    and those the scan refused, are left out with a warning that names the first and counts
+    all, rather than failing the whole folder."""
+    bad = [f for f in result.files if any(c in f.rel for c in "\t\n\r")]
+    if bad:
+        result.files = [f for f in result.files if f not in bad]
+        result.refused += [(f.rel, "a tab, newline or carriage return in its name (mx8.pack can pack it)")
+                           for f in bad]
+    if result.refused:
+        rel, why = result.refused[0]
+        warnings.warn(f"mx8: indexing {where}: left out {len(result.refused)} file(s), first {rel!r}: {why}",
+                      RuntimeWarning, stacklevel=4)
+    return result
+
+
 def _from_imagefolder(uri: str, root: str, label_mode: str) -> Snapshot:
-    result = scan(root, label_mode=label_mode)
+    result = _indexable(scan(root, label_mode=label_mode), root)
     if not result.files:
         raise ReadError(f"{root}: no images found (looked for .jpg, .jpeg, .png files)")
     records = [(f.rel, 0, max(f.size, 0), f.label) for f in result.files]

@@ -3,6 +3,7 @@ Each case once crashed, hung or cost seconds and gigabytes; now it is an mx8.Err
 sample and where it is, in milliseconds. Cases that could crash the process run in a child."""
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -194,3 +195,89 @@ def test_an_iterator_inherited_through_fork_raises_in_the_child(packed):
         print("parent", sum(len(b.sample_ids) for b in it) > 0)
     """)
     assert "child 0" in out and "parent True" in out, out
+
+
+# ---- pack and resolve account for every file ----
+
+def _tree(tmp_path: Path) -> Path:
+    """An ImageFolder with every kind of entry that used to vanish or hang."""
+    src = tmp_path / "src"
+    for cls in ("cat", "dog", "shards", "_mx8"):
+        (src / cls).mkdir(parents=True)
+        (src / cls / "a.jpg").write_bytes(jpeg_bytes())
+    (src / ".hidden").mkdir()
+    (src / ".hidden" / "x.jpg").write_bytes(jpeg_bytes())
+    (src / "cat" / ".dot.jpg").write_bytes(jpeg_bytes())
+    (src / "notes.txt").write_text("hi")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.jpg").write_bytes(jpeg_bytes())
+    (src / "linked_out").symlink_to(outside, target_is_directory=True)
+    (src / "linked_in").symlink_to(src / "dog", target_is_directory=True)  # a second path to dog/
+    (src / "cat" / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(src / "cat" / "fifo.jpg")
+    return src
+
+
+def test_pack_lists_every_file_it_does_not_pack_with_its_reason(tmp_path):
+    src = _tree(tmp_path)
+    with pytest.raises(mx8.PackError, match=r"linked_in/|zero\.jpg|fifo\.jpg|linked_out"):
+        mx8.pack(str(src), str(tmp_path / "out"), progress=False)      # refused input raises by default
+    t0 = time.monotonic()
+    r = mx8.pack(str(src), str(tmp_path / "out"), progress=False, on_error="skip", shuffle=False)
+    assert time.monotonic() - t0 < 10                                    # the FIFO did not block
+    assert r.samples == 2 and r.labels == ["cat", "dog"]
+    skipped = dict(r.skipped)
+    assert skipped["cat/fifo.jpg"] == "a FIFO, not a regular file"
+    assert skipped["cat/zero.jpg"].startswith("a symbolic link out of the source tree (to /dev/zero)")
+    assert skipped["linked_out"].startswith("a symbolic link out of the source tree")
+    assert skipped["linked_in/"].startswith("a directory already walked through another path")
+    ignored = dict(r.ignored)
+    assert ignored == {".hidden/": "hidden (name starts with '.')", "cat/.dot.jpg": "hidden (name starts with '.')",
+                       "notes.txt": "no image extension", "_mx8/": mx8.imagefolder.RESERVED,
+                       "shards/": mx8.imagefolder.RESERVED}
+    # every entry of the tree is in exactly one list
+    assert len(r.skipped) + len(r.ignored) + r.samples == 4 + 2 + 2 + 4 - 1
+
+
+def test_pack_follows_links_out_only_when_asked_and_caps_file_size(tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "x.jpg").write_bytes(jpeg_bytes())
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "y.jpg").write_bytes(jpeg_bytes((800, 600)))
+    (src / "b").symlink_to(big, target_is_directory=True)
+    r = mx8.pack(str(src), str(tmp_path / "o1"), progress=False, follow_symlinks=True)
+    assert r.samples == 2 and not r.skipped
+    r = mx8.pack(str(src), str(tmp_path / "o2"), progress=False, follow_symlinks=True, max_file_mb=0.004,
+                 on_error="skip")
+    assert r.samples == 1 and dict(r.skipped)["b/y.jpg"].endswith("above the per-file limit of 4194 (max_file_mb=)")
+
+
+def test_resolve_indexes_a_folder_around_names_a_manifest_cannot_hold(tmp_path):
+    """A name with a tab or newline failed the whole on-the-fly index (pack handles it)."""
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    (src / "ok.jpg").write_bytes(jpeg_bytes())
+    (src / "tab\there.jpg").write_bytes(jpeg_bytes())
+    (src / "new\nline.jpg").write_bytes(jpeg_bytes())
+    with pytest.warns(RuntimeWarning, match=r"left out 2 file\(s\).*tab, newline or carriage return"):
+        snap = mx8.resolve(str(src.parent))
+    assert snap.samples == 1
+    assert mx8.pack(str(src.parent), str(tmp_path / "out"), progress=False).samples == 3
+
+
+def test_a_fifo_in_a_dataset_fails_its_sample_instead_of_hanging(tmp_path):
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    (src / "a.jpg").write_bytes(jpeg_bytes())
+    (src / "b.jpg").write_bytes(jpeg_bytes())
+    snap = mx8.resolve(str(src.parent))                  # indexed while b.jpg was a file
+    (src / "b.jpg").unlink()
+    os.mkfifo(src / "b.jpg")                              # ... and then it became a FIFO
+    ds = mx8.Dataset(snap, batch_size=2, size=32)
+    t0 = time.monotonic()
+    with pytest.raises(mx8.ReadError, match=r"b\.jpg is not a regular file \(a FIFO\)"):
+        list(ds)
+    assert time.monotonic() - t0 < 10

@@ -26,7 +26,7 @@ def test_pack_roundtrip_tarfile_and_manifest(corpus, tmp_path):
     r = mx8.pack(str(corpus), str(out), shard_mb=4, progress=False)
     sources = image_files(corpus)
     assert r.samples == len(sources) and r.shards >= 2
-    assert r.ignored == ["README.txt"]
+    assert r.ignored == [("README.txt", "no image extension")]
     # manifest_hash is the sha256 of the manifest bytes exactly as written
     data = (out / "_mx8" / "manifest.tsv").read_bytes()
     assert r.manifest_hash == hashlib.sha256(data).hexdigest() == mx8.resolve(str(out)).manifest_hash
@@ -114,7 +114,7 @@ def _bad_tree(tmp_path):
 
 
 @pytest.mark.parametrize("bad,msg", [("a/empty.jpg", "zero-length"), ("b/page.jpg", "not a JPEG or PNG"),
-                                     ("b/dangling.jpg", "cannot read")])
+                                     ("b/dangling.jpg", "symbolic link whose target does not exist")])
 def test_bad_files_raise_naming_the_file(tmp_path, bad, msg):
     src = _bad_tree(tmp_path)
     for other in ["a/empty.jpg", "b/page.jpg", "b/dangling.jpg"]:
@@ -124,7 +124,8 @@ def test_bad_files_raise_naming_the_file(tmp_path, bad, msg):
         mx8.pack(str(src), str(tmp_path / "out"), progress=False)
     assert bad.split("/")[1] in str(ei.value)
     assert not (tmp_path / "out" / "_mx8" / "manifest.tsv").exists()
-    assert not [p for p in (tmp_path / "out" / "shards").iterdir()], "partial shards left behind"
+    shards = tmp_path / "out" / "shards"  # a file refused by the scan fails before any shard
+    assert not shards.exists() or not list(shards.iterdir()), "partial shards left behind"
 
 
 def test_bad_files_skipped_when_asked(tmp_path):

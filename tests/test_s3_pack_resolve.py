@@ -194,7 +194,9 @@ def test_pack_s3_to_local_odd_keys_then_dataset_reads_every_sample(tmp_path, s3)
     upload_tree(s3, "raw/odd/", {**files, **extra})
     out = tmp_path / "odd"
     r = mx8.pack(f"s3://{BUCKET}/raw/odd/", str(out), seed=5, progress=False)
-    assert r.samples == len(files) and r.ignored == ["notes.txt"]
+    assert r.samples == len(files) and r.ignored == [  # every key is accounted for, with its reason
+        (".hidden/x.jpg", "hidden (name starts with '.')"), ("cat one/", "a folder marker (key ends with '/')"),
+        ("notes.txt", "no image extension")]
     assert r.labels == sorted({k.split("/")[0] for k in files}, key=str.encode)
     # A local pack of the same tree gives the same snapshot.
     write_tree(tmp_path / "src", files)

@@ -34,7 +34,9 @@ static int lookup(mx8_file_reader *r, uint32_t loc, int *slot_out, mx8_error *er
     if (r->cache[slot].fd >= 0)
         close(r->cache[slot].fd);
     r->cache[slot].loc = -1;
-    int fd = open(r->paths[loc], O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO named *.jpg for reading would block until a writer comes,
+     * and a worker blocked there cannot be stopped. Regular files ignore the flag. */
+    int fd = open(r->paths[loc], O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return mx8_error_sys(err, errno, "cannot open %s", r->paths[loc]);
     struct stat st;
@@ -42,6 +44,15 @@ static int lookup(mx8_file_reader *r, uint32_t loc, int *slot_out, mx8_error *er
         int e = errno;
         close(fd);
         return mx8_error_sys(err, e, "cannot stat %s", r->paths[loc]);
+    }
+    if (!S_ISREG(st.st_mode)) { /* FIFOs, devices (/dev/zero never ends), sockets, directories */
+        close(fd);
+        return mx8_error_sys(err, EINVAL, "%s is not a regular file (%s)", r->paths[loc],
+                             S_ISFIFO(st.st_mode)  ? "a FIFO"
+                             : S_ISCHR(st.st_mode) ? "a character device"
+                             : S_ISBLK(st.st_mode) ? "a block device"
+                             : S_ISDIR(st.st_mode) ? "a directory"
+                                                   : "a socket");
     }
     r->cache[slot].fd = fd;
     r->cache[slot].size = (uint64_t)st.st_size;
