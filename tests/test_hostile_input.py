@@ -281,3 +281,36 @@ def test_a_fifo_in_a_dataset_fails_its_sample_instead_of_hanging(tmp_path):
     with pytest.raises(mx8.ReadError, match=r"b\.jpg is not a regular file \(a FIFO\)"):
         list(ds)
     assert time.monotonic() - t0 < 10
+
+
+# ---- memory is given back ----
+
+def test_one_huge_image_does_not_pin_its_memory_for_the_epoch_or_after_close(tmp_path):
+    """Decoder scratch only grew: RSS stayed at the outlier's size for the rest of the epoch
+    and after close(). Now a worker trims scratch above 64 MB after each sample, and close()
+    frees the workers' decoders."""
+    from PIL import Image
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    Image.linear_gradient("L").resize((6000, 6000)).convert("RGB").save(src / "a_big.jpg", quality=80)
+    for i in range(24):
+        (src / f"s{i:02d}.jpg").write_bytes(jpeg_bytes())
+    p = _run_child(f"""
+        import mx8
+        def kb(field):
+            for line in open("/proc/self/status"):
+                if line.startswith(field):
+                    return int(line.split()[1])
+        ds = mx8.Dataset({str(src.parent)!r}, batch_size=5, size=64, crop="none", threads=1,
+                         dct_scaling=False, crop_aware=False, prefetch_mb=1)
+        n = sum(len(b.sample_ids) for b in ds)
+        peak, after_epoch = kb("VmHWM:"), kb("VmRSS:")
+        ds.close()
+        print(n, peak, after_epoch, kb("VmRSS:"))
+    """)
+    assert p.returncode == 0, p.stderr[-3000:]
+    n, peak, after_epoch, after_close = map(int, p.stdout.split())
+    assert n == 25
+    # the 6000x6000 decode held ~108 MB of pixels; they are not held any more
+    assert peak - after_epoch > 80_000, (peak, after_epoch)
+    assert after_close <= after_epoch + 4_000

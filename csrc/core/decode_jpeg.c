@@ -105,6 +105,8 @@ void mx8_jpeg_abort(mx8_jpeg *j) {
 
 size_t mx8_jpeg_scratch_bytes(const mx8_jpeg *j) { return j->pix.cap; }
 
+void mx8_jpeg_release_scratch(mx8_jpeg *j) { mx8_scratch_release(&j->pix); }
+
 static int open_inner(mx8_jpeg *j, const uint8_t *data, size_t len) {
     if (setjmp(j->jb)) return -1;
     jpeg_mem_src(&j->cinfo, data, (unsigned long)len);

@@ -41,6 +41,8 @@ void mx8_jpeg_abort(mx8_jpeg *j);
 
 /* Bytes of pixel scratch currently held (for stats and tests). */
 size_t mx8_jpeg_scratch_bytes(const mx8_jpeg *j);
+/* Frees the pixel scratch (the next decode allocates again). */
+void mx8_jpeg_release_scratch(mx8_jpeg *j);
 
 /* Header-only size probe with no libjpeg state: walks the markers to the SOF.
  * Returns MX8_OK, or MX8_ERR_DECODE when no frame header is found. */

@@ -17,6 +17,12 @@
 
 /* A single encoded sample above this is refused instead of allocated. */
 #define MAX_SAMPLE_BYTES ((uint64_t)1 << 30)
+/* A worker keeps at most this much scratch between samples: an outlier (a 100-Mpixel image, a
+ * 500 MB sample) gives its buffers back after use instead of pinning them. Typical photos
+ * need a few MB; images above ~10 Mpixels then pay one allocation per sample (~2% of their
+ * decode time). */
+#define KEEP_READ_SCRATCH ((size_t)16 << 20)
+#define KEEP_DECODE_SCRATCH ((size_t)64 << 20)
 
 typedef struct {
     /* set by provide, read by workers after they claim a position of this batch */
@@ -349,6 +355,34 @@ static slot_t *slot_of(mx8_engine *e, size_t pos) {
     return &e->slots[(pos / (size_t)e->cfg.batch_size) % (size_t)e->cfg.depth];
 }
 
+static void trim_scratch(worker_t *w) {
+    if (w->scratch_cap > KEEP_READ_SCRATCH) {
+        free(w->scratch);
+        w->scratch = NULL;
+        w->scratch_cap = 0;
+    }
+    if (w->dec) /* raw batches have no decoder */
+        mx8_decoder_trim(w->dec, KEEP_DECODE_SCRATCH);
+}
+
+/* The workers' readers, decoders and scratch: once they are joined nothing uses them, and
+ * the memory (often the bulk of an engine's) should not wait for the Python object to die. */
+static void release_workers(mx8_engine *e) {
+    for (int i = 0; e->workers && i < e->cfg.threads; i++) {
+        worker_t *w = &e->workers[i];
+        if (w->e)
+            mx8_sample_reader_close(&w->reader);
+        w->e = NULL;
+        mx8_decoder_free(w->dec);
+        w->dec = NULL;
+        free(w->scratch);
+        w->scratch = NULL;
+        w->scratch_cap = 0;
+        free(w->u8_slot);
+        w->u8_slot = NULL;
+    }
+}
+
 static void *worker_main(void *arg) {
     worker_t *w = arg;
     mx8_engine *e = w->e;
@@ -368,6 +402,7 @@ static void *worker_main(void *arg) {
         mx8_error err;
         mx8_error_clear(&err);
         int rc = process(w, s, pos % bs, pos, &err);
+        trim_scratch(w);
 
         pthread_mutex_lock(&e->mu);
         if (rc)
@@ -531,6 +566,7 @@ void mx8_engine_stop(mx8_engine *e) {
             pthread_join(w->tid, NULL);
         w->started = 0;
     }
+    release_workers(e);
     pthread_mutex_unlock(&e->join_mu);
 }
 
@@ -538,15 +574,7 @@ void mx8_engine_free(mx8_engine *e) {
     if (!e)
         return;
     if (e->workers) {
-        mx8_engine_stop(e);
-        for (int i = 0; i < e->cfg.threads; i++) {
-            worker_t *w = &e->workers[i];
-            if (w->e)
-                mx8_sample_reader_close(&w->reader);
-            mx8_decoder_free(w->dec);
-            free(w->scratch);
-            free(w->u8_slot);
-        }
+        mx8_engine_stop(e); /* joins and releases the workers */
         mx8_remote_free(e->remote); /* after the workers: nobody holds its bytes */
         pthread_mutex_destroy(&e->mu);
         pthread_mutex_destroy(&e->join_mu);

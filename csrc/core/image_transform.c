@@ -48,6 +48,15 @@ size_t mx8_decoder_scratch_bytes(const mx8_decoder *dec) {
            r->ay.pos.cap + r->row4.cap;
 }
 
+int mx8_decoder_trim(mx8_decoder *dec, size_t keep_bytes) {
+    if (mx8_decoder_scratch_bytes(dec) <= keep_bytes) return 0;
+    mx8_jpeg_release_scratch(dec->jpeg);
+    mx8_scratch_release(&dec->png_pix);
+    mx8_scratch_release(&dec->png_rows);
+    mx8_resizer_release(&dec->rs);
+    return 1;
+}
+
 static int sniff(const uint8_t *d, size_t len) {
     if (len >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return MX8_FMT_JPEG;
     if (len >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0) return MX8_FMT_PNG;

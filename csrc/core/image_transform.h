@@ -56,6 +56,10 @@ void mx8_decoder_free(mx8_decoder *dec);
 /* Bytes of scratch (pixels, row pointers, resize buffers) the decoder holds now. */
 size_t mx8_decoder_scratch_bytes(const mx8_decoder *dec);
 
+/* Gives back all scratch when it holds more than keep_bytes: scratch only grows, so one
+ * outlier image would otherwise pin its buffers for the decoder's life. Returns 1 if it did. */
+int mx8_decoder_trim(mx8_decoder *dec, size_t keep_bytes);
+
 /* Reads only the header: format, width and height. */
 int mx8_image_probe(const uint8_t *data, size_t len, int *format, int *width, int *height,
                     mx8_error *err);
