@@ -462,6 +462,10 @@ class _BatchIterator:
         bufs = self.pending.pop(b)
         self._fill()
         self.progress.batches += 1
+        if count == 0 and self.progress.world_size == 1:
+            # on_error="skip" and every sample failed: no empty batch for the model. Under DDP it
+            # is yielded all the same, so that every rank takes the same number of steps.
+            return self._next()
         if len(bufs) == 3:
             images = bufs[0]
             if not isinstance(images, torch.Tensor):

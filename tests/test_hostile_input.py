@@ -314,3 +314,41 @@ def test_one_huge_image_does_not_pin_its_memory_for_the_epoch_or_after_close(tmp
     # the 6000x6000 decode held ~108 MB of pixels; they are not held any more
     assert peak - after_epoch > 80_000, (peak, after_epoch)
     assert after_close <= after_epoch + 4_000
+
+
+# ---- one verdict per sample, whatever the epoch ----
+
+def test_a_truncated_jpeg_fails_in_every_epoch_whatever_the_crop(tmp_path):
+    """Crop-aware decode stops after the crop's last row, so a JPEG missing its bottom rows was
+    delivered in epochs whose random crop avoided them and skipped in the others."""
+    from PIL import Image
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    import io
+    buf = io.BytesIO()
+    Image.linear_gradient("L").resize((640, 480)).convert("RGB").save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    (src / "cut.jpg").write_bytes(data[:len(data) * 97 // 100])  # the last rows are missing
+    for i in range(7):
+        (src / f"ok{i}.jpg").write_bytes(jpeg_bytes())
+    ds = mx8.Dataset(str(src.parent), batch_size=4, size=32, crop="random", scale=(0.05, 0.1), on_error="skip")
+    skips = []
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        assert sum(len(b.sample_ids) for b in ds) == 7
+        skips.append(ds.stats()["skipped"])
+    assert skips == [1] * 12
+    with pytest.raises(mx8.DecodeError, match=r"cut\.jpg.*premature end of JPEG file"):
+        list(mx8.Dataset(str(src.parent), batch_size=4, size=32, crop="random", scale=(0.05, 0.1)))
+
+
+def test_skip_never_yields_an_empty_batch(tmp_path):
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    for i in range(4):
+        (src / f"a{i}.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    for i in range(3):
+        (src / f"b{i}.jpg").write_bytes(jpeg_bytes())
+    ds = mx8.Dataset(str(src.parent), batch_size=4, size=32, on_error="skip")   # batch 0 fails whole
+    sizes = [len(b.sample_ids) for b in ds]
+    assert sizes == [3] and ds.stats()["skipped"] == 4

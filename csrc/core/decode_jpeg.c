@@ -114,6 +114,21 @@ static int open_inner(mx8_jpeg *j, const uint8_t *data, size_t len) {
     return 0;
 }
 
+/* Whether FF D9 (end of image) follows the headers. A crop-aware decode stops after the last
+ * row it needs, so a file cut short would fail only in the epochs whose random crop reaches
+ * the cut: the verdict on a sample must not depend on the epoch. Entropy-coded data never
+ * holds FF D9 (a data FF is followed by 00 or a restart marker), so a missing one means the
+ * end is missing. Trailing bytes after it (camera extras) are fine, as in libjpeg. */
+static int has_end_marker(const uint8_t *p, size_t n) {
+    const uint8_t *end = p + n;
+    while (n >= 2 && (p = memchr(p, 0xFF, n - 1)) != NULL) {
+        if (p[1] == 0xD9) return 1;
+        p++;
+        n = (size_t)(end - p);
+    }
+    return 0;
+}
+
 int mx8_jpeg_open(mx8_jpeg *j, const uint8_t *data, size_t len, uint64_t max_pixels,
                   int *width, int *height, mx8_error *err) {
     mx8_jpeg_abort(j);
@@ -127,6 +142,10 @@ int mx8_jpeg_open(mx8_jpeg *j, const uint8_t *data, size_t len, uint64_t max_pix
     if (rc != MX8_OK) {
         mx8_jpeg_abort(j);
         return rc;
+    }
+    if (!has_end_marker(j->cinfo.src->next_input_byte, j->cinfo.src->bytes_in_buffer)) {
+        mx8_jpeg_abort(j);
+        return mx8_error_set(err, MX8_ERR_DECODE, "premature end of JPEG file (no end-of-image marker)");
     }
     *width = (int)j->cinfo.image_width;
     *height = (int)j->cinfo.image_height;
