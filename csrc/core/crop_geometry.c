@@ -1,10 +1,20 @@
 #include "crop_geometry.h"
 
+#include <limits.h>
 #include <math.h>
+
+/* double -> int that saturates (and maps NaN to 0): a plain cast of a value out of int's
+ * range is undefined, and extreme aspect ratios or headers do produce such values here. */
+static int sat_int(double v) {
+    if (!(v == v)) return 0;
+    if (v >= (double)INT_MAX) return INT_MAX;
+    if (v <= (double)INT_MIN) return INT_MIN;
+    return (int)v;
+}
 
 /* Python's round() is round-half-to-even; rint() does the same under the default
  * FE_TONEAREST mode, which the core never changes. */
-static int py_round(double v) { return (int)rint(v); }
+static int py_round(double v) { return sat_int(rint(v)); }
 
 void mx8_crop_random_window(int width, int height, double scale_min, double scale_max,
                             double ratio_min, double ratio_max, mx8_rng *rng, int *x, int *y,
@@ -61,10 +71,10 @@ void mx8_crop_center(int width, int height, int resize_short, int out_h, int out
     int new_w, new_h;
     if (width <= height) {
         new_w = resize_short;
-        new_h = (int)((double)resize_short * height / width);
+        new_h = sat_int((double)resize_short * height / width);
     } else {
         new_h = resize_short;
-        new_w = (int)((double)resize_short * width / height);
+        new_w = sat_int((double)resize_short * width / height);
     }
     if (new_w < 1) new_w = 1;
     if (new_h < 1) new_h = 1;

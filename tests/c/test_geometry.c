@@ -102,3 +102,26 @@ void test_center_crop_box(void) {
     mx8_crop_full(7, 9, &g);
     CHECK(g.bx1 == 7.0f && g.by1 == 9.0f && g.rw == 7 && g.rh == 9);
 }
+
+/* Extreme sizes and ratios stay defined (UBSan aborts this binary on an out-of-range
+ * double -> int cast, which 10^6 x 1 images and ratios like 1e-300 used to produce) and
+ * always give a window inside the image. */
+void test_geometry_extreme_inputs_stay_in_bounds(void) {
+    static const int sizes[][2] = {{1000000, 1}, {1, 1000000}, {1, 1}, {65500, 65500}, {2, 999999}};
+    static const double ratios[][2] = {{1e-300, 1e300}, {1e-9, 1e-8}, {1e8, 1e9}, {0.75, 4.0 / 3}};
+    mx8_rng rng;
+    mx8_rng_seed(&rng, 11);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        int W = sizes[i][0], H = sizes[i][1];
+        for (size_t k = 0; k < sizeof ratios / sizeof ratios[0]; k++)
+            for (int t = 0; t < 20; t++) {
+                int x, y, w, h;
+                mx8_crop_random_window(W, H, 1e-12, 1.0, ratios[k][0], ratios[k][1], &rng, &x, &y, &w, &h);
+                CHECK(w >= 1 && h >= 1 && x >= 0 && y >= 0 && x + w <= W && y + h <= H);
+            }
+        mx8_crop_geometry g;
+        mx8_crop_center(W, H, 65535, 224, 224, &g);
+        CHECK(g.rw == W && g.rh == H);
+        CHECK(g.bx0 >= 0 && g.by0 >= 0 && g.bx1 <= (float)W && g.by1 <= (float)H);
+    }
+}

@@ -23,6 +23,7 @@
     X(test_rrc_deterministic_and_seed_sensitive)    \
     X(test_rrc_fallback_clamps_ratio)               \
     X(test_center_crop_box)                         \
+    X(test_geometry_extreme_inputs_stay_in_bounds)  \
     X(test_transform_crop_aware_equals_full)        \
     X(test_transform_deterministic)                 \
     X(test_transform_equals_manual_pipeline)        \
