@@ -352,3 +352,16 @@ def test_skip_never_yields_an_empty_batch(tmp_path):
     ds = mx8.Dataset(str(src.parent), batch_size=4, size=32, on_error="skip")   # batch 0 fails whole
     sizes = [len(b.sample_ids) for b in ds]
     assert sizes == [3] and ds.stats()["skipped"] == 4
+
+
+def test_a_huge_location_gives_a_bounded_message(tmp_path):
+    """A 64 MB location string became a 64 MB exception message (and log line)."""
+    loc = "shards/" + "x" * 4_000_000 + ".tar"
+    root = tmp_path / "ds"
+    (root / "_mx8").mkdir(parents=True)
+    (root / "_mx8" / "manifest.tsv").write_text(f"schema_version=0\n0\t{loc}\t0\t100\t\n")
+    with pytest.raises(mx8.ReadError) as ei:
+        list(mx8.Dataset(str(root), batch_size=1, size=32))
+    msg = str(ei.value)
+    assert len(msg) < 1000 and "characters]..." in msg and msg.startswith("error reading sample 0 (")
+    assert ei.value.location.endswith(loc)  # the attribute keeps it whole

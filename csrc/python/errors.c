@@ -66,16 +66,36 @@ PyObject *mx8_raise(mx8_state *st, const mx8_error *err) {
     return NULL;
 }
 
+/* The location as a message shows it: a manifest may hold a location of any length, and a
+ * log line should not be 64 MB. The exception's location attribute keeps it whole. */
+#define SHOWN_LOCATION_MAX 400
+static PyObject *shown_location(const char *location) {
+    PyObject *loc = PyUnicode_DecodeFSDefault(location);
+    if (!loc || PyUnicode_GET_LENGTH(loc) <= SHOWN_LOCATION_MAX)
+        return loc;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(loc), keep = SHOWN_LOCATION_MAX / 2;
+    PyObject *head = PyUnicode_Substring(loc, 0, keep), *tail = PyUnicode_Substring(loc, n - keep, n);
+    PyObject *out = head && tail ? PyUnicode_FromFormat("%U...[%zd characters]...%U", head, n, tail) : NULL;
+    Py_XDECREF(head);
+    Py_XDECREF(tail);
+    Py_DECREF(loc);
+    return out;
+}
+
 PyObject *mx8_raise_sample(mx8_state *st, const mx8_sample_error *se, const char *location) {
     const char *what = se->code == MX8_ERR_DECODE || se->code == MX8_ERR_TOO_LARGE ? "decoding" : "reading";
+    PyObject *shown = shown_location(location);
+    if (!shown)
+        return NULL;
     PyObject *msg;
     if (se->length == MX8_LENGTH_WHOLE)
-        msg = PyUnicode_FromFormat("error %s sample %lld (%s): %s", what, (long long)se->sample_id,
-                                   location, se->msg);
+        msg = PyUnicode_FromFormat("error %s sample %lld (%U): %s", what, (long long)se->sample_id,
+                                   shown, se->msg);
     else
-        msg = PyUnicode_FromFormat("error %s sample %lld (%s @ %llu+%llu): %s", what,
-                                   (long long)se->sample_id, location,
+        msg = PyUnicode_FromFormat("error %s sample %lld (%U @ %llu+%llu): %s", what,
+                                   (long long)se->sample_id, shown,
                                    (unsigned long long)se->offset, (unsigned long long)se->length, se->msg);
+    Py_DECREF(shown);
     if (!msg)
         return NULL;
     PyObject *type = type_for(st, se->code);
