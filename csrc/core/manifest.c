@@ -187,6 +187,8 @@ static int parse_lines(parser *p, const char *buf, size_t len, mx8_error *err) {
         if (memchr(line, '\r', llen))
             return mx8_error_set(err, MX8_ERR_FORMAT,
                                  "manifest line %zu: carriage return (manifests use \\n line endings)", lineno);
+        if (memchr(line, '\0', llen)) /* no path or key holds one, and the location table keys on C strings */
+            return mx8_error_set(err, MX8_ERR_FORMAT, "manifest line %zu: NUL byte", lineno);
         if (lineno == 1) {
             if (llen != sizeof HEADER - 1 || memcmp(line, HEADER, llen) != 0)
                 return mx8_error_set(err, MX8_ERR_FORMAT,

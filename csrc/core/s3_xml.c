@@ -108,8 +108,8 @@ static int append_text(text_buf *t, const char *s, size_t n, mx8_error *err) {
             char ch[4];
             size_t chn = 0, used = decode_entity(s + i + 1, n - i - 1, ch, &chn);
             if (!used)
-                return mx8_error_set(err, MX8_ERR_FORMAT, "S3 XML response: bad character reference near '%.12s'",
-                                     s + i);
+                return mx8_error_set(err, MX8_ERR_FORMAT, "S3 XML response: bad character reference near '%.*s'",
+                                     (int)(n - i < 12 ? n - i : 12), s + i); /* the body has no NUL */
             if (tb_put(t, ch, chn))
                 return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory reading an S3 XML response");
             i += 1 + used;
