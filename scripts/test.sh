@@ -10,10 +10,13 @@
 #                                checks); "no tests collected" is a failure
 #   5. scripts/valgrind_check.py memcheck of a small pack + Dataset run; fails on definitely
 #                                lost leaks or invalid accesses whose stack involves mx8._core
+#   6. scripts/fuzz.sh           libFuzzer targets (manifest, S3 XML, SigV4, JPEG/PNG decode)
+#                                under ASan+UBSan: replays every kept crasher, then fuzzes each
+#                                for MX8_FUZZ_SECONDS (default 20)
 # Every step runs even if an earlier one failed (after a successful setup); the exit status is
 # non-zero if any failed, and a summary lists each step.
 #
-# Environment: MX8_TEST_SKIP="c valgrind" skips steps by name (c, wheel, pytest, valgrind);
+# Environment: MX8_TEST_SKIP="c valgrind" skips steps by name (c, wheel, pytest, valgrind, fuzz);
 # MX8_TEST_EDITABLE=1 runs pytest against the developer's editable .venv instead of the wheel
 # (quicker while iterating: no wheel build); PYTEST_ADDOPTS passes options to pytest (e.g.
 # PYTEST_ADDOPTS="-k pack -x").
@@ -105,6 +108,19 @@ else
     record valgrind ok "no definite leaks or invalid accesses in mx8._core ($((SECONDS - t))s)"
   else
     record valgrind FAIL "see the report above"
+  fi
+fi
+
+# -- 6. fuzz ----------------------------------------------------------------------------
+if skipped fuzz; then
+  record fuzz skip "MX8_TEST_SKIP"
+else
+  step "fuzz: scripts/fuzz.sh (${MX8_FUZZ_SECONDS:-20}s a target)"
+  t=$SECONDS
+  if ./scripts/fuzz.sh; then
+    record fuzz ok "regressions replayed, no new finding ($((SECONDS - t))s)"
+  else
+    record fuzz FAIL "see the fuzz summary above"
   fi
 fi
 
