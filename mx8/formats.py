@@ -41,24 +41,30 @@ def percent_encode(label: str) -> str:
                    for b in label.encode("utf-8", "surrogateescape"))
 
 
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
+
+
 def percent_decode(text: str, where: str) -> str:
+    """Strict: '%' must be followed by exactly two hex digits, and every other byte must be
+    one percent_encode leaves as it is (so '%+6', '% 6' and raw spaces are refused)."""
+    if not text.isascii():
+        raise ManifestError(f"{where}: label {text[:60]!r} is not percent-encoded ASCII")
+    data = text.encode("ascii")
     raw = bytearray()
     i = 0
-    data = text.encode("ascii", "strict") if text.isascii() else None
-    if data is None:
-        raise ManifestError(f"{where}: label {text!r} is not percent-encoded ASCII")
     while i < len(data):
         if data[i] == 0x25:  # '%'
-            try:
-                raw.append(int(data[i + 1:i + 3].decode(), 16))
-            except ValueError:
-                raise ManifestError(f"{where}: bad percent escape in label {text!r}") from None
-            if len(data[i + 1:i + 3]) != 2:
-                raise ManifestError(f"{where}: bad percent escape in label {text!r}")
+            pair = data[i + 1:i + 3]
+            if len(pair) != 2 or not all(b in _HEX for b in pair):
+                raise ManifestError(f"{where}: bad percent escape in label {text[:60]!r}")
+            raw.append(int(pair, 16))
             i += 3
-        else:
+        elif data[i] in _UNRESERVED:
             raw.append(data[i])
             i += 1
+        else:
+            raise ManifestError(f"{where}: label {text[:60]!r} has {chr(data[i])!r}, which must be "
+                                f"percent-encoded")
     return raw.decode("utf-8", "surrogateescape")
 
 
@@ -73,6 +79,9 @@ def parse_labels(data: bytes, source: str) -> List[str]:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         raise ManifestError(f"{source}: labels file is not ASCII (labels are percent-encoded)") from None
+    if "\r" in text:
+        line = text[:text.index("\r")].count("\n") + 1
+        raise ManifestError(f"{source} line {line}: carriage return (labels files use \\n line endings)")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

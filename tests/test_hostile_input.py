@@ -365,3 +365,46 @@ def test_a_huge_location_gives_a_bounded_message(tmp_path):
     msg = str(ei.value)
     assert len(msg) < 1000 and "characters]..." in msg and msg.startswith("error reading sample 0 (")
     assert ei.value.location.endswith(loc)  # the attribute keeps it whole
+
+
+# ---- labels.tsv is parsed strictly ----
+
+@pytest.mark.parametrize("data,msg", [
+    (b"schema_version=1\r\n0\tcat\r\n", r"line 1: carriage return"),  # said "expected 'schema_version=1', found 'schema_version=1'"
+    (b"schema_version=1\n0\t%+6\n", r"bad percent escape in label '%\+6'"),   # int('+6', 16) accepted it
+    (b"schema_version=1\n0\t% 6\n", r"bad percent escape"),
+    (b"schema_version=1\n0\tcat dog\n", r"' ', which must be percent-encoded"),
+])
+def test_labels_files_are_parsed_strictly(data, msg):
+    from mx8.formats import parse_labels
+    with pytest.raises(mx8.ManifestError, match=msg):
+        parse_labels(data, "labels.tsv")
+
+
+def test_mutated_labels_files_parse_or_raise_manifest_error():
+    """20,000 random byte mutations of a valid labels file: each one parses or raises
+    mx8.ManifestError naming the file (the C parsers get libFuzzer; this one is Python)."""
+    import random
+    from mx8.formats import parse_labels, render_labels
+    good = render_labels(["cat", "dog", "caf\u00e9 au lait", "a/b", "100%"])
+    rng = random.Random(5)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(20_000):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            pos = rng.randrange(len(data) + 1)
+            if op < 0.4 and data:
+                data[min(pos, len(data) - 1)] = rng.randrange(256)
+            elif op < 0.7:
+                data[pos:pos] = bytes([rng.choice(b"%\t\n\r0123456789+- aZ\xff\x00")])
+            elif data:
+                del data[min(pos, len(data) - 1)]
+        try:
+            labels = parse_labels(bytes(data), "labels.tsv")
+            assert all(isinstance(x, str) for x in labels)
+            outcomes["ok"] += 1
+        except mx8.ManifestError as e:
+            assert str(e).startswith("labels.tsv")
+            outcomes["error"] += 1
+    assert outcomes["ok"] > 100 and outcomes["error"] > 10_000, outcomes
