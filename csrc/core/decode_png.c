@@ -11,12 +11,17 @@ static const uint8_t PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
  * that calls setjmp) only writes it through a pointer, so nothing it holds is an
  * indeterminate automatic after a longjmp. */
 typedef struct {
-    const uint8_t *data;
-    size_t len, pos;
     png_structp png;
     png_infop info;
     jmp_buf jb;
     char msg[200];
+    /* filled by the info callback */
+    uint64_t max_pixels;
+    mx8_scratch *pix, *rows;
+    png_uint_32 w, h;
+    int gray16, last_pass, rc; /* rc: a limit the info callback hit (an mx8 code) */
+    mx8_error *err;
+    int done; /* the last row of the last pass has arrived */
 } png_ctx;
 
 static void on_error(png_structp p, png_const_charp msg) {
@@ -30,13 +35,6 @@ static void on_error(png_structp p, png_const_charp msg) {
 static void on_warning(png_structp p, png_const_charp msg) {
     (void)p;
     (void)msg;
-}
-
-static void on_read(png_structp p, png_bytep out, size_t n) {
-    png_ctx *c = png_get_io_ptr(p);
-    if (n > c->len - c->pos) png_error(p, "premature end of PNG data");
-    memcpy(out, c->data + c->pos, n);
-    c->pos += n;
 }
 
 int mx8_png_probe(const uint8_t *d, size_t len, int *width, int *height, mx8_error *err) {
@@ -81,35 +79,59 @@ static void gray16_row_to_rgb(uint8_t *row, int w) {
     }
 }
 
-static int decode_inner(png_ctx *c, uint64_t max_pixels, mx8_scratch *pix, mx8_scratch *rows,
-                        int *width, int *height, mx8_error *err) {
-    if (setjmp(c->jb)) return -1;
+/* libpng's progressive reader, fed the whole buffer: unlike png_read_image, which inflates
+ * whatever compressed data follows the last row (a 2 MB file of 2 GB compressed zeros behind a
+ * 16x16 image decoded "fine" in 8-13 s), it stops inflating at the last row ("extra compressed
+ * data" is only a warning) and skips the rest. */
+static void on_info(png_structp png, png_infop info) {
+    png_ctx *c = png_get_progressive_ptr(png);
+    int depth, ctype, interlace;
+    png_get_IHDR(png, info, &c->w, &c->h, &depth, &ctype, &interlace, NULL, NULL);
+    if ((c->rc = mx8_check_pixels(c->w, c->h, c->max_pixels, c->err)) != MX8_OK) longjmp(c->jb, 2);
+    c->gray16 = set_transforms(png, depth, ctype);
+    png_read_update_info(png, info);
+    size_t stride = (size_t)c->w * 3;
+    if (png_get_rowbytes(png, info) != (c->gray16 ? (size_t)c->w * 2 : stride))
+        png_error(png, "unexpected row size after transforms");
+    if ((c->rc = mx8_scratch_reserve(c->pix, stride * c->h, c->err)) != MX8_OK ||
+        (c->rc = mx8_scratch_reserve(c->rows, sizeof(png_bytep) * c->h, c->err)) != MX8_OK)
+        longjmp(c->jb, 2);
+    png_bytep *rp = c->rows->p;
+    for (png_uint_32 y = 0; y < c->h; y++) rp[y] = (uint8_t *)c->pix->p + (size_t)y * stride;
+    /* The pass that delivers the last row: 0 without interlacing, else the last non-empty one. */
+    c->last_pass = 0;
+    for (int p = 6; interlace != PNG_INTERLACE_NONE && p > 0; p--)
+        if (PNG_PASS_COLS(c->w, p) && PNG_PASS_ROWS(c->h, p)) {
+            c->last_pass = p;
+            break;
+        }
+}
+
+static void on_row(png_structp png, png_bytep row, png_uint_32 y, int pass) {
+    png_ctx *c = png_get_progressive_ptr(png);
+    if (y >= c->h) png_error(png, "row number out of range");
+    if (row) png_progressive_combine_row(png, ((png_bytep *)c->rows->p)[y], row);
+    if (pass == c->last_pass && y == c->h - 1)
+        c->done = 1; /* decode_inner feeds no more (png_process_data_pause here makes libpng spin) */
+}
+
+static int decode_inner(png_ctx *c, const uint8_t *data, size_t len) {
+    int jumped = setjmp(c->jb);
+    if (jumped) return jumped == 2 ? c->rc : -1;
     c->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
-    if (!c->png) return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory creating a PNG reader");
+    if (!c->png) return mx8_error_set(c->err, MX8_ERR_NOMEM, "out of memory creating a PNG reader");
     c->info = png_create_info_struct(c->png);
-    if (!c->info) return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory creating a PNG reader");
-    png_set_read_fn(c->png, c, on_read);
-    png_read_info(c->png, c->info);
-    png_uint_32 w, h;
-    int depth, ctype;
-    png_get_IHDR(c->png, c->info, &w, &h, &depth, &ctype, NULL, NULL, NULL);
-    int rc = mx8_check_pixels(w, h, max_pixels, err);
-    if (rc != MX8_OK) return rc;
-    int gray16 = set_transforms(c->png, depth, ctype);
-    png_read_update_info(c->png, c->info);
-    size_t stride = (size_t)w * 3;
-    if (png_get_rowbytes(c->png, c->info) != (gray16 ? (size_t)w * 2 : stride))
-        png_error(c->png, "unexpected row size after transforms");
-    if ((rc = mx8_scratch_reserve(pix, stride * h, err)) != MX8_OK) return rc;
-    if ((rc = mx8_scratch_reserve(rows, sizeof(png_bytep) * h, err)) != MX8_OK) return rc;
-    png_bytep *rp = rows->p;
-    uint8_t *base = pix->p;
-    for (png_uint_32 y = 0; y < h; y++) rp[y] = base + (size_t)y * stride;
-    png_read_image(c->png, rp);
-    if (gray16)
-        for (png_uint_32 y = 0; y < h; y++) gray16_row_to_rgb(rp[y], (int)w);
-    *width = (int)w;
-    *height = (int)h;
+    if (!c->info) return mx8_error_set(c->err, MX8_ERR_NOMEM, "out of memory creating a PNG reader");
+    png_set_progressive_read_fn(c->png, c, on_info, on_row, NULL);
+    /* In pieces, so that a pause at the last row leaves the rest of the file unread. */
+    for (size_t pos = 0; pos < len && !c->done; pos += 65536)
+        png_process_data(c->png, c->info, (png_bytep)data + pos, len - pos < 65536 ? len - pos : 65536);
+    if (!c->done) {
+        snprintf(c->msg, sizeof c->msg, "premature end of PNG data");
+        return -1;
+    }
+    if (c->gray16)
+        for (png_uint_32 y = 0; y < c->h; y++) gray16_row_to_rgb(((png_bytep *)c->rows->p)[y], (int)c->w);
     return MX8_OK;
 }
 
@@ -120,12 +142,16 @@ int mx8_png_decode(const uint8_t *data, size_t len, uint64_t max_pixels, mx8_scr
     if (rc != MX8_OK) return rc;
     png_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
-    ctx.data = data;
-    ctx.len = len;
-    rc = decode_inner(&ctx, max_pixels, pix, rows, &w, &h, err);
+    ctx.max_pixels = max_pixels;
+    ctx.pix = pix;
+    ctx.rows = rows;
+    ctx.err = err;
+    rc = decode_inner(&ctx, data, len);
     if (ctx.png) png_destroy_read_struct(&ctx.png, ctx.info ? &ctx.info : NULL, NULL);
     if (rc < 0) return mx8_error_set(err, MX8_ERR_DECODE, "corrupt PNG data: %s", ctx.msg);
     if (rc != MX8_OK) return rc;
+    w = (int)ctx.w;
+    h = (int)ctx.h;
     out->px = pix->p;
     out->stride = (size_t)w * 3;
     out->x = out->y = 0;

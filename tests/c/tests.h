@@ -14,6 +14,7 @@
     X(test_png_truncated_and_corrupt)               \
     X(test_png_too_large)                           \
     X(test_png_header_sizes_checked_before_planning) \
+    X(test_png_interlaced_small_sizes)              \
     X(test_resize_identity_exact)                   \
     X(test_resize_flip_and_layouts)                 \
     X(test_resize_matches_float_model)              \
