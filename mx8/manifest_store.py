@@ -77,7 +77,11 @@ class ManifestStore:
         return StoredManifest(manifest, labels, str(meta.get("source", "manifest")), str(meta.get("uri", "")))
 
     def put(self, manifest_hash: str, manifest: bytes, labels: Optional[bytes], *, source: str, uri: str) -> str:
-        """Stores an entry (a no-op when a good one is there) and returns its folder."""
+        """Stores an entry (a no-op when a good one is there) and returns its folder. The
+        manifest is kept as its canonical bytes (FORMAT.md: every line ends with a newline),
+        which is what manifest_hash covers, also for a file written without the final one."""
+        if manifest and not manifest.endswith(b"\n"):
+            manifest += b"\n"
         if hashlib.sha256(manifest).hexdigest() != manifest_hash:
             raise ValueError(f"manifest bytes do not hash to {manifest_hash}")
         entry = self._entry(manifest_hash)

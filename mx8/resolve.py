@@ -56,9 +56,14 @@ class Snapshot:
         for loc in self.manifest.locations:
             if loc.startswith("s3://"):
                 try:
-                    out.append(parse_s3_uri(loc))
+                    bucket, key = parse_s3_uri(loc)
                 except ValueError as e:
                     raise ReadError(f"{self.uri}: bad S3 location {loc!r}: {e}") from None
+                if self.s3 is not None and bucket != self.s3.bucket and not trust_locations():
+                    raise ReadError(f"{self.uri}: location {loc!r} is in another bucket than the manifest; a "
+                                    f"remote manifest reads only its own bucket with your credentials "
+                                    f"(set {TRUST_ENV}=1 to allow it)")
+                out.append((bucket, key))
             elif self.s3 is not None and not loc.startswith("file://") and not loc.startswith("/"):
                 out.append((self.s3.bucket, self.s3.key(loc)))
             else:
@@ -78,8 +83,26 @@ class Snapshot:
                                 f"(use location_objects())")
             if loc.startswith("file://"):
                 loc = loc[len("file://"):]
-            out.append(loc if os.path.isabs(loc) else os.path.join(self.root, loc))
+            if os.path.isabs(loc):
+                out.append(loc)
+                continue
+            path = os.path.normpath(os.path.join(self.root, loc))
+            if not (path + os.sep).startswith(os.path.normpath(self.root) + os.sep) and not trust_locations():
+                raise ReadError(f"{self.uri}: relative location {loc!r} leaves the dataset folder; a manifest's "
+                                f"relative locations stay under it (absolute ones are taken as written; set "
+                                f"{TRUST_ENV}=1 to allow it)")
+            out.append(path)
         return out
+
+
+# The trust model for manifest locations (docs/ARCHITECTURE.md): relative locations stay
+# under the dataset's folder or prefix, and a manifest on S3 reads only its own bucket. A user
+# who means otherwise (a manifest that indexes another bucket) says so with this variable.
+TRUST_ENV = "MX8_TRUST_MANIFEST_LOCATIONS"
+
+
+def trust_locations() -> bool:
+    return os.environ.get(TRUST_ENV, "0") in ("1", "true", "yes")
 
 
 def split_pin(uri: str) -> Tuple[str, Optional[str]]:

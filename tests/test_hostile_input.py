@@ -427,3 +427,50 @@ def test_a_png_whose_data_stream_hides_a_gigabyte_of_zeros_decodes_in_millisecon
     w, h, rgb = _core.decode_image(png)
     assert time.monotonic() - t0 < 1.0   # it was ~1.3 s for these 512 MB of zeros, 8-13 s for 2 GB
     assert (w, h) == (16, 16) and rgb[3 * 17] == (1 * 7 + 1) % 256  # pixel (1, 1), gray -> RGB
+
+
+# ---- the trust model for manifest locations ----
+
+def test_a_local_manifest_cannot_climb_out_of_its_folder_unless_trusted(tmp_path, monkeypatch):
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(jpeg_bytes())
+    root = tmp_path / "ds"
+    (root / "_mx8").mkdir(parents=True)
+    n = secret.stat().st_size
+    (root / "_mx8" / "manifest.tsv").write_text(f"schema_version=0\n0\t../secret.jpg\t0\t{n}\t\n")
+    with pytest.raises(mx8.ReadError, match=r"relative location '\.\./secret\.jpg' leaves the dataset folder"):
+        list(mx8.Dataset(str(root), batch_size=1, size=16))
+    monkeypatch.setenv("MX8_TRUST_MANIFEST_LOCATIONS", "1")
+    assert sum(len(b.sample_ids) for b in mx8.Dataset(str(root), batch_size=1, size=16)) == 1
+
+
+def test_a_remote_manifest_reads_only_its_own_bucket_unless_trusted(monkeypatch):
+    from mx8 import _core
+    from mx8.resolve import Snapshot
+    from mx8.s3config import s3_config
+    from mx8.s3io import S3Root
+    m = _core.Manifest(b"schema_version=0\n0\tshards/a.tar\t0\t10\t\n1\ts3://other-bucket/x.tar\t0\t10\t\n")
+    root = S3Root("mine", "ds/", s3_config(endpoint="http://127.0.0.1:9", env={}))
+    snap = Snapshot("s3://mine/ds/", "s3://mine/ds/", m.hash, len(m), None, "manifest", m, root)
+    with pytest.raises(mx8.ReadError, match=r"'s3://other-bucket/x\.tar' is in another bucket"):
+        snap.location_objects()
+    monkeypatch.setenv("MX8_TRUST_MANIFEST_LOCATIONS", "1")
+    assert snap.location_objects() == [("mine", "ds/shards/a.tar"), ("other-bucket", "x.tar")]
+
+
+def test_the_manifest_store_keeps_a_manifest_without_its_final_newline(tmp_path):
+    """The store hashed the raw bytes, so an S3 manifest written without its last newline
+    (whose manifest_hash covers the canonical bytes) was refused."""
+    import hashlib
+    from mx8.manifest_store import ManifestStore
+    raw = b"schema_version=0\n0\ta.jpg\t0\t5\t"
+    h = _core_hash(raw)
+    assert h == hashlib.sha256(raw + b"\n").hexdigest()
+    store = ManifestStore(str(tmp_path / "store"))
+    store.put(h, raw, None, source="manifest", uri="s3://b/p/")
+    assert store.get(h).manifest == raw + b"\n"
+
+
+def _core_hash(data: bytes) -> str:
+    from mx8 import _core
+    return _core.Manifest(data).hash
