@@ -380,7 +380,8 @@ def pack(src: str, out: str, *, shard_mb: float = 512, label_mode: str = "auto",
     if result.refused and on_error == "raise":
         rel, why = result.refused[0]
         more = f" (and {len(result.refused) - 1} more)" if len(result.refused) > 1 else ""
-        raise PackError(f"{os.path.join(src, rel)}: {why}{more}; on_error='skip' (mx8 pack --skip-bad) packs the rest and lists them")
+        raise PackError(f"{os.path.join(src, rel)}: {why}{more}; on_error='skip' (mx8 pack --skip-bad) "
+                        f"packs the rest and lists them")
     if not result.files:
         raise PackError(f"{src}: no images to pack (looked for {', '.join(extensions or ['any file'])})")
     files = _shuffle(result.files, seed) if shuffle else result.files
