@@ -327,7 +327,9 @@ static int run_h_first(mx8_resizer *r, const uint8_t *src, size_t stride, int sr
 static int run_v_first(mx8_resizer *r, const uint8_t *src, size_t stride, int src_x, int src_y,
                        uint8_t *out, int planar, mx8_error *err) {
     int ow = r->out_w, oh = r->out_h, ncols = r->ax.hi - r->ax.lo;
-    const uint8_t *rows = src + (size_t)(0 - src_y) * stride; /* !need_v: src_y == 0 */
+    /* Without a vertical pass the source rows are read in place, and then src_y == 0; with
+     * one, rows is the tmp buffer (src - src_y * stride, formed as a size_t, wrapped: UB). */
+    const uint8_t *rows = src;
     size_t rstride = stride;
     int col0 = src_x;
     if (r->need_v) {
