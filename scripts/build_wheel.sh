@@ -55,7 +55,7 @@ if ! patchelf_ok; then
 fi
 
 # -- build from a copy ------------------------------------------------------------------
-tmp="$(mktemp -d /tmp/mx8-build-wheel.XXXXXX)"
+tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 log "copying $repo -> $tmp/src"
 mkdir "$tmp/src"
