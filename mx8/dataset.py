@@ -441,31 +441,32 @@ class _BatchIterator:
             self._lock.release()
 
     def _next(self) -> Union[Batch, RawBatch]:
-        if self.closed:
-            if self.interrupted:
-                raise UsageError("this mx8 iterator was closed before its epoch ended (Dataset.close(), or a "
-                                 "new iter(dataset), from this or another thread)")
-            raise StopIteration
-        try:
-            got = self.engine.next()
-        except BaseException:
-            was_closed = self.closed  # by close() from another thread, while we waited
-            self.close(interrupted=False)  # the error ends the epoch
-            if was_closed:
-                raise UsageError("this mx8 iterator was closed (Dataset.close() or a new iter(dataset) in "
-                                 "another thread) while next() waited for a batch") from None
-            raise
-        if got is None:
-            self.close(interrupted=False)
-            raise StopIteration
-        b, count, _skipped = got
-        bufs = self.pending.pop(b)
-        self._fill()
-        self.progress.batches += 1
-        if count == 0 and self.progress.world_size == 1:
+        while True:  # more than once only past batches whose samples all failed
+            if self.closed:
+                if self.interrupted:
+                    raise UsageError("this mx8 iterator was closed before its epoch ended (Dataset.close(), "
+                                     "or a new iter(dataset), from this or another thread)")
+                raise StopIteration
+            try:
+                got = self.engine.next()
+            except BaseException:
+                was_closed = self.closed  # by close() from another thread, while we waited
+                self.close(interrupted=False)  # the error ends the epoch
+                if was_closed:
+                    raise UsageError("this mx8 iterator was closed (Dataset.close() or a new iter(dataset) in "
+                                     "another thread) while next() waited for a batch") from None
+                raise
+            if got is None:
+                self.close(interrupted=False)
+                raise StopIteration
+            b, count, _skipped = got
+            bufs = self.pending.pop(b)
+            self._fill()
+            self.progress.batches += 1
             # on_error="skip" and every sample failed: no empty batch for the model. Under DDP it
             # is yielded all the same, so that every rank takes the same number of steps.
-            return self._next()
+            if count or self.progress.world_size != 1:
+                break
         if len(bufs) == 3:
             images = bufs[0]
             if not isinstance(images, torch.Tensor):
