@@ -21,7 +21,8 @@ except ImportError as e:
 
 from .dataset import Batch, Dataset, RawBatch, to_device
 from .errors import (DecodeError, Error, ImageTooLargeError, LeaseLogMismatchError, ManifestError, PackError,
-                     RangeError, ReadError, RendezvousError, SnapshotMismatchError, UsageError)
+                     RangeError, ReadError, RendezvousError, SnapshotMismatchError, StuckReadWarning,
+                     UsageError)
 from .leases import LeaseDataset, LeaseInfo
 from .pack import PackResult, pack
 from .resolve import Snapshot, resolve
@@ -31,6 +32,6 @@ __version__ = "0.1.0"
 __all__ = [
     "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch", "to_device",
     "Error", "ManifestError", "ReadError", "RangeError", "DecodeError", "ImageTooLargeError",
-    "SnapshotMismatchError", "PackError", "RendezvousError", "UsageError",
+    "SnapshotMismatchError", "PackError", "RendezvousError", "UsageError", "StuckReadWarning",
     "LeaseDataset", "LeaseInfo", "LeaseLogMismatchError",
 ]

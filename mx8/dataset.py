@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import weakref
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -16,7 +17,7 @@ import torch
 from . import _core
 from .distributed import World, current_world
 from .envvars import env_bool, env_int
-from .errors import SnapshotMismatchError, UsageError
+from .errors import SnapshotMismatchError, StuckReadWarning, UsageError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
 from .sharding import consumed_after, derive_seed, plan
@@ -333,7 +334,7 @@ class Dataset(torch.utils.data.IterableDataset):
         if it is not None:
             it.close()
         elif self._engine is not None:
-            self._engine.close()
+            close_engine(self._engine)
 
     def __enter__(self) -> "Dataset":
         return self
@@ -482,11 +483,33 @@ class _BatchIterator:
         if not self.closed:
             self.closed = True
             self.interrupted = interrupted
-            self.engine.close()  # in a forked child this only marks it closed (engine_type.c)
+            close_engine(self.engine)  # in a forked child this only marks it closed (engine_type.c)
             self.pending.clear()
 
     def __del__(self) -> None:
         self.close()
+
+
+STOP_WAIT_MS = 1000  # how long close() waits for a worker inside a sample before abandoning it
+
+
+def close_engine(engine: "_core.Engine") -> None:
+    """Stops an engine's threads. One still inside a sample after STOP_WAIT_MS is blocked in a
+    read that does not return (a hung network mount): it is abandoned, not waited for, and
+    reported with a StuckReadWarning (engine_type.c keeps its memory until it leaves)."""
+    stuck = engine.close(STOP_WAIT_MS)
+    if stuck is None:
+        return
+    n, sample_id, location, offset, length = stuck
+    if location is not None and len(location) > 400:  # a hostile manifest's location, shortened
+        location = location[:300] + "..." + location[-60:]
+    where = f" {location!r}" if location is not None else ""
+    if offset is not None:
+        where += f" @ {offset}+{length}"
+    what = f"sample {sample_id}{where}" if sample_id >= 0 else "a sample"
+    warnings.warn(f"mx8: {n} native worker thread(s) still blocked after {STOP_WAIT_MS / 1000:g} s, one "
+                  f"reading {what}; abandoned rather than waited for (the thread leaves once its read "
+                  f"returns). A hung network mount?", StuckReadWarning, stacklevel=3)
 
 
 def to_device(batch: Union[Batch, RawBatch], device: Union[str, torch.device],

@@ -16,6 +16,10 @@ here; the rest are raised by the Python glue.
     (docs/ARCHITECTURE.md): two threads in one iterator, an iterator inherited through
     fork(), next() on an iterator that was closed before its epoch ended.
 
+Warnings: ``StuckReadWarning`` (a ``RuntimeWarning``): a close() (or Ctrl-C) found a native
+worker blocked in a read that did not return within a second, such as one on a hung network
+mount; the worker was abandoned rather than waited for (names the sample and location).
+
 Errors about one sample carry ``sample_id``, ``location`` and, for byte ranges,
 ``offset`` and ``length`` attributes.
 """
@@ -45,7 +49,14 @@ class PackError(Error):
     """``mx8.pack`` met an input it cannot pack (zero-length, unreadable, not an image)."""
 
 
+class StuckReadWarning(RuntimeWarning):
+    """close() gave up waiting for a native worker blocked in a read (a hung network mount,
+    say) and abandoned it: the thread leaves on its own once the read returns, and keeps the
+    engine's batch buffers until then. Names the sample and location it was reading."""
+
+
 __all__ = [
+    "StuckReadWarning",
     "Error",
     "ManifestError",
     "ReadError",

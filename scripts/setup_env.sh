@@ -31,7 +31,8 @@ _mx8_setup() (
 
   # -- 1. system packages -------------------------------------------------------------
   local pkgs=(gcc make pkg-config libjpeg62-turbo-dev libpng-dev libcurl4-openssl-dev
-              libssl-dev libturbojpeg0-dev valgrind ca-certificates clang libclang-rt-dev)
+              libssl-dev libturbojpeg0-dev valgrind ca-certificates clang libclang-rt-dev
+              libfuse2)  # libfuse2: tests/hung_mount.py (fusepy), a FUSE mount whose reads hang
   # A bare debian:bookworm has no python3; a python:3.11 image or pyenv brings its own.
   if ! command -v "$py" >/dev/null 2>&1; then
     pkgs+=(python3 python3-venv python3-dev)
@@ -70,7 +71,7 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
   local vpy="$venv/bin/python"
 
   # -- 3. pip: torch, test deps, mx8 (editable) ----------------------------------------------
-  local test_deps=(pytest pillow numpy scikit-image botocore "moto[server]" boto3)
+  local test_deps=(pytest pillow numpy scikit-image botocore "moto[server]" boto3 fusepy)
   local want
   want="$( {
       echo "werror=$werror python=$("$vpy" -c 'import sys; print(sys.version)')"

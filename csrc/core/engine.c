@@ -23,6 +23,7 @@
  * decode time). */
 #define KEEP_READ_SCRATCH ((size_t)16 << 20)
 #define KEEP_DECODE_SCRATCH ((size_t)64 << 20)
+#define IDLE_POS SIZE_MAX
 
 typedef struct {
     /* set by provide, read by workers after they claim a position of this batch */
@@ -40,7 +41,9 @@ typedef struct {
 typedef struct {
     mx8_engine *e;
     pthread_t tid;
-    int started;
+    int started;              /* joinable: started and neither joined nor abandoned */
+    int abandoned;            /* detached by a stop that timed out; its resources wait for free */
+    _Atomic size_t busy_pos;  /* the order position being processed, or IDLE_POS */
     mx8_decoder *dec;
     mx8_sample_reader reader;
     uint8_t *scratch;
@@ -69,6 +72,11 @@ struct mx8_engine {
     /* S3 sources: requests of many samples each, fetched ahead by one I/O thread. Records
      * without a byte length fall back to each worker's blocking client. */
     mx8_remote_reader *remote;
+
+    /* Worker threads that have not yet returned: a stop that times out abandons the ones still
+     * blocked (a read the kernel does not return from), and nothing may be freed until their
+     * call returns and they leave. Each worker's decrement is its last access to the engine. */
+    _Atomic int running;
 
     _Atomic uint64_t images, bytes_read, errors, skipped, batches, reads;
     _Atomic uint64_t read_ns, decode_ns, wait_ns, starve_ns;
@@ -396,6 +404,7 @@ static void *worker_main(void *arg) {
         if (e->stop || e->next_pos >= e->n_order)
             break;
         size_t pos = e->next_pos++;
+        atomic_store(&w->busy_pos, pos);
         pthread_mutex_unlock(&e->mu);
 
         slot_t *s = slot_of(e, pos);
@@ -403,6 +412,7 @@ static void *worker_main(void *arg) {
         mx8_error_clear(&err);
         int rc = process(w, s, pos % bs, pos, &err);
         trim_scratch(w);
+        atomic_store(&w->busy_pos, IDLE_POS);
 
         pthread_mutex_lock(&e->mu);
         if (rc)
@@ -411,6 +421,7 @@ static void *worker_main(void *arg) {
             pthread_cond_broadcast(&e->ready_cv);
     }
     pthread_mutex_unlock(&e->mu);
+    atomic_fetch_sub(&e->running, 1); /* the last access: an abandoned worker's engine may go now */
     return NULL;
 }
 
@@ -442,7 +453,10 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
             rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a worker's image buffer");
             break;
         }
+        atomic_store(&w->busy_pos, IDLE_POS);
+        atomic_fetch_add(&e->running, 1);
         if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
+            atomic_fetch_sub(&e->running, 1);
             rc = mx8_error_set(err, MX8_ERR_NOMEM, "cannot start worker thread %d", i);
             break;
         }
@@ -453,7 +467,7 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc)
-        mx8_engine_stop(e);
+        mx8_engine_stop(e, -1, NULL);
     return rc;
 }
 
@@ -549,7 +563,24 @@ int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_inf
     return MX8_OK;
 }
 
-void mx8_engine_stop(mx8_engine *e) {
+/* Joins worker w by the deadline (NULL: no deadline); 0 when it has returned. */
+static int join_by(worker_t *w, const struct timespec *deadline) {
+    return deadline ? pthread_timedjoin_np(w->tid, NULL, deadline) : pthread_join(w->tid, NULL);
+}
+
+/* Names the sample an abandoned worker is stuck on (the first such worker wins). */
+static void report_stuck(mx8_engine *e, worker_t *w, mx8_stuck_sample *stuck, size_t n_before) {
+    size_t pos = atomic_load(&w->busy_pos);
+    if (!stuck || n_before || pos == IDLE_POS || pos >= e->n_order)
+        return;
+    const mx8_record *r = &e->m->records[e->order[pos]];
+    stuck->sample_id = e->order[pos];
+    stuck->location = r->location;
+    stuck->offset = r->offset;
+    stuck->length = r->length;
+}
+
+size_t mx8_engine_stop(mx8_engine *e, int wait_ms, mx8_stuck_sample *stuck) {
     pthread_mutex_lock(&e->mu);
     e->stop = 1;
     pthread_cond_broadcast(&e->work_cv);
@@ -557,24 +588,44 @@ void mx8_engine_stop(mx8_engine *e) {
     pthread_mutex_unlock(&e->mu);
     if (e->remote)
         mx8_remote_stop(e->remote); /* wakes workers waiting for a fetch */
+    if (stuck)
+        stuck->sample_id = -1;
+    struct timespec deadline;
+    if (wait_ms >= 0)
+        deadline_after(&deadline, wait_ms); /* CLOCK_REALTIME, as pthread_timedjoin_np wants */
     /* close() in one thread while another's next() fails and closes too: the second caller
      * waits here for the first one's joins instead of joining the same threads again. */
     pthread_mutex_lock(&e->join_mu);
+    size_t abandoned = 0;
     for (int i = 0; e->workers && i < e->cfg.threads; i++) {
         worker_t *w = &e->workers[i];
-        if (w->started)
-            pthread_join(w->tid, NULL);
+        if (!w->started)
+            continue;
+        if (join_by(w, wait_ms >= 0 ? &deadline : NULL) != 0) {
+            /* Still inside its sample after the wait: blocked in a call that does not return
+             * (a hung network mount). It is let go rather than joined forever; it leaves on
+             * its own once the call returns (stop is set), and its resources wait for free. */
+            report_stuck(e, w, stuck, abandoned);
+            pthread_detach(w->tid);
+            w->abandoned = 1;
+            abandoned++;
+        }
         w->started = 0;
     }
-    release_workers(e);
+    if (!abandoned)
+        release_workers(e);
     pthread_mutex_unlock(&e->join_mu);
+    return abandoned;
 }
+
+int mx8_engine_running(mx8_engine *e) { return atomic_load(&e->running); }
 
 void mx8_engine_free(mx8_engine *e) {
     if (!e)
         return;
     if (e->workers) {
-        mx8_engine_stop(e); /* joins and releases the workers */
+        mx8_engine_stop(e, -1, NULL); /* joins the workers; abandoned ones have left (running == 0) */
+        release_workers(e);
         mx8_remote_free(e->remote); /* after the workers: nobody holds its bytes */
         pthread_mutex_destroy(&e->mu);
         pthread_mutex_destroy(&e->join_mu);

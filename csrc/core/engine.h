@@ -101,9 +101,25 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err);
 int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_info *info,
                     mx8_error *err);
 
-/* Stops and joins the threads; safe to call twice. The caller's buffers are not touched
- * after it returns. */
-void mx8_engine_stop(mx8_engine *e);
+/* The sample an abandoned worker was processing (sample_id -1: none known). */
+typedef struct {
+    int64_t sample_id;
+    uint32_t location;
+    uint64_t offset, length;
+} mx8_stuck_sample;
+
+/* Stops the threads and joins them, waiting at most wait_ms (< 0: forever); safe to call
+ * twice, from two threads. Returns 0 when every thread is joined: the caller's buffers are
+ * then not touched any more. Returns the number of threads still inside a sample at the
+ * deadline (blocked in a read the kernel does not return from: a hung network mount) and
+ * names one's sample in *stuck (may be NULL). Those threads are abandoned: detached, they
+ * leave on their own when their call returns, and until then they may still write into the
+ * buffers of the batches provided and not taken, and read the manifest and paths. So the
+ * caller keeps all of those, and the engine, until mx8_engine_running() is 0. */
+size_t mx8_engine_stop(mx8_engine *e, int wait_ms, mx8_stuck_sample *stuck);
+/* Worker threads that have not returned yet (abandoned ones included). */
+int mx8_engine_running(mx8_engine *e);
+/* Stops (waiting forever) and frees. After an abandoning stop, only once running is 0. */
 void mx8_engine_free(mx8_engine *e);
 void mx8_engine_get_stats(mx8_engine *e, mx8_engine_stats *out);
 

@@ -25,6 +25,7 @@ typedef struct {
     PyTypeObject *TarWriterType;
     PyTypeObject *BufferPoolType;
     PyTypeObject *PooledBufferType;
+    PyObject *abandoned_engines;   /* list: closed engines whose stuck threads have not left */
 } mx8_state;
 
 mx8_state *mx8_get_state(PyObject *module);
@@ -44,8 +45,9 @@ typedef struct {
 } ManifestObject;
 int mx8_manifest_type_init(PyObject *module, mx8_state *st);
 
-/* engine_type.c */
+/* engine_type.c: the Engine type, and abandoned_engines() */
 int mx8_engine_type_init(PyObject *module, mx8_state *st);
+extern PyMethodDef mx8_engine_functions[];
 
 /* tar_writer_type.c */
 int mx8_tar_writer_type_init(PyObject *module, mx8_state *st);

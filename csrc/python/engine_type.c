@@ -1,7 +1,12 @@
 /* mx8._core.Engine: drives a core engine from Python. The Python layer (mx8/dataset.py)
  * allocates the batch tensors and provides their pointers; this type keeps each provided
  * batch's owner alive until the batch is taken or the engine is closed, so the C threads
- * never write into freed memory. */
+ * never write into freed memory.
+ *
+ * A close() whose stop abandons threads (blocked in a read that does not return: a hung
+ * network mount) puts the engine on the module's `abandoned` list instead: the engine, its
+ * manifest, paths and the owners of untaken batches stay alive until those threads leave.
+ * Each later Engine() or close() sweeps the list, so the memory goes once the reads return. */
 #include "binding.h"
 
 #include <unistd.h>
@@ -19,7 +24,19 @@ typedef struct {
     mx8_s3_options s3;   /* used when has_s3; its strings are owned by s3_strings */
     char *s3_strings[6];
     int has_s3;
+    int abandoned;       /* a stop let threads go: see the top of this file */
 } EngineObject;
+
+/* Drops the abandoned engines whose threads have all left (they are then freed normally). */
+static int sweep_abandoned(mx8_state *st) {
+    PyObject *list = st->abandoned_engines;
+    for (Py_ssize_t i = PyList_GET_SIZE(list) - 1; i >= 0; i--) {
+        EngineObject *eo = (EngineObject *)PyList_GET_ITEM(list, i);
+        if (mx8_engine_running(eo->e) == 0 && PySequence_DelItem(list, i) < 0)
+            return -1;
+    }
+    return 0;
+}
 
 /* Optional non-negative integer d[name] into *out (absent or None: left as is). */
 static int opt_u64(PyObject *d, const char *name, uint64_t *out) {
@@ -219,6 +236,8 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         if (parse_s3(self, s3, &cfg) < 0)
             goto fail;
     }
+    if (sweep_abandoned(st) < 0)
+        goto fail;
     mx8_error err;
     mx8_error_clear(&err);
     self->pid = getpid();
@@ -245,23 +264,37 @@ static void release_owners(EngineObject *self) {
  * and their mutexes may be held by threads that vanished. The child only drops its copy. */
 static int forked(const EngineObject *self) { return self->e && self->pid != getpid(); }
 
-static void engine_close(EngineObject *self) {
+/* Stops the threads, waiting up to wait_ms. Returns 0, or the number of threads abandoned
+ * (with *stuck naming one's sample); then the owners stay referenced. */
+static size_t engine_close(EngineObject *self, int wait_ms, mx8_stuck_sample *stuck) {
     if (forked(self)) {
         self->closed = 1;
-        return; /* the parent's owners stay referenced: the memory is the child's copy anyway */
+        return 0; /* the parent's owners stay referenced: the memory is the child's copy anyway */
     }
+    size_t abandoned = 0;
     if (self->e && !self->closed) {
         Py_BEGIN_ALLOW_THREADS
-        mx8_engine_stop(self->e);
+        abandoned = mx8_engine_stop(self->e, wait_ms, stuck);
         Py_END_ALLOW_THREADS
     }
     self->closed = 1;
-    release_owners(self); /* only after the threads are joined */
+    if (abandoned)
+        self->abandoned = 1;
+    else if (!self->abandoned)
+        release_owners(self); /* only after the threads are joined */
+    return abandoned;
 }
 
 static void Engine_dealloc(EngineObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
-    engine_close(self);
+    engine_close(self, 1000, NULL);
+    if (self->e && !forked(self) && mx8_engine_running(self->e) > 0) {
+        /* Dropped without close() while a thread is stuck, or at interpreter exit with one
+         * still stuck: everything it may touch is leaked rather than freed under it. */
+        tp->tp_free(self);
+        return;
+    }
+    release_owners(self);
     if (!forked(self))
         mx8_engine_free(self->e); /* a child leaks its copy rather than touch the threads */
     free_paths(self);
@@ -342,11 +375,47 @@ static PyObject *Engine_next(EngineObject *self, PyObject *unused) {
     return Py_BuildValue("(nnn)", (Py_ssize_t)info.batch, (Py_ssize_t)info.count, (Py_ssize_t)info.skipped);
 }
 
-static PyObject *Engine_close(EngineObject *self, PyObject *unused) {
-    (void)unused;
-    engine_close(self);
-    Py_RETURN_NONE;
+/* close(wait_ms=1000) -> None when every thread stopped; else (abandoned, sample_id,
+ * location, offset, length) naming the sample one abandoned thread is stuck on (offset and
+ * length None for a whole-object record, sample_id -1 when unknown). */
+static PyObject *Engine_close(EngineObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"wait_ms", NULL};
+    int wait_ms = 1000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|i:close", kwlist, &wait_ms))
+        return NULL;
+    mx8_state *st = mx8_state_from_type(Py_TYPE(self));
+    mx8_stuck_sample stuck;
+    size_t n = engine_close(self, wait_ms, &stuck);
+    if (sweep_abandoned(st) < 0)
+        return NULL;
+    if (!n)
+        Py_RETURN_NONE;
+    if (PyList_Append(st->abandoned_engines, (PyObject *)self) < 0)
+        return NULL;
+    if (stuck.sample_id < 0)
+        return Py_BuildValue("(nLOOO)", (Py_ssize_t)n, -1LL, Py_None, Py_None, Py_None);
+    const char *loc = ((ManifestObject *)self->manifest)->m->locations[stuck.location];
+    if (stuck.length == MX8_LENGTH_WHOLE)
+        return Py_BuildValue("(nLO&OO)", (Py_ssize_t)n, (long long)stuck.sample_id, PyUnicode_DecodeFSDefault,
+                             loc, Py_None, Py_None);
+    return Py_BuildValue("(nLO&KK)", (Py_ssize_t)n, (long long)stuck.sample_id, PyUnicode_DecodeFSDefault, loc,
+                         (unsigned long long)stuck.offset, (unsigned long long)stuck.length);
 }
+
+/* abandoned_engines() -> engines whose stop abandoned threads that have not left yet. */
+static PyObject *abandoned_engines(PyObject *module, PyObject *unused) {
+    (void)unused;
+    mx8_state *st = mx8_get_state(module);
+    if (sweep_abandoned(st) < 0)
+        return NULL;
+    return PyLong_FromSsize_t(PyList_GET_SIZE(st->abandoned_engines));
+}
+
+PyMethodDef mx8_engine_functions[] = {
+    {"abandoned_engines", abandoned_engines, METH_NOARGS,
+     "abandoned_engines() -> number of closed engines still waiting for a stuck worker thread to leave"},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyObject *Engine_stats(EngineObject *self, PyObject *unused) {
     (void)unused;
@@ -406,7 +475,8 @@ static PyMethodDef Engine_methods[] = {
      "provide(images_ptr, nbytes, labels_ptr, ids_ptr, offsets_ptr|None, owner): buffers of the next batch"},
     {"start", (PyCFunction)Engine_start, METH_NOARGS, "start the worker threads"},
     {"next", (PyCFunction)Engine_next, METH_NOARGS, "wait for the next batch: (index, count, skipped) or None"},
-    {"close", (PyCFunction)Engine_close, METH_NOARGS, "stop and join the threads"},
+    {"close", (PyCFunction)(void (*)(void))Engine_close, METH_VARARGS | METH_KEYWORDS,
+     "close(wait_ms=1000): stop the threads; None, or (abandoned, sample_id, location, offset, length)"},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters as a dict"},
     {"required_bytes", (PyCFunction)Engine_required_bytes, METH_O, "bytes the image buffer of batch b needs"},
     {"batch_len", (PyCFunction)Engine_batch_len, METH_O, "samples in batch b before skips"},

@@ -12,7 +12,10 @@ mx8_state *mx8_state_from_type(PyTypeObject *tp) {
 
 static int mx8_exec(PyObject *module) {
     mx8_state *st = mx8_get_state(module);
-    if (PyModule_AddFunctions(module, mx8_s3_methods) < 0 || mx8_s3_init(module) < 0)
+    if (PyModule_AddFunctions(module, mx8_s3_methods) < 0 || mx8_s3_init(module) < 0 ||
+        PyModule_AddFunctions(module, mx8_engine_functions) < 0)
+        return -1;
+    if (!(st->abandoned_engines = PyList_New(0)))
         return -1;
     if (mx8_errors_init(module, st) < 0 || mx8_manifest_type_init(module, st) < 0 ||
         mx8_engine_type_init(module, st) < 0 || mx8_tar_writer_type_init(module, st) < 0 ||
@@ -34,6 +37,7 @@ static int mx8_traverse(PyObject *module, visitproc visit, void *arg) {
     Py_VISIT(st->TarWriterType);
     Py_VISIT(st->BufferPoolType);
     Py_VISIT(st->PooledBufferType);
+    Py_VISIT(st->abandoned_engines);
     return 0;
 }
 
@@ -50,6 +54,7 @@ static int mx8_clear(PyObject *module) {
     Py_CLEAR(st->TarWriterType);
     Py_CLEAR(st->BufferPoolType);
     Py_CLEAR(st->PooledBufferType);
+    Py_CLEAR(st->abandoned_engines);
     return 0;
 }
 

@@ -230,7 +230,7 @@ void test_engine_stop_with_work_pending(void) {
     REQUIRE_OK(mx8_engine_next(e, 10000, &has, &info, &err), &err);
     CHECK_INT(has, ==, 1);
     /* workers now wait for a buffer that never comes; stop must still join them */
-    mx8_engine_stop(e);
+    mx8_engine_stop(e, -1, NULL);
     CHECK_INT(mx8_engine_next(e, 100, &has, &info, &err), ==, MX8_ERR_CLOSED);
     mx8_engine_free(e);
     free_fixture(&f);
