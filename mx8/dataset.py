@@ -69,7 +69,8 @@ class Dataset(torch.utils.data.IterableDataset):
 
     Args:
         uri: dataset directory (packed or a plain ImageFolder) or manifest, optionally
-            pinned with ``@sha256:<manifest_hash>``.
+            pinned with ``@sha256:<manifest_hash>`` (plus ``+labels:<labels_hash>``, as
+            ``Snapshot.pinned_uri`` writes it for a dataset with label names).
         batch_size: samples per batch.
         size: output (h, w) or int; ``None`` (or ``decode=False``) yields raw bytes.
         crop: ``"center"`` (resize shorter side to ``resize``, default size*256/224, then
@@ -315,8 +316,8 @@ class Dataset(torch.utils.data.IterableDataset):
 
     def _rendezvous(self, world: World, start: int) -> bool:
         return agree(
-            {"manifest_hash": self.manifest_hash, "seed": self.seed, "epoch": self.epoch,
-             "shuffle": self.shuffle, "batch_size": self.batch_size, "drop_last": self.drop_last,
+            {"manifest_hash": self.manifest_hash, "labels_hash": self.snapshot.labels_hash, "seed": self.seed,
+             "epoch": self.epoch, "shuffle": self.shuffle, "batch_size": self.batch_size, "drop_last": self.drop_last,
              "position": start, "world_size": world.world_size}, world)
 
     def stats(self) -> Dict[str, Any]:

@@ -85,8 +85,9 @@ class ManifestStore:
         if hashlib.sha256(manifest).hexdigest() != manifest_hash:
             raise ValueError(f"manifest bytes do not hash to {manifest_hash}")
         entry = self._entry(manifest_hash)
-        if self.get(manifest_hash) is not None:
-            return entry
+        have = self.get(manifest_hash)
+        if have is not None and have.labels == labels:
+            return entry  # else the label names changed under the same records: replace
         os.makedirs(self.root, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".tmp-{manifest_hash[:12]}-", dir=self.root)
         try:
@@ -100,7 +101,7 @@ class ManifestStore:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-            if os.path.isdir(entry):  # damaged (get() refused it): replace
+            if os.path.isdir(entry):  # damaged (get() refused it) or other labels: replace
                 shutil.rmtree(entry, ignore_errors=True)
             try:
                 os.rename(tmp, entry)

@@ -8,11 +8,12 @@ pinned with ``@sha256:<hash>``. S3 snapshots are kept in the local manifest stor
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _core
 from .errors import ManifestError, ReadError, SnapshotMismatchError
@@ -22,7 +23,10 @@ from .manifest_store import ManifestStore
 from .s3config import S3Config, parse_s3_uri
 from .s3io import S3Root, get_optional, is_s3, list_objects, s3_root
 
-_PIN = re.compile(r"^(?P<base>.*)@sha256:(?P<hash>[0-9a-fA-F]{64})$")
+# uri@sha256:<manifest_hash>, optionally +labels:<labels_hash> (mx8's pins carry it when the
+# dataset has label names, so a pin also holds the names still; MX8's plain form checks the
+# manifest alone).
+_PIN = re.compile(r"^(?P<base>.*)@sha256:(?P<hash>[0-9a-fA-F]{64})(?:\+labels:(?P<labels>[0-9a-fA-F]{64}))?$")
 MANIFEST_REL = os.path.join("_mx8", "manifest.tsv")
 LABELS_REL = os.path.join("_mx8", "labels.tsv")
 MANIFEST_KEY = "_mx8/manifest.tsv"  # the same, as S3 keys relative to a dataset prefix
@@ -45,8 +49,15 @@ class Snapshot:
     from_store: bool = field(default=False, compare=False)  # served from the local manifest store
 
     @property
+    def labels_hash(self) -> Optional[str]:
+        """SHA-256 of the canonical labels.tsv bytes, None without labels."""
+        return labels_hash(self.labels)
+
+    @property
     def pinned_uri(self) -> str:
-        return f"{self.uri}@sha256:{self.manifest_hash}"
+        """The URI pinned to this snapshot: its records, and its label names when it has any."""
+        lh = self.labels_hash
+        return f"{self.uri}@sha256:{self.manifest_hash}" + (f"+labels:{lh}" if lh else "")
 
     def location_objects(self) -> List[Tuple[str, str]]:
         """(bucket, key) of the S3 object each manifest location points at: relative locations
@@ -105,9 +116,21 @@ def trust_locations() -> bool:
     return os.environ.get(TRUST_ENV, "0") in ("1", "true", "yes")
 
 
-def split_pin(uri: str) -> Tuple[str, Optional[str]]:
+class Pin(NamedTuple):
+    manifest_hash: str
+    labels_hash: Optional[str]  # None: the pin does not hold the label names (MX8's form)
+
+
+def split_pin(uri: str) -> Tuple[str, Optional[Pin]]:
     m = _PIN.match(uri)
-    return (m.group("base"), m.group("hash").lower()) if m else (uri, None)
+    if not m:
+        return uri, None
+    lh = m.group("labels")
+    return m.group("base"), Pin(m.group("hash").lower(), lh.lower() if lh else None)
+
+
+def labels_hash(labels: Optional[Sequence[str]]) -> Optional[str]:
+    return hashlib.sha256(render_labels(labels)).hexdigest() if labels is not None else None
 
 
 def _read(path: str) -> bytes:
@@ -155,7 +178,10 @@ def _resolve_s3(base: str, pin: Optional[str], label_mode: str, store: ManifestS
                 config: Optional[S3Config]) -> Snapshot:
     root = _s3_dataset_root(base, config)
     if pin is not None:
-        hit = store.get(pin)
+        hit = store.get(pin.manifest_hash)
+        if hit is not None and pin.labels_hash is not None and (
+                hit.labels is None or labels_hash(parse_labels(hit.labels, "store")) != pin.labels_hash):
+            hit = None  # the store has these records with other label names: ask the bucket
         if hit is not None:  # the pinned snapshot is immutable: no request needed
             return _snapshot(root.uri, root.uri, hit.manifest, hit.labels, hit.source,
                              f"{store.root}/{pin}/manifest.tsv", f"{store.root}/{pin}/labels.tsv", root, True)
@@ -229,10 +255,14 @@ def resolve(uri: str, *, label_mode: str = "auto", manifest_store: Optional[str]
         base = snap.uri
     else:
         snap = _resolve_local(base, label_mode)
-    if pin is not None and pin != snap.manifest_hash:
+    if pin is not None and pin.manifest_hash != snap.manifest_hash:
         raise SnapshotMismatchError(
             f"{base}: data changed since it was pinned: manifest_hash is {snap.manifest_hash}, "
-            f"pinned {pin}")
+            f"pinned {pin.manifest_hash}")
+    if pin is not None and pin.labels_hash is not None and pin.labels_hash != snap.labels_hash:
+        raise SnapshotMismatchError(
+            f"{base}: label names changed since they were pinned (labels.tsv): labels hash is "
+            f"{snap.labels_hash or 'none (no labels.tsv)'}, pinned {pin.labels_hash}")
     return snap
 
 

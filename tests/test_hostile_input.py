@@ -471,6 +471,30 @@ def test_the_manifest_store_keeps_a_manifest_without_its_final_newline(tmp_path)
     assert store.get(h).manifest == raw + b"\n"
 
 
+def test_a_pin_holds_the_label_names_too(tmp_path):
+    """manifest_hash covers the records, not labels.tsv: the names behind each label_id could
+    change under a pinned URI. mx8's pins now carry the labels' hash as well."""
+    src = tmp_path / "src"
+    for cls in ("cat", "dog"):
+        (src / cls).mkdir(parents=True)
+        (src / cls / "a.jpg").write_bytes(jpeg_bytes())
+    out = tmp_path / "packed"
+    mx8.pack(str(src), str(out), progress=False)
+    snap = mx8.resolve(str(out))
+    assert snap.pinned_uri == f"{out}@sha256:{snap.manifest_hash}+labels:{snap.labels_hash}"
+    assert mx8.resolve(snap.pinned_uri) == snap
+    labels = out / "_mx8" / "labels.tsv"
+    labels.write_bytes(labels.read_bytes().replace(b"\tcat\n", b"\ttiger\n"))  # same ids, other name
+    with pytest.raises(mx8.SnapshotMismatchError, match=r"label names changed .* labels hash is [0-9a-f]{64}, "
+                                                         rf"pinned {snap.labels_hash}"):
+        mx8.resolve(snap.pinned_uri)
+    # MX8's plain form pins the records only, and still resolves.
+    assert mx8.resolve(f"{out}@sha256:{snap.manifest_hash}").labels == ("tiger", "dog")
+    labels.unlink()
+    with pytest.raises(mx8.SnapshotMismatchError, match=r"none \(no labels\.tsv\)"):
+        mx8.resolve(snap.pinned_uri)
+
+
 def _core_hash(data: bytes) -> str:
     from mx8 import _core
     return _core.Manifest(data).hash

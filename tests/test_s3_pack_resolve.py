@@ -426,6 +426,23 @@ def test_pin_mismatch_names_both_hashes(tmp_path, s3):
     assert len(batch.sample_ids) == 2
 
 
+@pytest.mark.minio_manifest_store
+def test_a_pin_holds_the_label_names_in_the_bucket_and_the_store(tmp_path, s3):
+    upload_tree(s3, "raw/lab/", raw_tree(6))
+    mx8.pack(f"s3://{BUCKET}/raw/lab/", f"s3://{BUCKET}/mx8/lab/", progress=False)
+    snap = mx8.resolve(f"s3://{BUCKET}/mx8/lab/")
+    assert snap.pinned_uri.endswith(f"+labels:{snap.labels_hash}")
+    assert mx8.resolve(snap.pinned_uri).from_store
+    # The label names change under the same records.
+    key = "mx8/lab/_mx8/labels.tsv"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=get(s3, key).replace(b"\tclass_0\n", b"\tzebra\n"))
+    assert mx8.resolve(snap.pinned_uri).from_store  # the store still holds the pinned names: no request
+    fresh = mx8.resolve(f"s3://{BUCKET}/mx8/lab/")  # unpinned: the store entry takes the new names
+    assert fresh.manifest_hash == snap.manifest_hash and fresh.labels[0] == "zebra"
+    with pytest.raises(mx8.SnapshotMismatchError, match=f"label names changed .*pinned {snap.labels_hash}"):
+        mx8.resolve(snap.pinned_uri)  # the store's names no longer match the pin, nor the bucket's
+
+
 def test_ordered_fetch_overlaps_within_its_byte_budget():
     """The pack's source GETs: concurrent, delivered in input order, never more than the
     budget fetched ahead of the writer (an item bigger than the budget goes alone)."""
