@@ -6,6 +6,7 @@ fills them with the GIL released. Nothing is allocated per image in Python.
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import warnings
@@ -17,7 +18,7 @@ import torch
 from . import _core
 from .distributed import World, current_world
 from .envvars import env_bool, env_int
-from .errors import SnapshotMismatchError, StuckReadWarning, UsageError
+from .errors import ReadError, SnapshotMismatchError, StuckReadWarning, UsageError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
 from .sharding import consumed_after, derive_seed, plan
@@ -404,9 +405,24 @@ class _BatchIterator:
         if self.image_shape is not None:
             images = torch.empty((n,) + self.image_shape, dtype=self.dtype, pin_memory=True)
             return images, labels, ids
-        data = torch.empty(max(self.engine.required_bytes(b), 1), dtype=torch.uint8, pin_memory=self.pin)
+        nbytes = self.engine.required_bytes(b)
+        try:
+            data = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=self.pin)
+        except (RuntimeError, MemoryError):
+            raise self._raw_batch_too_large(b, nbytes) from None
         offsets = torch.empty(n + 1, dtype=torch.int64)
         return data, labels, ids, offsets
+
+    def _raw_batch_too_large(self, b: int, nbytes: int) -> ReadError:
+        """A raw batch is allocated from its samples' manifest byte lengths before any read; a
+        manifest may declare more than this machine has (each length up to the 1 GiB limit)."""
+        sample_id, location, offset, length = self.engine.largest_sample(b)
+        e = ReadError(errno.ENOMEM, f"raw batch {b} cannot be allocated: its samples' manifest byte lengths "
+                                    f"add up to {nbytes} bytes; the largest is sample {sample_id} "
+                                    f"({shorten(location)} @ {offset}+{length}). Check the manifest, or lower "
+                                    f"batch_size")
+        e.sample_id, e.location, e.offset, e.length = sample_id, location, offset, length
+        return e
 
     def _fill(self) -> None:
         while (self.engine.next_to_provide < self.engine.num_batches
@@ -491,6 +507,11 @@ class _BatchIterator:
         self.close()
 
 
+def shorten(location: str) -> str:
+    """At most ~400 characters of a location for a message (a hostile manifest's may be MBs)."""
+    return location if len(location) <= 400 else location[:300] + "..." + location[-60:]
+
+
 STOP_WAIT_MS = 1000  # how long close() waits for a worker inside a sample before abandoning it
 
 
@@ -502,9 +523,7 @@ def close_engine(engine: "_core.Engine") -> None:
     if stuck is None:
         return
     n, sample_id, location, offset, length = stuck
-    if location is not None and len(location) > 400:  # a hostile manifest's location, shortened
-        location = location[:300] + "..." + location[-60:]
-    where = f" {location!r}" if location is not None else ""
+    where = f" {shorten(location)!r}" if location is not None else ""
     if offset is not None:
         where += f" @ {offset}+{length}"
     what = f"sample {sample_id}{where}" if sample_id >= 0 else "a sample"

@@ -61,6 +61,23 @@ def test_raw_batch_lengths_that_sum_past_2_64_are_refused_not_written_out_of_bou
     assert skip == f"SKIP [[0, 5]] [{2 * n}] 4", skip
 
 
+def test_raw_batch_lengths_beyond_memory_give_an_error_naming_the_sample(tmp_path):
+    """A raw batch is allocated from its samples' declared lengths before any read; 256 of
+    1 GiB each (all within the per-sample limit) made torch raise a bare RuntimeError
+    ("DefaultCPUAllocator: can't allocate memory"). Now it is an mx8.ReadError naming the
+    batch and its largest sample; where the allocation does succeed (overcommit), pages are
+    only touched by real bytes and the range check fails the sample, so memory stays flat."""
+    import resource
+    root = _dataset_with_records(tmp_path, [(0, 1 << 30)] * 256)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(mx8.ReadError, match=r"(raw batch 0 cannot be allocated: .* 274877906944 bytes; the "
+                                            r"largest is sample 0 \(shards/shard-00000\.tar @ 0\+1073741824\)"
+                                            r"|byte range 0\+1073741824 runs past the end)") as ei:
+        list(mx8.Dataset(str(root), batch_size=256, decode=False, pin_memory=False))
+    assert ei.value.sample_id >= 0 and ei.value.location == "shards/shard-00000.tar"
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 300 * 1024  # KiB
+
+
 def _png_declaring(width: int, height: int) -> bytes:
     """A tiny PNG whose IHDR declares width x height (its data holds one row)."""
     def chunk(kind: bytes, data: bytes) -> bytes:

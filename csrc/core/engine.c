@@ -131,6 +131,17 @@ int mx8_engine_required_bytes(const mx8_engine *e, size_t batch, uint64_t *nbyte
     return MX8_OK;
 }
 
+int64_t mx8_engine_largest_sample(const mx8_engine *e, size_t batch) {
+    size_t n = mx8_engine_batch_len(e, batch), first = batch * (size_t)e->cfg.batch_size;
+    int64_t best = -1;
+    for (size_t i = 0; i < n; i++) {
+        int64_t id = e->order[first + i];
+        if (best < 0 || e->m->records[id].length > e->m->records[best].length)
+            best = id;
+    }
+    return best;
+}
+
 static int check_config(const mx8_manifest *m, const int64_t *order, size_t n,
                         const mx8_engine_config *c, mx8_error *err) {
     if (c->threads < 1 || c->batch_size < 1 || c->depth < 1)

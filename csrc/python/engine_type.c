@@ -453,6 +453,19 @@ static PyObject *Engine_required_bytes(EngineObject *self, PyObject *arg) {
     return PyLong_FromUnsignedLongLong(n);
 }
 
+/* largest_sample(b) -> (sample_id, location, offset, length) of batch b's longest sample. */
+static PyObject *Engine_largest_sample(EngineObject *self, PyObject *arg) {
+    size_t b = PyLong_AsSize_t(arg);
+    if (b == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    if (b >= mx8_engine_num_batches(self->e))
+        return PyErr_Format(PyExc_IndexError, "batch %zu of %zu", b, mx8_engine_num_batches(self->e));
+    const mx8_manifest *m = ((ManifestObject *)self->manifest)->m;
+    const mx8_record *r = &m->records[mx8_engine_largest_sample(self->e, b)];
+    return Py_BuildValue("(LO&KK)", (long long)(r - m->records), PyUnicode_DecodeFSDefault,
+                         m->locations[r->location], (unsigned long long)r->offset, (unsigned long long)r->length);
+}
+
 static PyObject *Engine_batch_len(EngineObject *self, PyObject *arg) {
     Py_ssize_t b = PyLong_AsSsize_t(arg);
     if (b == -1 && PyErr_Occurred())
@@ -480,6 +493,8 @@ static PyMethodDef Engine_methods[] = {
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters as a dict"},
     {"required_bytes", (PyCFunction)Engine_required_bytes, METH_O, "bytes the image buffer of batch b needs"},
     {"batch_len", (PyCFunction)Engine_batch_len, METH_O, "samples in batch b before skips"},
+    {"largest_sample", (PyCFunction)Engine_largest_sample, METH_O,
+     "(sample_id, location, offset, length) of batch b's sample with the largest byte length"},
     {NULL, NULL, 0, NULL},
 };
 
