@@ -92,7 +92,11 @@ class Dataset(torch.utils.data.IterableDataset):
         dtype: ``"uint8"`` (pixels) or ``"float32"``: ``(x / 255 - mean) / std`` per channel
             (torchvision ToTensor + Normalize), computed by the worker threads.
         pin_memory: allocate batches in pinned memory (default: when CUDA is available).
-        max_pixels: images above this many pixels are refused before decoding.
+        max_pixels: images above this many pixels are refused before decoding (ImageTooLargeError,
+            or a skip). Default: 10^8 for baseline JPEG, 3*10^7 for PNG and progressive JPEG,
+            which are decoded whole and cost several times more a pixel: each is about a
+            second of one core and under 300 MB at its limit (scripts/bench_limits.py). An int
+            sets one limit for all.
         crop_aware: decode only the part of a JPEG the crop needs (same pixels, faster).
         rank, world_size: override the detected distributed world.
         mode: ``"train"`` (this class: a fixed, deterministic share per rank) or ``"lease"``
@@ -121,7 +125,7 @@ class Dataset(torch.utils.data.IterableDataset):
                  threads: Optional[int] = None, layout: str = "NCHW", decode: bool = True,
                  dtype: str = "uint8", mean: Optional[Sequence[float]] = None,
                  std: Optional[Sequence[float]] = None,
-                 pin_memory: Optional[bool] = None, max_pixels: int = 100_000_000,
+                 pin_memory: Optional[bool] = None, max_pixels: Optional[int] = None,
                  crop_aware: bool = True, dct_scaling: bool = False,
                  s3_connections: Optional[int] = None,
                  rank: Optional[int] = None, world_size: Optional[int] = None,
@@ -258,7 +262,7 @@ class Dataset(torch.utils.data.IterableDataset):
                 "resize_short": self.resize or 0, "scale_min": float(self.scale[0]),
                 "scale_max": float(self.scale[1]), "ratio_min": float(self.ratio[0]),
                 "ratio_max": float(self.ratio[1]), "flip": int(self.flip), "layout": LAYOUTS[self.layout],
-                "max_pixels": int(self.max_pixels), "crop_aware": int(self.crop_aware),
+                **pixel_limits(self.max_pixels), "crop_aware": int(self.crop_aware),
                 "dct_scaling": int(self.dct_scaling), "out_float": self.dtype == "float32",
                 "mean": self.mean, "std": self.std}
 
@@ -391,7 +395,8 @@ class _BatchIterator:
         self.pending: Dict[int, Tuple[torch.Tensor, ...]] = {}
         self.closed = False
         self.interrupted = False  # closed before the epoch ended: next() then raises UsageError
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one thread in next()
+        self._state = threading.Lock()  # close() from another thread vs next() taking a batch's buffers
         self._pid = os.getpid()
         self._fill()
         engine.start()
@@ -471,15 +476,17 @@ class _BatchIterator:
                 was_closed = self.closed  # by close() from another thread, while we waited
                 self.close(interrupted=False)  # the error ends the epoch
                 if was_closed:
-                    raise UsageError("this mx8 iterator was closed (Dataset.close() or a new iter(dataset) in "
-                                     "another thread) while next() waited for a batch") from None
+                    raise UsageError(_CLOSED_WHILE_WAITING) from None
                 raise
             if got is None:
                 self.close(interrupted=False)
                 raise StopIteration
             b, count, _skipped = got
-            bufs = self.pending.pop(b)
-            self._fill()
+            with self._state:
+                if self.closed:  # by another thread, just as this batch completed
+                    raise UsageError(_CLOSED_WHILE_WAITING)
+                bufs = self.pending.pop(b)
+                self._fill()
             self.progress.batches += 1
             # on_error="skip" and every sample failed: no empty batch for the model. Under DDP it
             # is yielded all the same, so that every rank takes the same number of steps.
@@ -497,14 +504,29 @@ class _BatchIterator:
     def close(self, interrupted: bool = True) -> None:
         """Stops the native threads; safe from any thread, and more than once. ``interrupted``:
         the epoch did not end here, so a later next() raises instead of ending quietly."""
-        if not self.closed:
+        with self._state:
+            if self.closed:
+                return
             self.closed = True
             self.interrupted = interrupted
-            close_engine(self.engine)  # in a forked child this only marks it closed (engine_type.c)
+        close_engine(self.engine)  # in a forked child this only marks it closed (engine_type.c)
+        with self._state:
             self.pending.clear()
 
     def __del__(self) -> None:
         self.close()
+
+
+# The defaults: baseline JPEG, and images decoded whole (PNG, progressive JPEG); each ~1 s of
+# CPU and <300 MB at its limit.
+MAX_PIXELS = {"jpeg": 100_000_000, "buffered": 30_000_000}
+
+
+def pixel_limits(max_pixels: Optional[int]) -> Dict[str, int]:
+    """The engine's pixel limits: the per-format defaults, or one limit for both."""
+    if max_pixels is None:
+        return {"max_pixels": MAX_PIXELS["jpeg"], "max_buffered_pixels": MAX_PIXELS["buffered"]}
+    return {"max_pixels": int(max_pixels), "max_buffered_pixels": int(max_pixels)}
 
 
 def shorten(location: str) -> str:
@@ -512,6 +534,8 @@ def shorten(location: str) -> str:
     return location if len(location) <= 400 else location[:300] + "..." + location[-60:]
 
 
+_CLOSED_WHILE_WAITING = ("this mx8 iterator was closed (Dataset.close() or a new iter(dataset) in another "
+                         "thread) while next() waited for a batch")
 STOP_WAIT_MS = 1000  # how long close() waits for a worker inside a sample before abandoning it
 
 

@@ -87,6 +87,43 @@ def _png_declaring(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def _progressive_declaring(width: int, height: int) -> bytes:
+    """A small real progressive JPEG whose frame header (SOF2) declares width x height."""
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, "JPEG", progressive=True)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc2")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_images_decoded_whole_have_their_own_pixel_limit(tmp_path):
+    """At the one 10^8 limit a valid PNG cost 3.1 s of CPU and +470 MB, a progressive JPEG
+    up to 2.2 s and +815 MB (its coefficients are buffered whole), a baseline JPEG 0.6 s and
+    +250 MB (scripts/bench_limits.py). PNG and progressive JPEG now default to 3*10^7 (~1 s,
+    <300 MB); an explicit max_pixels sets one limit for all."""
+    src = tmp_path / "src" / "a"
+    src.mkdir(parents=True)
+    (src / "big.jpg").write_bytes(_progressive_declaring(6000, 6000))
+    with pytest.raises(mx8.ImageTooLargeError, match=r"progressive JPEG is 6000x6000 = 36000000 pixels, above "
+                                                     r"the limit of 30000000 for images decoded whole"):
+        list(mx8.Dataset(str(src.parent), batch_size=1, size=32))
+    with pytest.raises(mx8.DecodeError) as ei:  # past the limit: the decoder finds the data short
+        list(mx8.Dataset(str(src.parent), batch_size=1, size=32, max_pixels=40_000_000))
+    assert not isinstance(ei.value, mx8.ImageTooLargeError), ei.value
+    (src / "big.jpg").unlink()
+    (src / "big.png").write_bytes(_png_declaring(6000, 6000))  # 3.6e7 pixels, one row of data
+    with pytest.raises(mx8.ImageTooLargeError, match=r"6000x6000 = 36000000 pixels, above the limit of "
+                                                     r"30000000 \(max_pixels\)"):
+        list(mx8.Dataset(str(src.parent), batch_size=1, size=32))
+    # Raised by hand, the limit lets it through to the decoder (which finds the data short).
+    with pytest.raises(mx8.DecodeError) as ei:
+        list(mx8.Dataset(str(src.parent), batch_size=1, size=32, max_pixels=40_000_000))
+    assert not isinstance(ei.value, mx8.ImageTooLargeError), ei.value
+
+
 @pytest.mark.parametrize("crop", ["center", "none", "random"])
 @pytest.mark.parametrize("width,height", [(100_000_000, 1), (2**31 - 1, 2**31 - 1)])
 def test_png_header_sizes_are_limited_before_any_work(tmp_path, crop, width, height):

@@ -16,6 +16,12 @@
  * write about 10 (libjpeg's default script; mozjpeg up to ~30). libjpeg-turbo's own tools cap
  * them the same way (djpeg -maxscans, TurboJPEG's TJPARAM_SCANLIMIT). */
 #define MAX_SCANS 100
+/* ... and at most this many whole-image passes of work, counted per scan as the blocks of the
+ * components it covers (a scan's cost is its blocks, even when it carries no data), in units
+ * of the image-decoded-whole pixel limit. libjpeg's default script is ~8 units at 4:2:0 and
+ * ~14 at 4:4:4; 15 at the 3*10^7 limit is ~1 s of CPU here. A 36 MB 4:4:4 file of 34
+ * full-band scans at that limit cost 2.4 s before this cap. Smaller images may have more. */
+#define SCAN_PASSES 15
 
 struct mx8_jpeg {
     struct jpeg_decompress_struct cinfo;
@@ -24,6 +30,9 @@ struct mx8_jpeg {
     jmp_buf jb;                   /* valid only inside open_inner / decode_inner */
     char msg[JMSG_LENGTH_MAX];    /* last libjpeg message, first letter lower-cased */
     int open;                     /* a header was read: jpeg_abort_decompress is owed */
+    uint64_t scan_budget;         /* component blocks all scans may cover (0: no limit) */
+    uint64_t scan_blocks;         /* ... covered by the scans absorbed so far */
+    int counted_scan;             /* input_scan_number last added to scan_blocks */
     mx8_scratch pix;              /* decoded rows */
 };
 
@@ -57,10 +66,23 @@ static void on_emit_message(j_common_ptr c, int level) {
 /* libjpeg calls this between passes, while it absorbs the scans of a progressive file. */
 static void on_progress(j_common_ptr c) {
     j_decompress_ptr d = (j_decompress_ptr)c;
-    if (c->is_decompressor && d->progressive_mode && d->input_scan_number > MAX_SCANS) {
-        mx8_jpeg *j = (mx8_jpeg *)c->client_data;
+    if (!c->is_decompressor || !d->progressive_mode)
+        return;
+    mx8_jpeg *j = (mx8_jpeg *)c->client_data;
+    if (d->input_scan_number > MAX_SCANS) {
         snprintf(j->msg, sizeof j->msg, "progressive JPEG has more than %d scans (a decode bomb?)", MAX_SCANS);
         longjmp(j->jb, 1);
+    }
+    if (d->input_scan_number != j->counted_scan) { /* called per iMCU row too: count each scan once */
+        j->counted_scan = d->input_scan_number;
+        for (int i = 0; i < d->comps_in_scan; i++)
+            j->scan_blocks += (uint64_t)d->cur_comp_info[i]->width_in_blocks * d->cur_comp_info[i]->height_in_blocks;
+        if (j->scan_budget && j->scan_blocks > j->scan_budget) {
+            snprintf(j->msg, sizeof j->msg,
+                     "progressive JPEG's %d scans cost more than %d whole-image passes at the limit for images "
+                     "decoded whole (a decode bomb? raise max_pixels to allow)", d->input_scan_number, SCAN_PASSES);
+            longjmp(j->jb, 1);
+        }
     }
 }
 
@@ -130,7 +152,7 @@ static int has_end_marker(const uint8_t *p, size_t n) {
 }
 
 int mx8_jpeg_open(mx8_jpeg *j, const uint8_t *data, size_t len, uint64_t max_pixels,
-                  int *width, int *height, mx8_error *err) {
+                  uint64_t max_multiscan_pixels, int *width, int *height, mx8_error *err) {
     mx8_jpeg_abort(j);
     if (len == 0) return mx8_error_set(err, MX8_ERR_DECODE, "empty JPEG data");
     j->open = 1;
@@ -139,6 +161,17 @@ int mx8_jpeg_open(mx8_jpeg *j, const uint8_t *data, size_t len, uint64_t max_pix
         return mx8_error_set(err, MX8_ERR_DECODE, "%s", j->msg);
     }
     int rc = mx8_check_pixels(j->cinfo.image_width, j->cinfo.image_height, max_pixels, err);
+    /* A multi-scan file is absorbed into a whole-image coefficient buffer before any output
+     * (2 bytes per pixel and component at 4:4:4): its own, lower limit. */
+    uint64_t npix = (uint64_t)j->cinfo.image_width * j->cinfo.image_height;
+    j->scan_budget = (uint64_t)SCAN_PASSES * (max_multiscan_pixels / 64);
+    j->scan_blocks = 0;
+    j->counted_scan = 0;
+    if (rc == MX8_OK && jpeg_has_multiple_scans(&j->cinfo) && max_multiscan_pixels && npix > max_multiscan_pixels)
+        rc = mx8_error_set(err, MX8_ERR_TOO_LARGE,
+                           "progressive JPEG is %ux%u = %llu pixels, above the limit of %llu for images "
+                           "decoded whole (max_pixels)", j->cinfo.image_width, j->cinfo.image_height,
+                           (unsigned long long)npix, (unsigned long long)max_multiscan_pixels);
     if (rc != MX8_OK) {
         mx8_jpeg_abort(j);
         return rc;

@@ -20,9 +20,11 @@ mx8_jpeg *mx8_jpeg_new(void);
 void mx8_jpeg_free(mx8_jpeg *j);
 
 /* Reads the header of data[0..len) (which must stay alive until decode/abort) and returns
- * the image size. MX8_ERR_TOO_LARGE when width*height > max_pixels (0 = no limit). */
+ * the image size. MX8_ERR_TOO_LARGE when width*height > max_pixels, or, for a progressive
+ * (multi-scan) file, whose coefficients are buffered whole, > max_multiscan_pixels
+ * (0 = no limit). */
 int mx8_jpeg_open(mx8_jpeg *j, const uint8_t *data, size_t len, uint64_t max_pixels,
-                  int *width, int *height, mx8_error *err);
+                  uint64_t max_multiscan_pixels, int *width, int *height, mx8_error *err);
 
 /* Size of the image decoded with DCT scaling 1/denom (denom 1, 2, 4 or 8). */
 void mx8_jpeg_scaled_size(int width, int height, int denom, int *scaled_w, int *scaled_h);

@@ -49,7 +49,7 @@ static inline int mx8_check_pixels(uint64_t w, uint64_t h, uint64_t max_pixels, 
     uint64_t n = w * h; /* w, h < 2^32, so no overflow in 64 bits */
     if (max_pixels && n > max_pixels)
         return mx8_error_set(err, MX8_ERR_TOO_LARGE,
-                             "image is %llux%llu = %llu pixels, above the limit of %llu",
+                             "image is %llux%llu = %llu pixels, above the limit of %llu (max_pixels)",
                              (unsigned long long)w, (unsigned long long)h,
                              (unsigned long long)n, (unsigned long long)max_pixels);
     if (n > (SIZE_MAX - 65536) / 8)

@@ -89,7 +89,7 @@ int mx8_decode_rgb(mx8_decoder *dec, const uint8_t *data, size_t len, uint64_t m
         rc = mx8_png_decode(data, len, max_pixels, &dec->png_pix, &dec->png_rows, &v, err);
     } else if (fmt == MX8_FMT_JPEG) {
         int w, h;
-        rc = mx8_jpeg_open(dec->jpeg, data, len, max_pixels, &w, &h, err);
+        rc = mx8_jpeg_open(dec->jpeg, data, len, max_pixels, max_pixels, &w, &h, err);
         if (rc == MX8_OK) rc = mx8_jpeg_decode(dec->jpeg, 1, 0, 0, 0, 0, 0, &v, err);
     } else {
         return not_an_image(data, len, err);
@@ -156,6 +156,10 @@ static void scale_geometry(mx8_crop_geometry *g, int w, int h, int sw, int sh) {
 }
 
 /* Decodes the source window the resize plan reads (rectangle coordinates + g->rx/ry). */
+static uint64_t buffered_limit(const mx8_transform *t) {
+    return t->max_buffered_pixels ? t->max_buffered_pixels : t->max_pixels;
+}
+
 static int decode_window(mx8_decoder *dec, int fmt, const uint8_t *data, size_t len,
                          const mx8_transform *t, int denom, const mx8_crop_geometry *g,
                          mx8_image_view *v, mx8_error *err) {
@@ -163,7 +167,7 @@ static int decode_window(mx8_decoder *dec, int fmt, const uint8_t *data, size_t 
     int x = g->rx + r->ax.lo, y = g->ry + r->ay.lo;
     int w = r->ax.hi - r->ax.lo, h = r->ay.hi - r->ay.lo;
     if (fmt == MX8_FMT_JPEG) return mx8_jpeg_decode(dec->jpeg, denom, t->crop_aware, x, y, w, h, v, err);
-    int rc = mx8_png_decode(data, len, t->max_pixels, &dec->png_pix, &dec->png_rows, v, err);
+    int rc = mx8_png_decode(data, len, buffered_limit(t), &dec->png_pix, &dec->png_rows, v, err);
     if (rc != MX8_OK) return rc;
     /* PNG: decode everything, then point the view at the window. */
     v->px += (size_t)y * v->stride + (size_t)x * 3;
@@ -180,12 +184,12 @@ int mx8_decode_transform(mx8_decoder *dec, const uint8_t *data, size_t len,
     if (rc != MX8_OK) return rc;
     int fmt = sniff(data, len), w = 0, h = 0;
     if (fmt == MX8_FMT_JPEG)
-        rc = mx8_jpeg_open(dec->jpeg, data, len, t->max_pixels, &w, &h, err);
+        rc = mx8_jpeg_open(dec->jpeg, data, len, t->max_pixels, buffered_limit(t), &w, &h, err);
     else if (fmt == MX8_FMT_PNG) {
         /* The pixel limit before any plan is made from the header's size (JPEG's open
          * checks it too): a 45-byte PNG can declare 10^8 x 1 pixels. */
         rc = mx8_png_probe(data, len, &w, &h, err);
-        if (rc == MX8_OK) rc = mx8_check_pixels((uint64_t)w, (uint64_t)h, t->max_pixels, err);
+        if (rc == MX8_OK) rc = mx8_check_pixels((uint64_t)w, (uint64_t)h, buffered_limit(t), err);
     } else
         return not_an_image(data, len, err);
     if (rc != MX8_OK) return rc;
@@ -227,6 +231,7 @@ mx8_transform mx8_transform_random_crop(int out_h, int out_w) {
     t.flip = 1;
     t.layout = MX8_LAYOUT_NCHW;
     t.max_pixels = 100000000ULL;
+    t.max_buffered_pixels = 30000000ULL;
     t.crop_aware = 1;
     return t;
 }

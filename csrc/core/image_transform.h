@@ -38,6 +38,13 @@ typedef struct {
     int flip;                   /* 1: horizontal flip with probability 0.5 (per-sample RNG) */
     int layout;                 /* mx8_layout */
     uint64_t max_pixels;        /* refuse images with w*h above this before allocating; 0 = no limit */
+    uint64_t max_buffered_pixels; /* the same for images decoded whole into memory, PNG and
+                                 * progressive JPEG (0: max_pixels applies). They cost several
+                                 * times a baseline JPEG's CPU and memory a pixel (PNG: whole
+                                 * inflate, no DCT scaling or crop-aware decode; progressive:
+                                 * 2 bytes of coefficients per pixel and component): 3*10^7 is
+                                 * ~1 s and <300 MB here, as 10^8 is for baseline JPEG
+                                 * (scripts/bench_limits.py). */
     int crop_aware;             /* 1: decode only the rows/columns the crop needs (JPEG) */
     int dct_scaling;            /* 1: JPEG may decode at 1/2, 1/4, 1/8 scale when the crop is at
                                  * least that many times the output in both dimensions; faster,

@@ -152,6 +152,9 @@ static int parse_transform(PyObject *kw, mx8_transform *t) {
         if (v && (*ddst[i] = PyFloat_AsDouble(v)) == -1.0 && PyErr_Occurred())
             return -1;
     }
+    PyObject *mpp = PyDict_GetItemString(kw, "max_buffered_pixels");
+    if (mpp && (t->max_buffered_pixels = PyLong_AsUnsignedLongLong(mpp)) == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
     PyObject *mp = PyDict_GetItemString(kw, "max_pixels");
     if (mp && (t->max_pixels = PyLong_AsUnsignedLongLong(mp)) == (unsigned long long)-1 && PyErr_Occurred())
         return -1;

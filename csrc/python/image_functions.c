@@ -66,6 +66,7 @@ static PyObject *transform_image(PyObject *module, PyObject *args, PyObject *kwd
     mx8_transform t = mx8_transform_random_crop(0, 0);
     t.crop_mode = MX8_CROP_NONE;
     t.flip = 0;
+    t.max_buffered_pixels = 0; /* this low-level helper has one limit, max_pixels, for both formats */
     unsigned long long seed = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*ii|iiddddiiKiiK:transform_image", kwlist, &data, &t.out_h,
                                      &t.out_w, &t.crop_mode, &t.resize_short, &t.scale_min, &t.scale_max,

@@ -51,7 +51,7 @@ void test_jpeg_crop_aware_bit_exact(void) {
         if (!jpg) continue;
         int w, h;
         mx8_image_view full;
-        REQUIRE_OK(mx8_jpeg_open(j, jpg, len, 0, &w, &h, &err), &err);
+        REQUIRE_OK(mx8_jpeg_open(j, jpg, len, 0, 0, &w, &h, &err), &err);
         REQUIRE_OK(mx8_jpeg_decode(j, 1, 0, 0, 0, 0, 0, &full, &err), &err);
         uint8_t *ref = malloc((size_t)W * H * 3);
         for (int y = 0; y < H; y++) memcpy(ref + (size_t)y * W * 3, full.px + y * full.stride, (size_t)W * 3);
@@ -60,7 +60,7 @@ void test_jpeg_crop_aware_bit_exact(void) {
             int cw = (int)mx8_rng_range(&rng, 1, W), ch = (int)mx8_rng_range(&rng, 1, H);
             int cx = (int)mx8_rng_range(&rng, 0, W - cw), cy = (int)mx8_rng_range(&rng, 0, H - ch);
             mx8_image_view v;
-            REQUIRE_OK(mx8_jpeg_open(j, jpg, len, 0, &w, &h, &err), &err);
+            REQUIRE_OK(mx8_jpeg_open(j, jpg, len, 0, 0, &w, &h, &err), &err);
             REQUIRE_OK(mx8_jpeg_decode(j, 1, 1, cx, cy, cw, ch, &v, &err), &err);
             for (int y = 0; y < ch && !bad; y++)
                 if (memcmp(v.px + y * v.stride, ref + ((size_t)(cy + y) * W + cx) * 3, (size_t)cw * 3)) {
@@ -168,7 +168,7 @@ void test_jpeg_too_large(void) {
     int w, h;
     int rc = mx8_decode_rgb(dec, jpg, len, 100000000, &rgb, &w, &h, &err);
     CHECK_INT(rc, ==, MX8_ERR_TOO_LARGE);
-    CHECK_STR(err.msg, "image is 50000x50000 = 2500000000 pixels, above the limit of 100000000");
+    CHECK_STR(err.msg, "image is 50000x50000 = 2500000000 pixels, above the limit of 100000000 (max_pixels)");
     CHECK_INT(mx8_decoder_scratch_bytes(dec), ==, before);
     mx8_transform t = {.out_h = 8, .out_w = 8, .crop_mode = MX8_CROP_RANDOM, .scale_min = 0.08,
                        .scale_max = 1, .ratio_min = 0.75, .ratio_max = 4.0 / 3, .layout = MX8_LAYOUT_NCHW,
@@ -212,6 +212,39 @@ void test_jpeg_scan_limit(void) {
     mx8_decoder_free(dec);
 }
 
+/* Scans are also capped by their work: 15 whole-image passes at the limit for images decoded
+ * whole. A gray file of 64 full-image scans (within the 100-scan cap) at that limit is
+ * refused; with a limit ten times the image it decodes; libjpeg's default progressions at the
+ * limit (4:2:0 and 4:4:4) pass. */
+void test_jpeg_scan_work_budget(void) {
+    mx8_error err;
+    mx8_decoder *dec = mx8_decoder_new();
+    int w = 96, h = 64;
+    uint8_t *px = malloc((size_t)w * h * 3);
+    t_fill_photo(px, w, h, 3, 6);
+    size_t len;
+    uint8_t *many = t_encode_jpeg(px, w, h, T_JPEG_GRAY, 90, 1, 1, T_JPEG_SCAN_PER_COEF, &len);
+    CHECK(many != NULL);
+    mx8_transform t = mx8_transform_random_crop(32, 32);
+    t.max_buffered_pixels = (uint64_t)w * h;
+    uint8_t out[3 * 32 * 32];
+    CHECK_INT(mx8_decode_transform(dec, many, len, &t, 7, out, &err), ==, MX8_ERR_DECODE);
+    CHECK_STR(err.msg, "progressive JPEG's 16 scans cost more than 15 whole-image passes at the limit for images "
+                       "decoded whole (a decode bomb? raise max_pixels to allow)");
+    t.max_buffered_pixels = 10ULL * w * h;
+    REQUIRE_OK(mx8_decode_transform(dec, many, len, &t, 7, out, &err), &err);
+    t.max_buffered_pixels = (uint64_t)w * h;
+    for (int hs = 1; hs <= 2; hs++) {
+        size_t glen;
+        uint8_t *std = t_encode_jpeg(px, w, h, T_JPEG_RGB, 90, hs, hs, 1, &glen);
+        REQUIRE_OK(mx8_decode_transform(dec, std, glen, &t, 7, out, &err), &err);
+        free(std);
+    }
+    free(many);
+    free(px);
+    mx8_decoder_free(dec);
+}
+
 /* DCT-scaled decode of a window has the scaled size and stays close to the source. */
 void test_jpeg_dct_scaled_window(void) {
     mx8_error err;
@@ -224,11 +257,11 @@ void test_jpeg_dct_scaled_window(void) {
     CHECK_INT(sw, ==, 51);
     CHECK_INT(sh, ==, 40);
     mx8_image_view v;
-    REQUIRE_OK(mx8_jpeg_open(j, jpg, len, 0, &w, &h, &err), &err);
+    REQUIRE_OK(mx8_jpeg_open(j, jpg, len, 0, 0, &w, &h, &err), &err);
     REQUIRE_OK(mx8_jpeg_decode(j, 4, 1, 10, 5, 30, 20, &v, &err), &err);
     CHECK_INT(v.image_w, ==, 51);
     CHECK_INT(v.w, ==, 30);
-    REQUIRE_OK(mx8_jpeg_open(j, jpg, len, 0, &w, &h, &err), &err);
+    REQUIRE_OK(mx8_jpeg_open(j, jpg, len, 0, 0, &w, &h, &err), &err);
     CHECK_INT(mx8_jpeg_decode(j, 4, 1, 40, 5, 30, 20, &v, &err), ==, MX8_ERR_ARG);
     free(jpg);
     mx8_jpeg_free(j);

@@ -9,6 +9,7 @@
     X(test_jpeg_corrupt)                            \
     X(test_jpeg_too_large)                          \
     X(test_jpeg_scan_limit)                         \
+    X(test_jpeg_scan_work_budget)                   \
     X(test_jpeg_dct_scaled_window)                  \
     X(test_png_all_modes_match_pillow_rules)        \
     X(test_png_truncated_and_corrupt)               \
