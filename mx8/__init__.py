@@ -20,7 +20,7 @@ except ImportError as e:
         "manylinux wheel.") from e
 
 from .dataset import Batch, Dataset, RawBatch, to_device
-from .errors import (DecodeError, Error, ImageTooLargeError, LeaseLogMismatchError, ManifestError, PackError,
+from .errors import (CredentialsError, DecodeError, Error, ImageTooLargeError, LeaseLogMismatchError, ManifestError, PackError,
                      RangeError, ReadError, RendezvousError, SnapshotMismatchError, StuckReadWarning,
                      UsageError)
 from .leases import LeaseDataset, LeaseInfo
@@ -33,5 +33,6 @@ __all__ = [
     "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch", "to_device",
     "Error", "ManifestError", "ReadError", "RangeError", "DecodeError", "ImageTooLargeError",
     "SnapshotMismatchError", "PackError", "RendezvousError", "UsageError", "StuckReadWarning",
+    "CredentialsError",
     "LeaseDataset", "LeaseInfo", "LeaseLogMismatchError",
 ]

@@ -21,6 +21,7 @@ from .envvars import env_bool, env_int
 from .errors import ReadError, SnapshotMismatchError, StuckReadWarning, UsageError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
+from .s3config import S3Config
 from .sharding import consumed_after, derive_seed, plan
 
 STATE_FORMAT = "mx8.Dataset/1"
@@ -87,6 +88,10 @@ class Dataset(torch.utils.data.IterableDataset):
             same amount again bounds the bytes fetched and not yet decoded.
         s3_connections: over S3, transfers (and connections) at once, driven by one I/O
             thread (default: MX8_S3_CONNECTIONS, else 16).
+        s3: an :func:`mx8.s3config.s3_config` for an ``s3://`` URI (default: as boto3 resolves
+            it). It travels to DataLoader workers with the Dataset (explicit keys included,
+            for any start method); credentials from botocore are resolved, and refreshed, in
+            each process.
         threads: native worker threads (default: the CPUs this process may use).
         layout: ``"NCHW"`` or ``"NHWC"``.
         dtype: ``"uint8"`` (pixels) or ``"float32"``: ``(x / 255 - mean) / std`` per channel
@@ -127,7 +132,7 @@ class Dataset(torch.utils.data.IterableDataset):
                  std: Optional[Sequence[float]] = None,
                  pin_memory: Optional[bool] = None, max_pixels: Optional[int] = None,
                  crop_aware: bool = True, dct_scaling: bool = False,
-                 s3_connections: Optional[int] = None,
+                 s3_connections: Optional[int] = None, s3: Optional[S3Config] = None,
                  rank: Optional[int] = None, world_size: Optional[int] = None,
                  mode: Optional[str] = None) -> None:
         super().__init__()
@@ -153,8 +158,10 @@ class Dataset(torch.utils.data.IterableDataset):
             self._snapshot: Optional[Snapshot] = uri
             self.uri = uri.pinned_uri
         else:
-            self._snapshot = resolve(os.fspath(uri))
+            self._snapshot = resolve(os.fspath(uri), s3=s3)
             self.uri = self._snapshot.pinned_uri  # workers re-resolve exactly this snapshot
+        # ... with the same S3 settings (a Snapshot's config is that of its resolve()).
+        self._s3 = self._snapshot.s3.config if self._snapshot.s3 is not None else s3
         self.batch_size = batch_size
         self.size = _pair(size) if size is not None else None
         self.decode = decode and self.size is not None
@@ -183,7 +190,7 @@ class Dataset(torch.utils.data.IterableDataset):
     @property
     def snapshot(self) -> Snapshot:
         if self._snapshot is None:
-            self._snapshot = resolve(self.uri)
+            self._snapshot = resolve(self.uri, s3=self._s3)
         return self._snapshot
 
     @property
@@ -358,8 +365,8 @@ def _sources(snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
     from .s3config import s3_config
     cfg = (snap.s3.config if snap.s3 is not None else s3_config()).require_credentials()
     paths = [f"{bucket}/{key}" for bucket, key in snap.location_objects()]
-    return paths, {"endpoint": cfg.endpoint, "region": cfg.region, "access_key": cfg.access_key,
-                   "secret_key": cfg.secret_key, "session_token": cfg.session_token,
+    # The keys travel as a shared native object that this process's feed keeps refreshed.
+    return paths, {"endpoint": cfg.endpoint, "region": cfg.region, "credentials": cfg.native_credentials(),
                    "virtual_host": cfg.virtual_host, "ca_file": cfg.ca_bundle}
 
 

@@ -11,6 +11,8 @@ here; the rest are raised by the Python glue.
     - ``ImageTooLargeError``: an image is above the pixel limit (decompression bomb guard).
   - ``SnapshotMismatchError``: the data no longer matches a pinned ``@sha256:`` hash.
   - ``PackError``: ``mx8.pack`` met an input it cannot pack (names the file).
+  - ``CredentialsError`` (also ``ValueError``): no S3 credentials found, or their source
+    (profile, credential_process, STS, a metadata endpoint) failed.
   - ``RendezvousError``: ranks disagree on manifest_hash, seed, epoch, batch size, ...
   - ``UsageError`` (also ``RuntimeError``): an object used outside the concurrency contract
     (docs/ARCHITECTURE.md): two threads in one iterator, an iterator inherited through
@@ -45,6 +47,11 @@ class UsageError(Error, RuntimeError):
     """An mx8 object used outside its concurrency contract (says which rule and what to do)."""
 
 
+class CredentialsError(Error, ValueError):
+    """No S3 credentials could be found, or their source failed (names the sources tried, or
+    the profile, process or endpoint that failed and its answer; never a secret)."""
+
+
 class PackError(Error):
     """``mx8.pack`` met an input it cannot pack (zero-length, unreadable, not an image)."""
 
@@ -57,6 +64,7 @@ class StuckReadWarning(RuntimeWarning):
 
 __all__ = [
     "StuckReadWarning",
+    "CredentialsError",
     "Error",
     "ManifestError",
     "ReadError",

@@ -1,15 +1,23 @@
-"""S3 configuration: keyword arguments first, then the standard AWS environment variables.
+"""S3 configuration: keyword arguments first, then what boto3 would use.
 
-    cfg = s3_config()                                   # from AWS_* variables
+    cfg = s3_config()                                   # as boto3 resolves it
+    cfg = s3_config(profile="training")                 # a profile of ~/.aws/config
     cfg = s3_config(endpoint="http://127.0.0.1:9000")   # a custom endpoint -> path-style
     bucket, key = parse_s3_uri("s3://bucket/raw/train/")
 
-Variables read: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION /
-AWS_DEFAULT_REGION (default us-east-1), AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. With a custom
-endpoint requests are path-style (``endpoint/bucket/key``: MinIO, moto and most S3-compatible
-stores want that); without one they go to ``https://s3.<region>.amazonaws.com`` virtual-hosted
-(``bucket.s3.<region>.amazonaws.com/key``), as AWS recommends. The secret key and session
-token never appear in a repr or an error message.
+With botocore installed (the ``s3`` extra) credentials, region, endpoint, addressing style and
+CA bundle come from botocore's resolution, exactly as boto3's S3 client gets them
+(mx8/s3creds.py lists the sources; temporary credentials are refreshed while epochs run).
+Without it only the environment is read: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION (default us-east-1), AWS_ENDPOINT_URL_S3 /
+AWS_ENDPOINT_URL. AWS_REGION wins over the profile's region in both.
+
+With a custom endpoint requests are path-style (``endpoint/bucket/key``: MinIO, moto and
+most S3-compatible stores want that; ``s3.addressing_style = virtual`` in the profile or
+``virtual_host=True`` overrides); AWS endpoints are virtual-hosted
+(``bucket.s3.<region>.amazonaws.com/key``) except for bucket names that a virtual host
+cannot serve over TLS (dots, upper case, underscores), which go path-style as boto3 sends
+them. The secret key and session token never appear in a repr or an error message.
 
 HTTPS is verified against ``ca_bundle``: AWS_CA_BUNDLE, else SSL_CERT_FILE, else the first
 system bundle that exists (Debian/Ubuntu, RHEL/Fedora/Amazon Linux, SUSE, Alpine paths). The
@@ -19,9 +27,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
+
+from .s3creds import aws_settings, botocore_available
 
 DEFAULT_REGION = "us-east-1"
 
@@ -46,20 +56,71 @@ class S3Config:
     endpoint: str  # scheme://host[:port], no trailing slash
     region: str
     virtual_host: bool
+    # Keys given as arguments (or read from the environment without botocore). These travel
+    # with the config, also into DataLoader workers of any start method.
     access_key: Optional[str] = None
     secret_key: Optional[str] = None
     session_token: Optional[str] = None
     ca_bundle: Optional[str] = None  # PEM file for https; None: libcurl's compiled-in default
+    # No keys above: each process asks botocore for this profile's credentials (None: its
+    # default chain), and refreshes them (mx8/s3creds.py). No secret is stored here.
+    use_botocore: bool = False
+    profile: Optional[str] = None
 
     @property
     def has_credentials(self) -> bool:
-        return bool(self.access_key and self.secret_key)
+        if self.access_key and self.secret_key:
+            return True
+        if not self.use_botocore:
+            return False
+        try:
+            self.native_credentials()
+        except ValueError:  # CredentialsError
+            return False
+        return True
 
     def require_credentials(self) -> "S3Config":
-        """Returns self, or raises ValueError saying which variables to set."""
-        if not self.has_credentials:
-            raise ValueError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                             "(or pass access_key= and secret_key=)")
+        """Returns self, or raises ValueError saying where credentials were looked for."""
+        if self.access_key and self.secret_key:
+            return self
+        if self.use_botocore:
+            self.native_credentials()  # raises ValueError naming the sources
+            return self
+        from .errors import CredentialsError
+        from .s3creds import INSTALL_HINT
+        raise CredentialsError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                         f"(or pass access_key= and secret_key=), or {INSTALL_HINT}")
+
+    def native_credentials(self):
+        """The ``_core.S3Credentials`` requests are signed with: this config's own keys, or
+        the process's refreshed feed for its profile."""
+        from . import _core
+        if self.access_key and self.secret_key:
+            return _core.S3Credentials(self.access_key, self.secret_key, self.session_token)
+        if not self.use_botocore:
+            self.require_credentials()
+        from .s3creds import feed
+        return feed(self.profile).native
+
+    @property
+    def credential_source(self) -> str:
+        """For messages: where the keys come from (never the keys)."""
+        if self.access_key:
+            return "explicit keys"
+        if not self.use_botocore:
+            return "none"
+        from .s3creds import feed
+        try:
+            return f"botocore: {feed(self.profile).method}"
+        except ValueError:
+            return "botocore: none found"
+
+    def for_bucket(self, bucket: str) -> "S3Config":
+        """This config for requests to ``bucket``: path-style where virtual hosting cannot serve
+        the name (dots break the TLS wildcard; upper case and underscores are not DNS names),
+        as boto3 falls back."""
+        if self.virtual_host and not virtual_hostable(bucket, self.endpoint.startswith("https")):
+            return replace(self, virtual_host=False)
         return self
 
     def client(self, **options):
@@ -67,16 +128,17 @@ class S3Config:
         ``options``: connect_timeout_ms, low_speed_time_s, max_attempts, backoff_base_ms,
         backoff_cap_ms. One client runs one request at a time: use one per thread."""
         from . import _core
-        self.require_credentials()
-        return _core.S3Client(self.endpoint, self.region, self.access_key, self.secret_key,
-                              self.session_token, self.virtual_host, ca_file=self.ca_bundle, **options)
+        creds = self.native_credentials()
+        return _core.S3Client(self.endpoint, self.region, None, None, None, self.virtual_host,
+                              ca_file=self.ca_bundle, credentials=creds, **options)
 
     def __repr__(self) -> str:
         def mask(v: Optional[str]) -> str:
             return "None" if v is None else "'***'"
         return (f"S3Config(endpoint={self.endpoint!r}, region={self.region!r}, "
                 f"virtual_host={self.virtual_host!r}, access_key={self.access_key!r}, "
-                f"secret_key={mask(self.secret_key)}, session_token={mask(self.session_token)})")
+                f"secret_key={mask(self.secret_key)}, session_token={mask(self.session_token)}, "
+                f"use_botocore={self.use_botocore!r}, profile={self.profile!r})")
 
     __str__ = __repr__
 
@@ -102,38 +164,67 @@ def _check_endpoint(endpoint: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc}"
 
 
+def virtual_hostable(bucket: str, https: bool) -> bool:
+    """Whether ``bucket.host`` can address the bucket: a DNS label (lower case, digits, '-'),
+    and over https no dots (the certificate's wildcard covers one label)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket) or ".." in bucket:
+        return False
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
+        return False
+    return not (https and "." in bucket)
+
+
 def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
               access_key: Optional[str] = None, secret_key: Optional[str] = None,
               session_token: Optional[str] = None, virtual_host: Optional[bool] = None,
-              ca_bundle: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> S3Config:
-    """Resolves the S3 settings; a keyword argument wins over its environment variable.
+              ca_bundle: Optional[str] = None, profile: Optional[str] = None,
+              env: Optional[Mapping[str, str]] = None) -> S3Config:
+    """Resolves the S3 settings; a keyword argument wins over everything else.
 
+    ``profile``: a profile of the AWS config files (default: AWS_PROFILE, else "default").
     ``virtual_host`` defaults to False with a custom endpoint and True for AWS. ``env`` is
-    ``os.environ`` unless given (tests)."""
+    ``os.environ`` unless given; a given ``env`` (tests) also turns botocore off."""
+    use_botocore = env is None and botocore_available()
     env = os.environ if env is None else env
-    region = region or _first(env, "AWS_REGION", "AWS_DEFAULT_REGION") or DEFAULT_REGION
+    region = region or _first(env, "AWS_REGION")
+    aws: Dict[str, Any] = {}
+    if use_botocore:
+        aws = aws_settings(profile, region)
+        region = aws["region"]
+    region = region or _first(env, "AWS_DEFAULT_REGION") or DEFAULT_REGION
     if not re.fullmatch(r"[A-Za-z0-9-]+", region):
         raise ValueError(f"invalid S3 region {region!r}")
-    endpoint = endpoint or _first(env, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    style = aws.get("addressing_style")
+    if virtual_host is None and style in ("virtual", "path"):
+        virtual_host = style == "virtual"
+    if endpoint is None and use_botocore and aws["custom_endpoint"]:
+        endpoint = aws["endpoint_url"]
+    elif endpoint is None and not use_botocore:
+        endpoint = _first(env, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     if endpoint:
         endpoint = _check_endpoint(endpoint)
         vhost = False if virtual_host is None else bool(virtual_host)
     else:
-        endpoint = f"https://s3.{region}.amazonaws.com"
+        endpoint = (_check_endpoint(aws["endpoint_url"]) if use_botocore
+                    else f"https://s3.{region}.amazonaws.com")
         vhost = True if virtual_host is None else bool(virtual_host)
-    access_key = access_key or _first(env, "AWS_ACCESS_KEY_ID")
-    secret_key = secret_key or _first(env, "AWS_SECRET_ACCESS_KEY")
-    session_token = session_token or _first(env, "AWS_SESSION_TOKEN")
     if bool(access_key) != bool(secret_key):
-        missing = "AWS_SECRET_ACCESS_KEY (secret_key=)" if access_key else "AWS_ACCESS_KEY_ID (access_key=)"
-        raise ValueError(f"incomplete S3 credentials: {missing} is not set")
-    ca_bundle = ca_bundle or _first(env, "AWS_CA_BUNDLE", "SSL_CERT_FILE")
+        raise ValueError("incomplete S3 credentials: pass both access_key= and secret_key=")
+    if not access_key and not use_botocore:
+        access_key = _first(env, "AWS_ACCESS_KEY_ID")
+        secret_key = _first(env, "AWS_SECRET_ACCESS_KEY")
+        session_token = session_token or _first(env, "AWS_SESSION_TOKEN")
+        if bool(access_key) != bool(secret_key):
+            missing = "AWS_SECRET_ACCESS_KEY" if access_key else "AWS_ACCESS_KEY_ID"
+            raise ValueError(f"incomplete S3 credentials: {missing} is not set")
+    ca_bundle = ca_bundle or aws.get("ca_bundle") or _first(env, "AWS_CA_BUNDLE", "SSL_CERT_FILE")
     if ca_bundle and not os.path.isfile(ca_bundle):
         raise ValueError(f"CA bundle {ca_bundle!r} (ca_bundle=, AWS_CA_BUNDLE or SSL_CERT_FILE) is not a file")
     if not ca_bundle:
         ca_bundle = next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
     return S3Config(endpoint=endpoint, region=region, virtual_host=vhost, access_key=access_key,
-                    secret_key=secret_key, session_token=session_token, ca_bundle=ca_bundle)
+                    secret_key=secret_key, session_token=session_token, ca_bundle=ca_bundle,
+                    use_botocore=use_botocore and not access_key, profile=profile)
 
 
 def parse_s3_uri(uri: str) -> Tuple[str, str]:

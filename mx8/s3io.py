@@ -68,7 +68,7 @@ def s3_root(uri: str, config: Optional[S3Config] = None) -> S3Root:
     bucket, key = parse_s3_uri(uri)
     if key and not key.endswith("/"):
         key += "/"
-    return S3Root(bucket, key, config if config is not None else s3_config())
+    return S3Root(bucket, key, (config if config is not None else s3_config()).for_bucket(bucket))
 
 
 def _env_number(name: str, default: float) -> float:

@@ -281,3 +281,97 @@ class FaultServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ---- where AWS hands out credentials ----
+
+class CredentialEndpoints:
+    """One loopback HTTP server answering as the EC2 instance metadata service (IMDSv2: a
+    PUT for a session token, then the role's credentials, which need that token), as the
+    ECS/EKS container credentials endpoint (``/ecs/creds``, with an Authorization header when
+    ``auth_token`` is set) and as STS's AssumeRoleWithWebIdentity (a POST to ``/``, the STS
+    endpoint of EKS's web identity; ``web_identity_tokens`` lists the accepted tokens). ``credentials`` (AccessKeyId, SecretAccessKey, Token) is what both
+    hand out; tests may replace it at any time (a rotation). ``requests`` counts by path."""
+
+    ROLE = "mx8-instance-role"
+
+    def __init__(self, credentials: Dict[str, str], auth_token: Optional[str] = None,
+                 expires_in_s: int = 3600) -> None:
+        self.credentials = dict(credentials)
+        self.auth_token = auth_token
+        self.expires_in_s = expires_in_s
+        self.requests: Dict[str, int] = {}
+        self.web_identity_tokens: List[str] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _send(self, status: int, body: bytes, ctype: str = "text/plain") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _creds(self) -> bytes:
+                exp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + owner.expires_in_s))
+                c = owner.credentials
+                return json.dumps({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": c["AccessKeyId"],
+                                   "SecretAccessKey": c["SecretAccessKey"], "Token": c.get("Token", ""),
+                                   "Expiration": exp, "LastUpdated": exp}).encode()
+
+            def do_POST(self):
+                owner.requests["POST " + self.path] = owner.requests.get("POST " + self.path, 0) + 1
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                form = dict(urllib.parse.parse_qsl(body))
+                if form.get("Action") != "AssumeRoleWithWebIdentity":
+                    return self._send(400, b"<ErrorResponse><Error><Code>InvalidAction</Code></Error></ErrorResponse>")
+                if form.get("WebIdentityToken") not in owner.web_identity_tokens:
+                    return self._send(400, b"<ErrorResponse><Error><Code>InvalidIdentityToken</Code>"
+                                           b"<Message>bad token</Message></Error></ErrorResponse>", "text/xml")
+                c = owner.credentials
+                exp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + owner.expires_in_s))
+                xml = (f'<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+                       f"<AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>{c['AccessKeyId']}</AccessKeyId>"
+                       f"<SecretAccessKey>{c['SecretAccessKey']}</SecretAccessKey>"
+                       f"<SessionToken>{c.get('Token', '')}</SessionToken><Expiration>{exp}</Expiration>"
+                       f"</Credentials><SubjectFromWebIdentityToken>mx8</SubjectFromWebIdentityToken>"
+                       f"<AssumedRoleUser><Arn>{form.get('RoleArn')}/mx8</Arn><AssumedRoleId>AROA:mx8</AssumedRoleId>"
+                       f"</AssumedRoleUser></AssumeRoleWithWebIdentityResult>"
+                       f"<ResponseMetadata><RequestId>r1</RequestId></ResponseMetadata>"
+                       f"</AssumeRoleWithWebIdentityResponse>")
+                self._send(200, xml.encode(), "text/xml")
+
+            def do_PUT(self):
+                owner.requests[self.path] = owner.requests.get(self.path, 0) + 1
+                if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                    return self._send(200, b"imds-session-token")
+                self._send(400, b"bad token request")
+
+            def do_GET(self):
+                owner.requests[self.path] = owner.requests.get(self.path, 0) + 1
+                base = "/latest/meta-data/iam/security-credentials/"
+                if self.path.startswith(base):
+                    if self.headers.get("X-aws-ec2-metadata-token") != "imds-session-token":
+                        return self._send(401, b"")  # IMDSv2 only: no token, no answer
+                    if self.path == base:
+                        return self._send(200, owner.ROLE.encode())
+                    if self.path == base + owner.ROLE:
+                        return self._send(200, self._creds(), "application/json")
+                if self.path == "/ecs/creds":
+                    if owner.auth_token and self.headers.get("Authorization") != owner.auth_token:
+                        return self._send(403, b'{"message": "bad token"}', "application/json")
+                    return self._send(200, self._creds(), "application/json")
+                self._send(404, b"not found")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

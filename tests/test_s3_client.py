@@ -275,6 +275,25 @@ def test_retries_are_bounded_and_client_errors_are_not_retried(fault):
         assert len(srv.seen) == 1 and "secret-never-shown" not in str(ei.value)
 
 
+def test_errors_keep_the_whole_message_and_name_endpoint_region_and_the_buckets_region(fault):
+    """S3 messages were cut at 100 characters, and neither the endpoint nor the region used
+    was named, nor the region a 301 PermanentRedirect points to."""
+    long_msg = "The bucket you are attempting to access must be addressed using the specified endpoint. " * 3
+    body = (f"<Error><Code>PermanentRedirect</Code><Message>{long_msg.strip()}</Message>"
+            f"<Endpoint>b.s3.eu-west-3.amazonaws.com</Endpoint><Bucket>b</Bucket><RequestId>RID-301</RequestId>"
+            f"</Error>").encode()
+    srv = fault([respond(301, body, {"Content-Type": "application/xml", "x-amz-bucket-region": "eu-west-3"})])
+    with pytest.raises(mx8.ReadError) as ei:
+        _fault_client(srv).get("b", "k")
+    msg = str(ei.value)
+    assert long_msg.strip() in msg, msg
+    assert "the bucket is in region eu-west-3 (set AWS_REGION=eu-west-3 or pass region=)" in msg, msg
+    assert "served at b.s3.eu-west-3.amazonaws.com" in msg, msg
+    host = srv.endpoint.split("://")[1]
+    assert f"(endpoint {host}, region us-east-1, request id RID-301)" in msg, msg
+    assert len(srv.seen) == 1  # not retried
+
+
 def test_connection_refused_and_oversized_range_answers(fault):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

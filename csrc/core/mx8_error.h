@@ -21,7 +21,7 @@ typedef enum {
     MX8_ERR_CLOSED = 8,    /* engine closed while waiting */
 } mx8_code;
 
-#define MX8_ERROR_MSG_LEN 320
+#define MX8_ERROR_MSG_LEN 1024 /* room for a whole S3 error message with its endpoint and region */
 
 typedef struct {
     int code;      /* mx8_code */

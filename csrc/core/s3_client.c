@@ -38,18 +38,23 @@ static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
 
 int mx8_s3_client_new(const mx8_s3_options *o, mx8_s3_client **out, mx8_error *err) {
     *out = NULL;
-    if (!o->endpoint || !o->region || !o->access_key || !o->secret_key || !*o->access_key || !*o->secret_key)
-        return mx8_error_set(err, MX8_ERR_ARG, "S3 client: endpoint, region, access key and secret key are required");
+    if (!o->endpoint || !o->region)
+        return mx8_error_set(err, MX8_ERR_ARG, "S3 client: endpoint and region are required");
+    mx8_s3_credentials *creds = o->credentials;
+    if (creds)
+        mx8_s3_credentials_ref(creds);
+    else if (!(creds = mx8_s3_credentials_new(o->access_key, o->secret_key, o->session_token, err)))
+        return err ? err->code : MX8_ERR_ARG;
     mx8_s3_client *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        mx8_s3_credentials_unref(creds);
         return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory creating an S3 client");
+    }
     pthread_mutex_init(&c->lock, NULL);
     mx8_s3_conf *f = &c->conf;
+    f->creds = creds;
     f->endpoint = strdup(o->endpoint);
     f->region = strdup(o->region);
-    f->access_key = strdup(o->access_key);
-    f->secret_key = strdup(o->secret_key);
-    f->session_token = dup_or_null(o->session_token);
     f->ca_file = dup_or_null(o->ca_file);
     f->virtual_host = o->virtual_host;
     f->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
@@ -59,8 +64,7 @@ int mx8_s3_client_new(const mx8_s3_options *o, mx8_s3_client **out, mx8_error *e
     f->backoff_cap_ms = o->backoff_cap_ms > 0 ? o->backoff_cap_ms : 5000;
     c->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)c;
     c->curl = curl_easy_init();
-    if (!f->endpoint || !f->region || !f->access_key || !f->secret_key || !c->curl ||
-        (o->session_token && *o->session_token && !f->session_token) || (o->ca_file && *o->ca_file && !f->ca_file)) {
+    if (!f->endpoint || !f->region || !c->curl || (o->ca_file && *o->ca_file && !f->ca_file)) {
         mx8_s3_client_free(c);
         return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory creating an S3 client");
     }
@@ -75,13 +79,9 @@ void mx8_s3_client_free(mx8_s3_client *c) {
         curl_easy_cleanup(c->curl);
     pthread_mutex_destroy(&c->lock);
     mx8_s3_conf *f = &c->conf;
-    if (f->secret_key)
-        OPENSSL_cleanse(f->secret_key, strlen(f->secret_key));
+    mx8_s3_credentials_unref(f->creds);
     free(f->endpoint);
     free(f->region);
-    free(f->access_key);
-    free(f->secret_key);
-    free(f->session_token);
     free(f->ca_file);
     free(c);
 }
@@ -107,7 +107,7 @@ static int run_op(mx8_s3_client *c, const mx8_s3_op *s, mx8_s3_response *r, mx8_
         c->stats.requests++;
         c->stats.bytes_out += s->body_len;
         mx8_s3_error_info e;
-        mx8_s3_verdict v = mx8_s3_attempt_verdict(cc, r, &e);
+        mx8_s3_verdict v = mx8_s3_attempt_verdict(&c->conf, cc, r, &e);
         if (v == MX8_S3_DONE)
             return MX8_OK;
         if (v == MX8_S3_RETRY && n < c->conf.max_attempts) {
@@ -119,7 +119,7 @@ static int run_op(mx8_s3_client *c, const mx8_s3_op *s, mx8_s3_response *r, mx8_
             }
             continue;
         }
-        rc = mx8_s3_attempt_error(s, r, cc, &e, n, err);
+        rc = mx8_s3_attempt_error(&c->conf, s, r, cc, &e, n, err);
         free(r->data);
         r->data = NULL;
         return rc;

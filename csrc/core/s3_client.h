@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "mx8_error.h"
+#include "s3_credentials.h"
 #include "s3_sign.h"
 #include "s3_xml.h"
 
@@ -29,6 +30,9 @@ typedef struct {
     const char *access_key;
     const char *secret_key;
     const char *session_token; /* NULL or "" when there is none */
+    /* Refreshable credentials shared with other clients (the client takes a reference);
+     * when set, the three keys above are ignored. */
+    mx8_s3_credentials *credentials;
     const char *ca_file;       /* CA bundle for https (CURLOPT_CAINFO); NULL: libcurl's built-in path */
     int virtual_host;
     /* 0 picks the default shown */

@@ -70,6 +70,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
         copy_header_value(r->etag, sizeof r->etag, colon + 1, vl);
     } else if (nl == 16 && !strncasecmp(p, "x-amz-request-id", nl)) {
         copy_header_value(r->request_id, sizeof r->request_id, colon + 1, vl);
+    } else if (nl == 19 && !strncasecmp(p, "x-amz-bucket-region", nl)) {
+        copy_header_value(r->bucket_region, sizeof r->bucket_region, colon + 1, vl);
     } else if (nl == 13 && !strncasecmp(p, "content-range", nl)) {
         copy_header_value(r->content_range, sizeof r->content_range, colon + 1, vl);
     } else if (nl == 11 && !strncasecmp(p, "retry-after", nl)) {
@@ -184,13 +186,18 @@ int mx8_s3_attempt_begin(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx8_
     r->retry_after_s = -1;
     char amz_date[17];
     mx8_s3_amz_date((long long)time(NULL), amz_date);
+    /* The keys as they are now: a refresh between attempts is picked up by the next one. */
+    static _Thread_local mx8_s3_key_copy keys; /* 8.5 KB: not on the I/O thread's stack */
+    mx8_s3_credentials_copy(c->creds, &keys);
+    r->creds_generation = keys.generation;
     mx8_s3_request rq = {.method = s->method, .endpoint = c->endpoint, .region = c->region,
                          .bucket = s->bucket, .key = s->key, .query = s->query, .n_query = s->n_query,
                          .headers = s->headers, .n_headers = s->n_headers, .payload_sha256 = s->payload_sha,
-                         .access_key = c->access_key, .secret_key = c->secret_key,
-                         .session_token = c->session_token, .amz_date = amz_date, .virtual_host = c->virtual_host};
+                         .access_key = keys.access_key, .secret_key = keys.secret_key,
+                         .session_token = keys.session_token, .amz_date = amz_date, .virtual_host = c->virtual_host};
     mx8_s3_signed sg;
     int rc = mx8_s3_sign(&rq, &sg, err);
+    mx8_s3_key_copy_wipe(&keys);
     if (rc)
         return rc;
     /* "Expect:" turns off 100-continue: one round trip less, and nothing to re-sign. */
@@ -231,11 +238,30 @@ static int transient_http(long status, const mx8_s3_error_info *e) {
            !strcmp(e->code, "SlowDown") || !strcmp(e->code, "RequestTimeout") || !strcmp(e->code, "InternalError");
 }
 
-mx8_s3_verdict mx8_s3_attempt_verdict(CURLcode cc, const mx8_s3_response *r, mx8_s3_error_info *e) {
+/* S3's answers to keys that expired or were revoked: worth another try, re-signed, when a
+ * refresh has replaced the keys since this attempt was signed, or when the keys are ones a
+ * refresher replaces (the refresh may land just after the old keys stopped working; the
+ * retries' backoff gives it that time). */
+static int stale_keys(const mx8_s3_conf *c, const mx8_s3_response *r, const mx8_s3_error_info *e) {
+    static const char *codes[] = {"ExpiredToken", "InvalidAccessKeyId", "InvalidToken", "TokenRefreshRequired",
+                                  "SignatureDoesNotMatch", "AccessDenied", NULL};
+    if (r->status != 400 && r->status != 403)
+        return 0;
+    int known = r->status == 403 && !e->code[0]; /* a HEAD has no body to name the code */
+    for (int i = 0; codes[i] && !known; i++)
+        known = !strcmp(e->code, codes[i]);
+    return known && (mx8_s3_credentials_generation(c->creds) != r->creds_generation ||
+                     mx8_s3_credentials_refreshable(c->creds));
+}
+
+mx8_s3_verdict mx8_s3_attempt_verdict(const mx8_s3_conf *c, CURLcode cc, const mx8_s3_response *r,
+                                      mx8_s3_error_info *e) {
     memset(e, 0, sizeof *e);
     if (cc == CURLE_OK && r->status >= 200 && r->status < 300)
         return MX8_S3_DONE;
     mx8_s3_parse_error(r->errbody, r->errlen, e);
+    if (cc == CURLE_OK && stale_keys(c, r, e))
+        return MX8_S3_RETRY;
     int retry = cc != CURLE_OK ? transient_curl(cc) && !r->overflow : transient_http(r->status, e);
     return retry ? MX8_S3_RETRY : MX8_S3_FAIL;
 }
@@ -262,36 +288,52 @@ void mx8_s3_describe(const mx8_s3_op *s, char *out, size_t cap) {
         snprintf(out + n, cap - (size_t)n, " @ %llu+%zu", (unsigned long long)s->range_off, s->fixed_len);
 }
 
-static int http_error(const mx8_s3_op *s, const mx8_s3_response *r, const mx8_s3_error_info *e, int attempts,
-                      mx8_error *err) {
-    char what[200];
+/* The host part of scheme://host[:port], for messages. */
+static void endpoint_host(const char *endpoint, char *out, size_t n) {
+    const char *h = strstr(endpoint, "://");
+    h = h ? h + 3 : endpoint;
+    snprintf(out, n, "%.*s", (int)strcspn(h, "/"), h);
+}
+
+static int http_error(const mx8_s3_conf *c, const mx8_s3_op *s, const mx8_s3_response *r,
+                      const mx8_s3_error_info *e, int attempts, mx8_error *err) {
+    char what[200], host[160], hint[512] = "";
     mx8_s3_describe(s, what, sizeof what);
+    endpoint_host(c->endpoint, host, sizeof host);
     const char *rid = e->request_id[0] ? e->request_id : r->request_id;
     int code = r->status == 416 ? MX8_ERR_RANGE : MX8_ERR_IO;
     char tries[32] = "";
     if (attempts > 1)
         snprintf(tries, sizeof tries, " after %d attempts", attempts);
-    mx8_error_set(err, code, "%s: HTTP %ld%s%.64s%s%.100s (request id %.60s)%s", what, r->status,
-                  e->code[0] ? " " : "", e->code, e->message[0] ? ": " : "", e->message, rid[0] ? rid : "none",
-                  tries);
+    /* A bucket in another region: say which, so the fix (AWS_REGION, region=) is obvious. */
+    const char *bucket_region = e->region[0] ? e->region : r->bucket_region;
+    if (bucket_region[0] && strcmp(bucket_region, c->region) != 0)
+        snprintf(hint, sizeof hint, "; the bucket is in region %s (set AWS_REGION=%s or pass region=)%s%s",
+                 bucket_region, bucket_region, e->endpoint[0] ? ", served at " : "", e->endpoint);
+    else if (e->endpoint[0])
+        snprintf(hint, sizeof hint, "; the bucket is served at %s", e->endpoint);
+    mx8_error_set(err, code, "%s: HTTP %ld%s%s%s%s%s (endpoint %s, region %s, request id %.60s)%s", what,
+                  r->status, e->code[0] ? " " : "", e->code, e->message[0] ? ": " : "", e->message, hint, host,
+                  c->region, rid[0] ? rid : "none", tries);
     if (err && code == MX8_ERR_IO)
         err->sys_errno = r->status == 404 ? ENOENT : r->status == 403 ? EACCES : 0;
     return code;
 }
 
-int mx8_s3_attempt_error(const mx8_s3_op *s, const mx8_s3_response *r, CURLcode cc, const mx8_s3_error_info *e,
-                         int attempts, mx8_error *err) {
-    char what[200];
+int mx8_s3_attempt_error(const mx8_s3_conf *c, const mx8_s3_op *s, const mx8_s3_response *r, CURLcode cc,
+                         const mx8_s3_error_info *e, int attempts, mx8_error *err) {
+    char what[200], host[160];
     mx8_s3_describe(s, what, sizeof what);
+    endpoint_host(c->endpoint, host, sizeof host);
     if (cc == CURLE_WRITE_ERROR && r->overflow)
         return mx8_error_set(err, MX8_ERR_IO, /* a ReadError: MX8_ERR_TOO_LARGE means an image */
                              s->fixed ? "%s: the server sent more bytes than the range asked for (HTTP %ld)"
                                       : "%s: the object is larger than the limit (HTTP %ld)",
                              what, r->status);
     if (cc != CURLE_OK)
-        return mx8_error_set(err, MX8_ERR_IO, "%s: %s (%.120s)%s", what, curl_easy_strerror(cc), r->curl_msg,
-                             attempts > 1 ? ", retries exhausted" : "");
-    return http_error(s, r, e, attempts, err);
+        return mx8_error_set(err, MX8_ERR_IO, "%s: %s (%.120s; endpoint %s)%s", what, curl_easy_strerror(cc),
+                             r->curl_msg, host, attempts > 1 ? ", retries exhausted" : "");
+    return http_error(c, s, r, e, attempts, err);
 }
 
 /* Size of the object from "bytes a-b/N" or "bytes star/N"; "?" when unknown. */

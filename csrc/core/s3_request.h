@@ -16,14 +16,17 @@
 #include <curl/curl.h>
 
 #include "mx8_error.h"
+#include "s3_credentials.h"
 #include "s3_sign.h"
 #include "s3_xml.h"
 
 #define MX8_S3_ERRBODY_MAX 4096
 
-/* Connection settings and credentials (strings owned by whoever holds the struct). */
+/* Connection settings (strings owned by whoever holds the struct) and a reference to the
+ * credentials, which a refresh may change between any two attempts. */
 typedef struct mx8_s3_conf {
-    char *endpoint, *region, *access_key, *secret_key, *session_token, *ca_file;
+    char *endpoint, *region, *ca_file;
+    mx8_s3_credentials *creds;
     int virtual_host, max_attempts;
     long connect_timeout_ms, low_speed_time_s, backoff_base_ms, backoff_cap_ms;
 } mx8_s3_conf;
@@ -61,7 +64,9 @@ typedef struct {
     uint64_t content_length;
     int has_content_length;
     char etag[128], request_id[96], content_range[96];
+    char bucket_region[48]; /* x-amz-bucket-region: sent with 301s and 400s for the wrong region */
     long retry_after_s; /* -1 when absent */
+    uint64_t creds_generation; /* of the keys this attempt was signed with */
     size_t upload_pos;
     struct curl_slist *headers; /* owned until mx8_s3_attempt_end */
     char curl_msg[CURL_ERROR_SIZE];
@@ -82,15 +87,16 @@ int mx8_s3_attempt_begin(const mx8_s3_conf *conf, CURL *h, const mx8_s3_op *s, m
 void mx8_s3_attempt_end(mx8_s3_response *r);
 
 /* What the finished transfer means; e receives the parsed S3 error document. */
-mx8_s3_verdict mx8_s3_attempt_verdict(CURLcode cc, const mx8_s3_response *r, mx8_s3_error_info *e);
+mx8_s3_verdict mx8_s3_attempt_verdict(const mx8_s3_conf *c, CURLcode cc, const mx8_s3_response *r,
+                                      mx8_s3_error_info *e);
 
 /* Capped exponential backoff with jitter before attempt attempt_no+1, Retry-After honoured
  * (up to the cap). rng is the caller's xorshift state. */
 long mx8_s3_backoff_ms(const mx8_s3_conf *conf, uint64_t *rng, int attempt_no, long retry_after_s);
 
 /* The error of a failed op after `attempts` attempts. Returns the mx8 code. */
-int mx8_s3_attempt_error(const mx8_s3_op *s, const mx8_s3_response *r, CURLcode cc, const mx8_s3_error_info *e,
-                         int attempts, mx8_error *err);
+int mx8_s3_attempt_error(const mx8_s3_conf *c, const mx8_s3_op *s, const mx8_s3_response *r, CURLcode cc,
+                         const mx8_s3_error_info *e, int attempts, mx8_error *err);
 
 /* A 2xx answer to a ranged GET must hold exactly the asked bytes from the asked offset. */
 int mx8_s3_check_range(const mx8_s3_op *s, const mx8_s3_response *r, mx8_error *err);

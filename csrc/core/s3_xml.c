@@ -391,6 +391,10 @@ static int error_cb(void *vctx, const char *const *path, int depth, const char *
         copy_printable(e->message, sizeof e->message, text);
     else if (!strcmp(path[1], "RequestId"))
         copy_printable(e->request_id, sizeof e->request_id, text);
+    else if (!strcmp(path[1], "Endpoint"))
+        copy_printable(e->endpoint, sizeof e->endpoint, text);
+    else if (!strcmp(path[1], "Region"))
+        copy_printable(e->region, sizeof e->region, text);
     return MX8_OK;
 }
 

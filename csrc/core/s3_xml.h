@@ -28,8 +28,10 @@ typedef struct {
 
 typedef struct {
     char code[64];        /* e.g. "NoSuchKey", "" when the body has none */
-    char message[160];
+    char message[512];    /* whole, as S3 words it */
     char request_id[96];
+    char endpoint[160];   /* PermanentRedirect / TemporaryRedirect: where the bucket is served */
+    char region[48];      /* AuthorizationHeaderMalformed / redirects: the bucket's region */
 } mx8_s3_error_info;
 
 /* Parses a ListObjectsV2 result into *out (owned by the caller: mx8_s3_list_page_free). */

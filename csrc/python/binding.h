@@ -25,6 +25,7 @@ typedef struct {
     PyTypeObject *TarWriterType;
     PyTypeObject *BufferPoolType;
     PyTypeObject *PooledBufferType;
+    PyTypeObject *S3CredentialsType;
     PyObject *abandoned_engines;   /* list: closed engines whose stuck threads have not left */
 } mx8_state;
 
@@ -59,6 +60,10 @@ int mx8_buffer_pool_type_init(PyObject *module, mx8_state *st);
 extern PyMethodDef mx8_image_methods[];
 /* s3_functions.c: module-level S3 functions (request signing, ...) */
 extern PyMethodDef mx8_s3_methods[];
+/* s3_credentials_type.c: the S3Credentials type; the core object of one (NULL + TypeError) */
+int mx8_s3_credentials_type_init(PyObject *module, mx8_state *st);
+struct mx8_s3_credentials *mx8_s3_credentials_of(PyObject *obj);
+
 /* s3_client_type.c: curl_global_init (once, at import) and the S3Client type */
 int mx8_s3_init(PyObject *module);
 

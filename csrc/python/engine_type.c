@@ -25,6 +25,7 @@ typedef struct {
     char *s3_strings[6];
     int has_s3;
     int abandoned;       /* a stop let threads go: see the top of this file */
+    PyObject *s3_credentials; /* S3Credentials the engine's clients share, or NULL */
 } EngineObject;
 
 /* Drops the abandoned engines whose threads have all left (they are then freed normally). */
@@ -53,14 +54,17 @@ static int opt_u64(PyObject *d, const char *name, uint64_t *out) {
 }
 
 /* {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file" (None ok),
+ * "credentials" (an S3Credentials, which then replaces the three keys),
  * "virtual_host", "prefetch_bytes", "max_connections" (optional)}: where the S3 locations
  * live and how hard to read them (mx8/dataset.py builds it from the snapshot). */
 static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     static const char *names[] = {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file"};
+    PyObject *shared = PyDict_GetItemString(d, "credentials");
+    int has_shared = shared && shared != Py_None;
     for (int i = 0; i < 6; i++) {
         PyObject *v = PyDict_GetItemString(d, names[i]);
         if (!v || v == Py_None) {
-            if (i < 4) {
+            if (i < 2 || (i < 4 && !has_shared)) {
                 PyErr_Format(PyExc_ValueError, "s3 options need '%s'", names[i]);
                 return -1;
             }
@@ -74,7 +78,13 @@ static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
         }
     }
     PyObject *vh = PyDict_GetItemString(d, "virtual_host");
+    PyObject *creds = PyDict_GetItemString(d, "credentials");
     memset(&self->s3, 0, sizeof self->s3);
+    if (creds && creds != Py_None) {
+        if (!(self->s3.credentials = mx8_s3_credentials_of(creds)))
+            return -1;
+        Py_XSETREF(self->s3_credentials, Py_NewRef(creds)); /* its core object outlives the engine's clients */
+    }
     self->s3.endpoint = self->s3_strings[0];
     self->s3.region = self->s3_strings[1];
     self->s3.access_key = self->s3_strings[2];
@@ -305,6 +315,7 @@ static void Engine_dealloc(EngineObject *self) {
         free(self->s3_strings[i]);
     free(self->owners);
     Py_XDECREF(self->manifest);
+    Py_XDECREF(self->s3_credentials);
     tp->tp_free(self);
     Py_DECREF(tp);
 }

@@ -19,7 +19,7 @@ static int mx8_exec(PyObject *module) {
         return -1;
     if (mx8_errors_init(module, st) < 0 || mx8_manifest_type_init(module, st) < 0 ||
         mx8_engine_type_init(module, st) < 0 || mx8_tar_writer_type_init(module, st) < 0 ||
-        mx8_buffer_pool_type_init(module, st) < 0)
+        mx8_buffer_pool_type_init(module, st) < 0 || mx8_s3_credentials_type_init(module, st) < 0)
         return -1;
     return 0;
 }
@@ -37,6 +37,7 @@ static int mx8_traverse(PyObject *module, visitproc visit, void *arg) {
     Py_VISIT(st->TarWriterType);
     Py_VISIT(st->BufferPoolType);
     Py_VISIT(st->PooledBufferType);
+    Py_VISIT(st->S3CredentialsType);
     Py_VISIT(st->abandoned_engines);
     return 0;
 }
@@ -54,6 +55,7 @@ static int mx8_clear(PyObject *module) {
     Py_CLEAR(st->TarWriterType);
     Py_CLEAR(st->BufferPoolType);
     Py_CLEAR(st->PooledBufferType);
+    Py_CLEAR(st->S3CredentialsType);
     Py_CLEAR(st->abandoned_engines);
     return 0;
 }
