@@ -358,3 +358,29 @@ def test_addressing_style_from_the_profile(clean_aws, tmp_path):
     from mx8.s3config import s3_config
     cfg = s3_config()
     assert (cfg.region, cfg.virtual_host) == ("eu-west-1", False)
+
+
+SPAWN_CHILD = r"""
+import json, sys
+import torch
+import mx8
+from mx8.s3config import s3_config
+endpoint, ak, sk = sys.argv[1:4]
+cfg = s3_config(endpoint=endpoint, access_key=ak, secret_key=sk)
+ds = mx8.Dataset("s3://%s/ds/", batch_size=4, decode=False, s3=cfg)
+dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+ids = sorted(i for b in dl for i in b.sample_ids.tolist())
+print(json.dumps(ids))
+"""
+
+
+def test_explicit_keys_reach_spawned_dataloader_workers(world, tmp_path):
+    """Keys passed as arguments used to stay in the parent: a spawned worker re-resolved the
+    URI from the (empty) environment and failed with "no S3 credentials"."""
+    a = world["admin"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), MX8_MANIFEST_STORE=str(tmp_path / "store"), AWS_EC2_METADATA_DISABLED="true")
+    p = subprocess.run([sys.executable, "-c", SPAWN_CHILD % BUCKET, world["srv"].endpoint, a["access_key"],
+                        a["secret_key"]], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == list(range(N))
