@@ -165,6 +165,15 @@ def stall(seconds: float) -> Action:
     return act
 
 
+def silent(seconds: float) -> Action:
+    """Reads the request and answers nothing for a while (a hung endpoint behind a load
+    balancer that accepted the connection)."""
+    def act(h):
+        time.sleep(seconds)
+        h.close_connection = True
+    return act
+
+
 def delayed(seconds: float, action: Action) -> Action:
     """Waits, then answers (a slow server: shows whether clients wait in parallel)."""
     def act(h):

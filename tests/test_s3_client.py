@@ -16,7 +16,7 @@ import pytest
 import mx8
 from mx8 import _core
 from s3_server import (FaultServer, MotoServer, delayed, partial, reset_mid_body, respond, s3_error, self_signed_cert,
-                       stall)
+                       silent, stall)
 
 pytestmark = pytest.mark.minio  # scripts/smoke.sh: MX8_SMOKE_MINIO
 
@@ -292,6 +292,21 @@ def test_errors_keep_the_whole_message_and_name_endpoint_region_and_the_buckets_
     host = srv.endpoint.split("://")[1]
     assert f"(endpoint {host}, region us-east-1, request id RID-301)" in msg, msg
     assert len(srv.seen) == 1  # not retried
+
+
+def test_an_endpoint_that_never_answers_fails_in_seconds(fault):
+    """A server that accepted the connection and never answered took 6 attempts of the 20 s
+    stall rule (~122 s). Now no status line within first_byte_timeout_ms (5 s by default)
+    ends the attempt; such an endpoint is tried twice, then named in the error."""
+    srv = fault([silent(30), silent(30), respond(200, b"never")])
+    c = _fault_client(srv, first_byte_timeout_ms=500)
+    t0 = time.monotonic()
+    with pytest.raises(mx8.ReadError, match=r"S3 GET s3://b/k: no answer within 500 ms of sending the request, "
+                                            r"2 attempts \(endpoint 127\.0\.0\.1:\d+, region us-east-1\)"):
+        c.get("b", "k")
+    assert time.monotonic() - t0 < 5
+    srv = fault([silent(30), respond(200, b"late but fine")])  # one silent attempt is retried
+    assert _fault_client(srv, first_byte_timeout_ms=500).get("b", "k") == b"late but fine"
 
 
 def test_connection_refused_and_oversized_range_answers(fault):

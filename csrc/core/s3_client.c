@@ -58,6 +58,7 @@ int mx8_s3_client_new(const mx8_s3_options *o, mx8_s3_client **out, mx8_error *e
     f->ca_file = dup_or_null(o->ca_file);
     f->virtual_host = o->virtual_host;
     f->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
+    f->first_byte_timeout_ms = o->first_byte_timeout_ms > 0 ? o->first_byte_timeout_ms : 5000;
     f->low_speed_time_s = o->low_speed_time_s > 0 ? o->low_speed_time_s : 20;
     f->max_attempts = o->max_attempts > 0 ? o->max_attempts : 6;
     f->backoff_base_ms = o->backoff_base_ms > 0 ? o->backoff_base_ms : 100;
@@ -107,7 +108,7 @@ static int run_op(mx8_s3_client *c, const mx8_s3_op *s, mx8_s3_response *r, mx8_
         c->stats.requests++;
         c->stats.bytes_out += s->body_len;
         mx8_s3_error_info e;
-        mx8_s3_verdict v = mx8_s3_attempt_verdict(&c->conf, cc, r, &e);
+        mx8_s3_verdict v = mx8_s3_attempt_verdict(&c->conf, cc, r, n, &e);
         if (v == MX8_S3_DONE)
             return MX8_OK;
         if (v == MX8_S3_RETRY && n < c->conf.max_attempts) {

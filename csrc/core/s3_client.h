@@ -37,6 +37,7 @@ typedef struct {
     int virtual_host;
     /* 0 picks the default shown */
     long connect_timeout_ms; /* 5000 */
+    long first_byte_timeout_ms; /* 5000: the request sent, no status line yet: tried twice, then fails */
     long low_speed_time_s;   /* 20: abort a transfer slower than 1 KiB/s for this long */
     int max_attempts;        /* 6 (so up to 5 retries) */
     long backoff_base_ms;    /* 100: first retry waits a random 50-100% of this */

@@ -151,7 +151,7 @@ static void finish(mx8_s3_fetcher *fx, CURL *h, CURLcode cc) {
     f->received = r->len;
     uint64_t t = now_ns();
     mx8_s3_error_info e;
-    mx8_s3_verdict v = mx8_s3_attempt_verdict(fx->conf, cc, r, &e);
+    mx8_s3_verdict v = mx8_s3_attempt_verdict(fx->conf, cc, r, f->attempts, &e);
     int retry = v == MX8_S3_RETRY && f->attempts < fx->conf->max_attempts;
     if (v == MX8_S3_DONE)
         f->rc = mx8_s3_check_range(&f->op, r, &f->err);

@@ -54,6 +54,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
         /* A new status line (after a 100 Continue, say): start the response afresh. */
         const char *sp = memchr(p, ' ', len);
         r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        r->got_status = 1;
         r->has_content_length = 0;
         r->retry_after_s = -1;
         return len;
@@ -134,6 +135,31 @@ static int on_seek(void *ud, curl_off_t off, int origin) {
     return CURL_SEEKFUNC_OK;
 }
 
+/* The first-byte rule: libcurl's low-speed rule treats a server that accepted the connection
+ * and never answers like a slow transfer (20 s per attempt, 6 attempts). This callback ends
+ * the attempt once the request is all sent and no status line came within the timeout. */
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+    (void)dltotal, (void)dlnow, (void)ultotal;
+    mx8_s3_response *r = ud;
+    if (r->got_status)
+        return 0;
+    curl_off_t connected = 0; /* 0 until the connection (TLS included) is up: connect_timeout_ms's part */
+    curl_easy_getinfo(r->handle, CURLINFO_PRETRANSFER_TIME_T, &connected);
+    if (!r->sent_ns && connected > 0 && (size_t)ulnow >= r->spec->body_len)
+        r->sent_ns = mono_ns(); /* an upload's answer comes only after its body */
+    if (r->sent_ns && r->timeout_ms > 0 && mono_ns() - r->sent_ns > (uint64_t)r->timeout_ms * 1000000ULL) {
+        r->no_answer = 1;
+        return 1; /* CURLE_ABORTED_BY_CALLBACK */
+    }
+    return 0;
+}
+
 /* ---- one attempt ---- */
 
 static void setup_transfer(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx8_s3_response *r,
@@ -161,6 +187,11 @@ static void setup_transfer(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx
     curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->curl_msg);
     curl_easy_setopt(h, CURLOPT_PRIVATE, r);
+    r->timeout_ms = c->first_byte_timeout_ms;
+    r->handle = h;
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, r);
     if (!strcmp(s->method, "HEAD")) {
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
     } else if (!strcmp(s->method, "PUT") || !strcmp(s->method, "POST")) {
@@ -255,10 +286,12 @@ static int stale_keys(const mx8_s3_conf *c, const mx8_s3_response *r, const mx8_
 }
 
 mx8_s3_verdict mx8_s3_attempt_verdict(const mx8_s3_conf *c, CURLcode cc, const mx8_s3_response *r,
-                                      mx8_s3_error_info *e) {
+                                      int attempt_no, mx8_s3_error_info *e) {
     memset(e, 0, sizeof *e);
     if (cc == CURLE_OK && r->status >= 200 && r->status < 300)
         return MX8_S3_DONE;
+    if (r->no_answer)
+        return attempt_no < 2 ? MX8_S3_RETRY : MX8_S3_FAIL;
     mx8_s3_parse_error(r->errbody, r->errlen, e);
     if (cc == CURLE_OK && stale_keys(c, r, e))
         return MX8_S3_RETRY;
@@ -330,6 +363,9 @@ int mx8_s3_attempt_error(const mx8_s3_conf *c, const mx8_s3_op *s, const mx8_s3_
                              s->fixed ? "%s: the server sent more bytes than the range asked for (HTTP %ld)"
                                       : "%s: the object is larger than the limit (HTTP %ld)",
                              what, r->status);
+    if (r->no_answer)
+        return mx8_error_set(err, MX8_ERR_IO, "%s: no answer within %ld ms of sending the request, %d attempts "
+                             "(endpoint %s, region %s)", what, c->first_byte_timeout_ms, attempts, host, c->region);
     if (cc != CURLE_OK)
         return mx8_error_set(err, MX8_ERR_IO, "%s: %s (%.120s; endpoint %s)%s", what, curl_easy_strerror(cc),
                              r->curl_msg, host, attempts > 1 ? ", retries exhausted" : "");

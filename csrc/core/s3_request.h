@@ -29,6 +29,7 @@ typedef struct mx8_s3_conf {
     mx8_s3_credentials *creds;
     int virtual_host, max_attempts;
     long connect_timeout_ms, low_speed_time_s, backoff_base_ms, backoff_cap_ms;
+    long first_byte_timeout_ms; /* no status line this long after the request was sent: no answer */
 } mx8_s3_conf;
 
 /* One operation, the same for all its attempts. */
@@ -67,6 +68,11 @@ typedef struct {
     char bucket_region[48]; /* x-amz-bucket-region: sent with 301s and 400s for the wrong region */
     long retry_after_s; /* -1 when absent */
     uint64_t creds_generation; /* of the keys this attempt was signed with */
+    uint64_t sent_ns;          /* when the request (and its body) was all sent; 0 before */
+    int got_status;            /* a status line arrived */
+    int no_answer;             /* aborted: no status line within first_byte_timeout_ms */
+    long timeout_ms;           /* the conf's first_byte_timeout_ms, for the progress callback */
+    CURL *handle;              /* the attempt's easy handle, for the progress callback */
     size_t upload_pos;
     struct curl_slist *headers; /* owned until mx8_s3_attempt_end */
     char curl_msg[CURL_ERROR_SIZE];
@@ -87,8 +93,10 @@ int mx8_s3_attempt_begin(const mx8_s3_conf *conf, CURL *h, const mx8_s3_op *s, m
 void mx8_s3_attempt_end(mx8_s3_response *r);
 
 /* What the finished transfer means; e receives the parsed S3 error document. */
+/* attempt_no: 1 for the first. A server that gives no answer is tried twice, not
+ * max_attempts times: a hung endpoint fails in seconds rather than minutes. */
 mx8_s3_verdict mx8_s3_attempt_verdict(const mx8_s3_conf *c, CURLcode cc, const mx8_s3_response *r,
-                                      mx8_s3_error_info *e);
+                                      int attempt_no, mx8_s3_error_info *e);
 
 /* Capped exponential backoff with jitter before attempt attempt_no+1, Retry-After honoured
  * (up to the cap). rng is the caller's xorshift state. */
