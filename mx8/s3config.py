@@ -66,10 +66,12 @@ class S3Config:
     # default chain), and refreshes them (mx8/s3creds.py). No secret is stored here.
     use_botocore: bool = False
     profile: Optional[str] = None
+    unsigned: bool = False        # anonymous requests, no keys at all (public buckets)
+    requester_pays: bool = False  # x-amz-request-payer: requester (the reader pays the transfer)
 
     @property
     def has_credentials(self) -> bool:
-        if self.access_key and self.secret_key:
+        if self.unsigned or (self.access_key and self.secret_key):
             return True
         if not self.use_botocore:
             return False
@@ -81,7 +83,7 @@ class S3Config:
 
     def require_credentials(self) -> "S3Config":
         """Returns self, or raises ValueError saying where credentials were looked for."""
-        if self.access_key and self.secret_key:
+        if self.unsigned or (self.access_key and self.secret_key):
             return self
         if self.use_botocore:
             self.native_credentials()  # raises ValueError naming the sources
@@ -93,8 +95,10 @@ class S3Config:
 
     def native_credentials(self):
         """The ``_core.S3Credentials`` requests are signed with: this config's own keys, or
-        the process's refreshed feed for its profile."""
+        the process's refreshed feed for its profile; None for anonymous requests."""
         from . import _core
+        if self.unsigned:
+            return None
         if self.access_key and self.secret_key:
             return _core.S3Credentials(self.access_key, self.secret_key, self.session_token)
         if not self.use_botocore:
@@ -105,6 +109,8 @@ class S3Config:
     @property
     def credential_source(self) -> str:
         """For messages: where the keys come from (never the keys)."""
+        if self.unsigned:
+            return "unsigned"
         if self.access_key:
             return "explicit keys"
         if not self.use_botocore:
@@ -130,7 +136,8 @@ class S3Config:
         from . import _core
         creds = self.native_credentials()
         return _core.S3Client(self.endpoint, self.region, None, None, None, self.virtual_host,
-                              ca_file=self.ca_bundle, credentials=creds, **options)
+                              ca_file=self.ca_bundle, credentials=creds, unsigned=self.unsigned,
+                              requester_pays=self.requester_pays, **options)
 
     def __repr__(self) -> str:
         def mask(v: Optional[str]) -> str:
@@ -138,7 +145,8 @@ class S3Config:
         return (f"S3Config(endpoint={self.endpoint!r}, region={self.region!r}, "
                 f"virtual_host={self.virtual_host!r}, access_key={self.access_key!r}, "
                 f"secret_key={mask(self.secret_key)}, session_token={mask(self.session_token)}, "
-                f"use_botocore={self.use_botocore!r}, profile={self.profile!r})")
+                f"use_botocore={self.use_botocore!r}, profile={self.profile!r}, unsigned={self.unsigned!r}, "
+                f"requester_pays={self.requester_pays!r})")
 
     __str__ = __repr__
 
@@ -178,10 +186,15 @@ def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
               access_key: Optional[str] = None, secret_key: Optional[str] = None,
               session_token: Optional[str] = None, virtual_host: Optional[bool] = None,
               ca_bundle: Optional[str] = None, profile: Optional[str] = None,
+              unsigned: bool = False, requester_pays: bool = False,
               env: Optional[Mapping[str, str]] = None) -> S3Config:
     """Resolves the S3 settings; a keyword argument wins over everything else.
 
     ``profile``: a profile of the AWS config files (default: AWS_PROFILE, else "default").
+    ``unsigned``: anonymous requests for a public bucket (boto3's ``signature_version=UNSIGNED``,
+    the CLI's ``--no-sign-request``): no credentials are looked for or sent.
+    ``requester_pays``: send ``x-amz-request-payer: requester``, which a Requester Pays
+    bucket requires (the CLI's ``--request-payer requester``).
     ``virtual_host`` defaults to False with a custom endpoint and True for AWS. ``env`` is
     ``os.environ`` unless given; a given ``env`` (tests) also turns botocore off."""
     use_botocore = env is None and botocore_available()
@@ -210,7 +223,9 @@ def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
         vhost = True if virtual_host is None else bool(virtual_host)
     if bool(access_key) != bool(secret_key):
         raise ValueError("incomplete S3 credentials: pass both access_key= and secret_key=")
-    if not access_key and not use_botocore:
+    if unsigned:
+        access_key = secret_key = session_token = None
+    elif not access_key and not use_botocore:
         access_key = _first(env, "AWS_ACCESS_KEY_ID")
         secret_key = _first(env, "AWS_SECRET_ACCESS_KEY")
         session_token = session_token or _first(env, "AWS_SESSION_TOKEN")
@@ -224,7 +239,8 @@ def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
         ca_bundle = next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
     return S3Config(endpoint=endpoint, region=region, virtual_host=vhost, access_key=access_key,
                     secret_key=secret_key, session_token=session_token, ca_bundle=ca_bundle,
-                    use_botocore=use_botocore and not access_key, profile=profile)
+                    use_botocore=use_botocore and not access_key and not unsigned, profile=profile,
+                    unsigned=bool(unsigned), requester_pays=bool(requester_pays))
 
 
 def parse_s3_uri(uri: str) -> Tuple[str, str]:

@@ -309,6 +309,24 @@ def test_an_endpoint_that_never_answers_fails_in_seconds(fault):
     assert _fault_client(srv, first_byte_timeout_ms=500).get("b", "k") == b"late but fine"
 
 
+def test_unsigned_and_requester_pays_requests(fault):
+    """Public datasets: anonymous requests carry no Authorization header (and need no keys);
+    Requester Pays buckets: x-amz-request-payer is sent and signed. Both reach the engine."""
+    from mx8.s3config import s3_config
+    srv = fault([respond(200, b"public")])
+    c = s3_config(endpoint=srv.endpoint, unsigned=True, env={})
+    assert c.has_credentials and c.credential_source == "unsigned"
+    assert c.client().get("b", "k") == b"public"
+    headers = {k.lower(): v for k, v in srv.seen[-1][2].items()}
+    assert "authorization" not in headers and "x-amz-security-token" not in headers, headers
+    srv = fault([respond(200, b"paid")])
+    c = s3_config(endpoint=srv.endpoint, access_key="AKIDEXAMPLE", secret_key="s", requester_pays=True, env={})
+    assert c.client().get("b", "k") == b"paid"
+    headers = {k.lower(): v for k, v in srv.seen[-1][2].items()}
+    assert headers["x-amz-request-payer"] == "requester", headers
+    assert "x-amz-request-payer" in headers["authorization"].split("SignedHeaders=")[1].split(",")[0], headers
+
+
 def test_connection_refused_and_oversized_range_answers(fault):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -384,3 +384,47 @@ def test_explicit_keys_reach_spawned_dataloader_workers(world, tmp_path):
                         a["secret_key"]], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads(p.stdout.strip().splitlines()[-1]) == list(range(N))
+
+
+def test_unsigned_reads_a_public_dataset_with_no_credentials_anywhere(world, tmp_path):
+    """Anonymous requests: refused while the objects are private (moto checks ACLs for
+    unsigned requests, as S3 does), and a whole epoch once they are public-read, in a process
+    with no credential anywhere."""
+    child = r"""
+import json, sys
+import mx8
+from mx8.s3config import s3_config
+cfg = s3_config(unsigned=True)
+try:
+    ids = sorted(i for b in mx8.Dataset(sys.argv[1], batch_size=8, decode=False, s3=cfg) for i in b.sample_ids.tolist())
+    print(json.dumps(len(ids)))
+except mx8.Error as e:
+    print(json.dumps(str(e)))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), MX8_MANIFEST_STORE=str(tmp_path / "store"), AWS_EC2_METADATA_DISABLED="true",
+               AWS_ENDPOINT_URL=world["srv"].endpoint)
+
+    def run():
+        p = subprocess.run([sys.executable, "-c", child, f"s3://{BUCKET}/ds/"], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    refused = run()
+    assert isinstance(refused, str) and "HTTP 403" in refused and "_mx8/manifest.tsv" in refused, refused
+    # (moto answers an unsigned GET with HTTP 500 while its signature checks are on, even for
+    # a public-read object, so those are off while the objects are public.)
+    srv = world["srv"]
+    srv.set_auth(False)
+    s3 = srv.boto3_client()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="ds/")["Contents"]]
+    try:
+        assert isinstance(run(), str)  # still private: refused (moto checks ACLs for anonymous requests)
+        for k in keys:
+            s3.put_object_acl(Bucket=BUCKET, Key=k, ACL="public-read")
+        assert run() == N
+    finally:
+        for k in keys:
+            s3.put_object_acl(Bucket=BUCKET, Key=k, ACL="private")
+        srv.set_auth(True)

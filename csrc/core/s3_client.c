@@ -40,10 +40,11 @@ int mx8_s3_client_new(const mx8_s3_options *o, mx8_s3_client **out, mx8_error *e
     *out = NULL;
     if (!o->endpoint || !o->region)
         return mx8_error_set(err, MX8_ERR_ARG, "S3 client: endpoint and region are required");
-    mx8_s3_credentials *creds = o->credentials;
+    mx8_s3_credentials *creds = o->unsigned_requests ? NULL : o->credentials;
     if (creds)
         mx8_s3_credentials_ref(creds);
-    else if (!(creds = mx8_s3_credentials_new(o->access_key, o->secret_key, o->session_token, err)))
+    else if (!o->unsigned_requests &&
+             !(creds = mx8_s3_credentials_new(o->access_key, o->secret_key, o->session_token, err)))
         return err ? err->code : MX8_ERR_ARG;
     mx8_s3_client *c = calloc(1, sizeof *c);
     if (!c) {
@@ -57,6 +58,7 @@ int mx8_s3_client_new(const mx8_s3_options *o, mx8_s3_client **out, mx8_error *e
     f->region = strdup(o->region);
     f->ca_file = dup_or_null(o->ca_file);
     f->virtual_host = o->virtual_host;
+    f->requester_pays = o->requester_pays;
     f->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
     f->first_byte_timeout_ms = o->first_byte_timeout_ms > 0 ? o->first_byte_timeout_ms : 5000;
     f->low_speed_time_s = o->low_speed_time_s > 0 ? o->low_speed_time_s : 20;

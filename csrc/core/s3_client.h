@@ -33,6 +33,8 @@ typedef struct {
     /* Refreshable credentials shared with other clients (the client takes a reference);
      * when set, the three keys above are ignored. */
     mx8_s3_credentials *credentials;
+    int unsigned_requests; /* anonymous: no keys, no Authorization header (public buckets) */
+    int requester_pays;    /* x-amz-request-payer: requester on every request */
     const char *ca_file;       /* CA bundle for https (CURLOPT_CAINFO); NULL: libcurl's built-in path */
     int virtual_host;
     /* 0 picks the default shown */

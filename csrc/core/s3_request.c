@@ -217,13 +217,29 @@ int mx8_s3_attempt_begin(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx8_
     r->retry_after_s = -1;
     char amz_date[17];
     mx8_s3_amz_date((long long)time(NULL), amz_date);
-    /* The keys as they are now: a refresh between attempts is picked up by the next one. */
+    /* The keys as they are now: a refresh between attempts is picked up by the next one.
+     * Anonymous requests (no creds) are built by the same code with placeholder keys, and
+     * sent without the Authorization line: S3 serves public objects to such requests, and
+     * the x-amz-date/x-amz-content-sha256 headers they keep are harmless. */
     static _Thread_local mx8_s3_key_copy keys; /* 8.5 KB: not on the I/O thread's stack */
-    mx8_s3_credentials_copy(c->creds, &keys);
+    if (c->creds) {
+        mx8_s3_credentials_copy(c->creds, &keys);
+    } else {
+        memset(&keys, 0, sizeof keys);
+        strcpy(keys.access_key, "ANONYMOUS");
+        strcpy(keys.secret_key, "unused");
+    }
     r->creds_generation = keys.generation;
+    /* Requester pays: the bucket owner's opt-in, signed like any other header. */
+    mx8_s3_header hdrs[3];
+    size_t nh = 0;
+    for (; nh < s->n_headers && nh < 2; nh++)
+        hdrs[nh] = s->headers[nh];
+    if (c->requester_pays)
+        hdrs[nh++] = (mx8_s3_header){"x-amz-request-payer", "requester"};
     mx8_s3_request rq = {.method = s->method, .endpoint = c->endpoint, .region = c->region,
                          .bucket = s->bucket, .key = s->key, .query = s->query, .n_query = s->n_query,
-                         .headers = s->headers, .n_headers = s->n_headers, .payload_sha256 = s->payload_sha,
+                         .headers = hdrs, .n_headers = nh, .payload_sha256 = s->payload_sha,
                          .access_key = keys.access_key, .secret_key = keys.secret_key,
                          .session_token = keys.session_token, .amz_date = amz_date, .virtual_host = c->virtual_host};
     mx8_s3_signed sg;
@@ -231,9 +247,10 @@ int mx8_s3_attempt_begin(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx8_
     mx8_s3_key_copy_wipe(&keys);
     if (rc)
         return rc;
+    size_t send = c->creds ? sg.n_headers : sg.n_headers - 1; /* Authorization is last */
     /* "Expect:" turns off 100-continue: one round trip less, and nothing to re-sign. */
-    for (size_t i = 0; i <= sg.n_headers; i++) {
-        struct curl_slist *t = curl_slist_append(r->headers, i < sg.n_headers ? sg.headers[i] : "Expect:");
+    for (size_t i = 0; i <= send; i++) {
+        struct curl_slist *t = curl_slist_append(r->headers, i < send ? sg.headers[i] : "Expect:");
         if (!t) {
             mx8_s3_signed_free(&sg);
             mx8_s3_attempt_end(r);
@@ -276,7 +293,7 @@ static int transient_http(long status, const mx8_s3_error_info *e) {
 static int stale_keys(const mx8_s3_conf *c, const mx8_s3_response *r, const mx8_s3_error_info *e) {
     static const char *codes[] = {"ExpiredToken", "InvalidAccessKeyId", "InvalidToken", "TokenRefreshRequired",
                                   "SignatureDoesNotMatch", "AccessDenied", NULL};
-    if (r->status != 400 && r->status != 403)
+    if (!c->creds || (r->status != 400 && r->status != 403))
         return 0;
     int known = r->status == 403 && !e->code[0]; /* a HEAD has no body to name the code */
     for (int i = 0; codes[i] && !known; i++)

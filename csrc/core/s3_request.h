@@ -26,7 +26,8 @@
  * credentials, which a refresh may change between any two attempts. */
 typedef struct mx8_s3_conf {
     char *endpoint, *region, *ca_file;
-    mx8_s3_credentials *creds;
+    mx8_s3_credentials *creds; /* NULL: anonymous (unsigned) requests */
+    int requester_pays;        /* send x-amz-request-payer: requester */
     int virtual_host, max_attempts;
     long connect_timeout_ms, low_speed_time_s, backoff_base_ms, backoff_cap_ms;
     long first_byte_timeout_ms; /* no status line this long after the request was sent: no answer */

@@ -60,7 +60,9 @@ static int opt_u64(PyObject *d, const char *name, uint64_t *out) {
 static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     static const char *names[] = {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file"};
     PyObject *shared = PyDict_GetItemString(d, "credentials");
-    int has_shared = shared && shared != Py_None;
+    PyObject *anon = PyDict_GetItemString(d, "unsigned"), *rp = PyDict_GetItemString(d, "requester_pays");
+    int is_anon = anon && PyObject_IsTrue(anon) == 1;
+    int has_shared = (shared && shared != Py_None) || is_anon; /* either way no keys are needed here */
     for (int i = 0; i < 6; i++) {
         PyObject *v = PyDict_GetItemString(d, names[i]);
         if (!v || v == Py_None) {
@@ -92,6 +94,8 @@ static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     self->s3.session_token = self->s3_strings[4];
     self->s3.ca_file = self->s3_strings[5];
     self->s3.virtual_host = vh && PyObject_IsTrue(vh);
+    self->s3.unsigned_requests = is_anon;
+    self->s3.requester_pays = rp && PyObject_IsTrue(rp) == 1;
     self->has_s3 = 1;
     uint64_t conns = 0;
     if (opt_u64(d, "prefetch_bytes", &cfg->fetch_budget) < 0 || opt_u64(d, "max_connections", &conns) < 0)

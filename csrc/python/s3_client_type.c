@@ -16,15 +16,16 @@ static PyObject *raise_for(S3ClientObject *self, const mx8_error *err) {
 static PyObject *S3Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"endpoint", "region", "access_key", "secret_key", "session_token", "virtual_host",
                              "connect_timeout_ms", "low_speed_time_s", "max_attempts", "backoff_base_ms",
-                             "backoff_cap_ms", "ca_file", "credentials", "first_byte_timeout_ms", NULL};
+                             "backoff_cap_ms", "ca_file", "credentials", "first_byte_timeout_ms", "unsigned",
+                             "requester_pays", NULL};
     mx8_s3_options o;
     memset(&o, 0, sizeof o);
     PyObject *creds = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sszz|zp$llillzOl:S3Client", kwlist, &o.endpoint, &o.region,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sszz|zp$llillzOlpp:S3Client", kwlist, &o.endpoint, &o.region,
                                      &o.access_key, &o.secret_key, &o.session_token, &o.virtual_host,
                                      &o.connect_timeout_ms, &o.low_speed_time_s, &o.max_attempts,
                                      &o.backoff_base_ms, &o.backoff_cap_ms, &o.ca_file, &creds,
-                                     &o.first_byte_timeout_ms))
+                                     &o.first_byte_timeout_ms, &o.unsigned_requests, &o.requester_pays))
         return NULL;
     if (creds && creds != Py_None && !(o.credentials = mx8_s3_credentials_of(creds)))
         return NULL;
