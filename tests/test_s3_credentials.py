@@ -90,6 +90,15 @@ def world(tmp_path_factory):
         srv.stop()
 
 
+def _keyless_env(home, store, **extra):
+    """This process's environment without any AWS_* variable (and no instance metadata),
+    with HOME and the manifest store set, plus extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(home), MX8_MANIFEST_STORE=str(store), AWS_EC2_METADATA_DISABLED="true")
+    env.update(extra)
+    return env
+
+
 def _run_case(world, tmp_path, env_extra, files=None):
     """Runs CHILD with HOME=tmp_path and only env_extra's AWS_* variables; returns its JSON."""
     home = tmp_path / "home"
@@ -98,11 +107,8 @@ def _run_case(world, tmp_path, env_extra, files=None):
         p = home / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(textwrap.dedent(text))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(HOME=str(home), MX8_MANIFEST_STORE=str(tmp_path / "store"),
-               AWS_EC2_METADATA_DISABLED="true", AWS_METADATA_SERVICE_NUM_ATTEMPTS="1",
-               AWS_METADATA_SERVICE_TIMEOUT="1")
-    env.update(env_extra)
+    env = _keyless_env(home, tmp_path / "store", AWS_METADATA_SERVICE_NUM_ATTEMPTS="1",
+                       AWS_METADATA_SERVICE_TIMEOUT="1", **env_extra)
     p = subprocess.run([sys.executable, "-c", CHILD, f"s3://{BUCKET}/ds/", BUCKET, "ds/"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -278,11 +284,9 @@ def test_keys_rotated_and_revoked_during_an_epoch(world, tmp_path):
     home = tmp_path / "home"
     (home / ".aws").mkdir(parents=True)
     (home / ".aws" / "config").write_text(f"[default]\ncredential_process = {script}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     # The child polls for new keys every 2 s, so after each rotation it signs with the revoked
     # key for up to 2 s: those requests are refused, retried with backoff and re-signed.
-    env.update(HOME=str(home), MX8_MANIFEST_STORE=str(tmp_path / "store"), AWS_ENDPOINT_URL=srv.endpoint,
-               AWS_EC2_METADATA_DISABLED="true", MX8_S3_CREDENTIALS_POLL_S="2")
+    env = _keyless_env(home, tmp_path / "store", AWS_ENDPOINT_URL=srv.endpoint, MX8_S3_CREDENTIALS_POLL_S="2")
     child = subprocess.Popen([sys.executable, "-c", REFRESH_CHILD, f"s3://{BUCKET}/ds/", "1.0"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     revoked = 0
@@ -378,8 +382,7 @@ def test_explicit_keys_reach_spawned_dataloader_workers(world, tmp_path):
     """Keys passed as arguments used to stay in the parent: a spawned worker re-resolved the
     URI from the (empty) environment and failed with "no S3 credentials"."""
     a = world["admin"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(HOME=str(tmp_path), MX8_MANIFEST_STORE=str(tmp_path / "store"), AWS_EC2_METADATA_DISABLED="true")
+    env = _keyless_env(tmp_path, tmp_path / "store")
     p = subprocess.run([sys.executable, "-c", SPAWN_CHILD % BUCKET, world["srv"].endpoint, a["access_key"],
                         a["secret_key"]], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -401,9 +404,7 @@ try:
 except mx8.Error as e:
     print(json.dumps(str(e)))
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(HOME=str(tmp_path), MX8_MANIFEST_STORE=str(tmp_path / "store"), AWS_EC2_METADATA_DISABLED="true",
-               AWS_ENDPOINT_URL=world["srv"].endpoint)
+    env = _keyless_env(tmp_path, tmp_path / "store", AWS_ENDPOINT_URL=world["srv"].endpoint)
 
     def run():
         p = subprocess.run([sys.executable, "-c", child, f"s3://{BUCKET}/ds/"], env=env, capture_output=True,
