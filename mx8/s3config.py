@@ -71,13 +71,10 @@ class S3Config:
 
     @property
     def has_credentials(self) -> bool:
-        if self.unsigned or (self.access_key and self.secret_key):
-            return True
-        if not self.use_botocore:
-            return False
+        from .errors import CredentialsError
         try:
-            self.native_credentials()
-        except ValueError:  # CredentialsError
+            self.require_credentials()
+        except CredentialsError:
             return False
         return True
 
@@ -91,7 +88,7 @@ class S3Config:
         from .errors import CredentialsError
         from .s3creds import INSTALL_HINT
         raise CredentialsError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                         f"(or pass access_key= and secret_key=), or {INSTALL_HINT}")
+                               f"(or pass access_key= and secret_key=), or {INSTALL_HINT}")
 
     def native_credentials(self):
         """The ``_core.S3Credentials`` requests are signed with: this config's own keys, or
