@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # mx8 development environment, from a bare Debian 12 machine to a working `.venv`:
 #   1. system packages (apt), only when one is missing: the C build's libraries, the raw
-#      TurboJPEG probe, valgrind, gcc/make, clang + libFuzzer (scripts/fuzz.sh);
+#      TurboJPEG probe, valgrind, gcc/make, clang + libFuzzer (scripts/fuzz.sh), libfuse2 and
+#      Ceph's radosgw + ceph-mon + ceph-osd (test servers);
 #   2. `.venv` at the repo root, made with the system python3;
 #   3. torch==2.13.0 (pinned: a looser requirement makes pip fetch a multi-GB CUDA build),
 #      then the test dependencies, then mx8 itself as an editable install, which builds the
@@ -32,7 +33,8 @@ _mx8_setup() (
   # -- 1. system packages -------------------------------------------------------------
   local pkgs=(gcc make pkg-config libjpeg62-turbo-dev libpng-dev libcurl4-openssl-dev
               libssl-dev libturbojpeg0-dev valgrind ca-certificates clang libclang-rt-dev
-              libfuse2)  # libfuse2: tests/hung_mount.py (fusepy), a FUSE mount whose reads hang
+              libfuse2     # tests/hung_mount.py (fusepy), a FUSE mount whose reads hang
+              radosgw ceph-mon ceph-osd)  # tests/radosgw_server.py: Ceph's S3 gateway on a one-node cluster
   # A bare debian:bookworm has no python3; a python:3.11 image or pyenv brings its own.
   if ! command -v "$py" >/dev/null 2>&1; then
     pkgs+=(python3 python3-venv python3-dev)
