@@ -107,3 +107,16 @@ def jpeg_bytes(size=(64, 48), color=(200, 30, 30)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def radosgw():
+    """Ceph's radosgw on loopback (tests/radosgw_server.py), started once per session for
+    every S3 module's "radosgw" parameter (tests/s3_server.py: server_of_kind) and killed at
+    the end. Skips where Ceph is not installed, unless MX8_REQUIRE_RADOSGW=1."""
+    from s3_server import start_radosgw
+    srv = start_radosgw()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -1,4 +1,11 @@
-"""S3 servers for tests: moto in server mode on loopback, and a tiny fault-injecting server.
+"""S3 servers for tests: moto in server mode on loopback, Ceph's radosgw (tests/radosgw_server.py),
+and a tiny fault-injecting server.
+
+S3 tests run against each kind in ``S3_KINDS``: a module-scoped fixture with
+``params=S3_KINDS`` gets its server from ``server_of_kind(request)``, which starts a fresh moto
+for "moto" and hands out the session's one radosgw for "radosgw" (the ``radosgw`` fixture of
+tests/conftest.py: a Ceph cluster costs seconds to start, so modules share it and each cleans
+its own bucket away; ``start_radosgw`` says what happens where Ceph is not installed).
 
 ``MotoServer`` runs ``python -m moto.server -H 127.0.0.1 -p PORT`` in a subprocess (the real
 HTTP path: mx8's C client talks to it over TCP) and can switch signature checking on: moto
@@ -23,7 +30,8 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from typing import Callable, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 ADMIN_POLICY = json.dumps({"Version": "2012-10-17",
                            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
@@ -37,11 +45,14 @@ def free_port() -> int:
 
 class MotoServer:
     """A moto server process; ``endpoint`` is ``http://127.0.0.1:PORT``."""
+    kind = "moto"
     external = False
     host = "127.0.0.1"
+    region = "us-east-1"
     access_key = secret_key = "testing"  # moto takes any key until set_auth(True)
 
     def __init__(self, env: Optional[Dict[str, str]] = None, timeout: float = 30.0):
+        self.env = dict(env or {})
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         penv = dict(os.environ)
@@ -187,6 +198,7 @@ class ExternalS3:
     sets MX8_TEST_S3_ENDPOINT (and _ACCESS_KEY, _SECRET_KEY, _REGION) from AWS_ENDPOINT_URL and
     the AWS_* credentials. Tests that need moto's own controls (auth switch, IAM, request
     log) skip themselves on it."""
+    kind = "external"
     external = True
     proc = None
 
@@ -213,6 +225,91 @@ class ExternalS3:
 def s3_server(env: Optional[Dict[str, str]] = None):
     """The server S3 tests talk to: MX8_TEST_S3_ENDPOINT when set, else a fresh moto."""
     return ExternalS3() if os.environ.get("MX8_TEST_S3_ENDPOINT") else MotoServer(env=env)
+
+
+# ---- one server of each kind ----
+
+S3_KINDS = ("moto", "radosgw")
+RADOSGW_PART_MIN = 8192  # the session radosgw's rgw_multipart_min_part_size (5 MiB on AWS)
+
+
+def start_radosgw():
+    """The session's radosgw (tests/conftest.py's ``radosgw`` fixture calls this once). Where
+    Ceph is not installed the radosgw tests skip, saying so, or fail when
+    MX8_REQUIRE_RADOSGW=1 (scripts/test.sh sets it: CI must not quietly lose them). A Ceph
+    that is installed but does not start is always an error, with the daemons' logs."""
+    import pytest
+    from radosgw_server import PACKAGES, RadosGW, missing_binaries
+    missing = missing_binaries()
+    if missing:
+        msg = (f"radosgw not available: {', '.join(missing)} not found "
+               f"(apt-get install {PACKAGES}; scripts/setup_env.sh installs them)")
+        if os.environ.get("MX8_REQUIRE_RADOSGW") == "1":
+            pytest.fail(msg + "; MX8_REQUIRE_RADOSGW=1 makes that a failure", pytrace=False)
+        pytest.skip(msg)
+    return RadosGW(timeout=float(os.environ.get("MX8_RADOSGW_TIMEOUT", "60")),
+                   multipart_min_part_size=RADOSGW_PART_MIN)
+
+
+@contextmanager
+def server_of_kind(request, moto_env: Optional[Dict[str, str]] = None, moto=None) -> Iterator[object]:
+    """The server for ``request.param`` (one of S3_KINDS), stopped afterwards if it is ours
+    alone: "moto" is ``moto()`` if given, else a fresh ``s3_server(moto_env)`` (the external
+    server when MX8_TEST_S3_ENDPOINT is set); "radosgw" is the session's, left running."""
+    kind = request.param
+    if kind == "radosgw":
+        yield request.getfixturevalue("radosgw")
+        return
+    if kind != "moto":
+        raise ValueError(f"unknown S3 server kind {kind!r}")
+    srv = moto() if moto is not None else s3_server(env=moto_env)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@contextmanager
+def module_bucket(srv, bucket: str) -> Iterator[None]:
+    """Creates the module's bucket; on the shared radosgw, removes it with everything in it
+    afterwards (so modules never see each other's objects, and the OSD's memory is freed)."""
+    create_bucket(srv.boto3_client(), bucket)
+    try:
+        yield
+    finally:
+        if getattr(srv, "kind", None) == "radosgw":
+            srv.remove_bucket(bucket)
+
+
+@contextmanager
+def small_list_pages(srv, n: int) -> Iterator[None]:
+    """mx8's own LISTs (``mx8.s3io.list_objects``: what pack and resolve page with) come back
+    in pages of n keys. moto does that by itself: its default page size, for a LIST that names
+    no max-keys, is MOTO_S3_DEFAULT_MAX_KEYS, set when it started (checked here). radosgw's
+    default page is 1,000 keys whatever its settings (``rgw_max_listing_results`` only caps a
+    max-keys that is sent), so there mx8 is made to ask for n keys a page (max-keys=n)."""
+    if getattr(srv, "kind", None) != "radosgw":
+        if getattr(srv, "kind", None) == "moto":
+            assert srv.env.get("MOTO_S3_DEFAULT_MAX_KEYS") == str(n), srv.env
+        yield
+        return
+    from mx8.s3io import list_objects
+    saved = list_objects.__kwdefaults__
+    list_objects.__kwdefaults__ = dict(saved, page_size=n)
+    try:
+        yield
+    finally:
+        list_objects.__kwdefaults__ = saved
+
+
+def max_keys_for_pages(srv, n: int) -> int:
+    """The max-keys a test passes to ``S3Client.list_page`` for pages of n keys: 0 (none sent:
+    the server's default page) on moto started with MOTO_S3_DEFAULT_MAX_KEYS=n; n on radosgw,
+    whose default page cannot be made smaller than 1,000 keys."""
+    if getattr(srv, "kind", None) == "moto":
+        assert srv.env.get("MOTO_S3_DEFAULT_MAX_KEYS") == str(n), srv.env
+        return 0
+    return n
 
 
 def create_bucket(client, bucket: str) -> None:
