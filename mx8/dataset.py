@@ -86,8 +86,11 @@ class Dataset(torch.utils.data.IterableDataset):
             ``"skip"`` (the sample is left out of its batch and counted in ``stats()``).
         prefetch_mb: bound on batch memory in flight (at least two batches). Over S3 the
             same amount again bounds the bytes fetched and not yet decoded.
-        s3_connections: over S3, transfers (and connections) at once, driven by one I/O
-            thread (default: MX8_S3_CONNECTIONS, else 16).
+        s3_connections: over S3, transfers (and connections) at once (default:
+            MX8_S3_CONNECTIONS, else 16).
+        s3_io_threads: over S3, the threads that drive those transfers, sharing the
+            connections out (default: MX8_S3_IO_THREADS, else 2). Receiving is copying: one
+            thread alone tops out near 1 GB/s on loopback (docs/performance.md).
         s3: an :func:`mx8.s3config.s3_config` for an ``s3://`` URI (default: as boto3 resolves
             it). It travels to DataLoader workers with the Dataset (explicit keys included,
             for any start method); credentials from botocore are resolved, and refreshed, in
@@ -132,7 +135,8 @@ class Dataset(torch.utils.data.IterableDataset):
                  std: Optional[Sequence[float]] = None,
                  pin_memory: Optional[bool] = None, max_pixels: Optional[int] = None,
                  crop_aware: bool = True, dct_scaling: bool = False,
-                 s3_connections: Optional[int] = None, s3: Optional[S3Config] = None,
+                 s3_connections: Optional[int] = None, s3_io_threads: Optional[int] = None,
+                 s3: Optional[S3Config] = None,
                  rank: Optional[int] = None, world_size: Optional[int] = None,
                  mode: Optional[str] = None) -> None:
         super().__init__()
@@ -178,6 +182,9 @@ class Dataset(torch.utils.data.IterableDataset):
         self.s3_connections = env_int("MX8_S3_CONNECTIONS", 16) if s3_connections is None else int(s3_connections)
         if not 1 <= self.s3_connections <= 1024:
             raise ValueError(f"s3_connections must be within 1..1024, got {self.s3_connections}")
+        self.s3_io_threads = env_int("MX8_S3_IO_THREADS", 2) if s3_io_threads is None else int(s3_io_threads)
+        if not 1 <= self.s3_io_threads <= 64:
+            raise ValueError(f"s3_io_threads must be within 1..64, got {self.s3_io_threads}")
         self._rank, self._world_size = rank, world_size
         self._engine: Optional[_core.Engine] = None  # of the current/last iteration, for stats()
         self._iterator: Optional["weakref.ref[_BatchIterator]"] = None  # the current one, to close it
@@ -323,7 +330,8 @@ class Dataset(torch.utils.data.IterableDataset):
         """The engine's paths and S3 options, with this Dataset's S3 read settings."""
         paths, s3 = _sources(snap)
         if s3 is not None:
-            s3.update(prefetch_bytes=self.prefetch_mb << 20, max_connections=self.s3_connections)
+            s3.update(prefetch_bytes=self.prefetch_mb << 20, max_connections=self.s3_connections,
+                      io_threads=self.s3_io_threads)
         return paths, s3
 
     def _rendezvous(self, world: World, start: int) -> bool:

@@ -128,8 +128,9 @@ class S3Config:
 
     def client(self, **options):
         """A native ``mx8._core.S3Client`` for this configuration (credentials required).
-        ``options``: connect_timeout_ms, low_speed_time_s, max_attempts, backoff_base_ms,
-        backoff_cap_ms. One client runs one request at a time: use one per thread."""
+        ``options``: max_connections (16), io_threads (1), connect_timeout_ms, low_speed_time_s,
+        max_attempts, backoff_base_ms, backoff_cap_ms. Threads may share one client: up to
+        max_connections of their requests run at once."""
         from . import _core
         creds = self.native_credentials()
         return _core.S3Client(self.endpoint, self.region, None, None, None, self.virtual_host,

@@ -2,9 +2,9 @@
 concurrent GETs with bounded memory, and multipart upload of a local file.
 
 Everything here runs on the native client (``mx8._core.S3Client``), which signs its own
-requests, retries transient failures and releases the GIL around the network, so a few
-Python threads each holding their own client overlap their requests. One client runs one
-request at a time, hence one client per thread (:class:`ClientPool`).
+requests, retries transient failures and releases the GIL around the network. A client is
+mx8's one S3 transport (csrc/core/s3_transport.c): Python threads sharing one client overlap
+their requests on its pooled connections (:class:`ClientPool`).
 
 Tuning (environment; the defaults suit AWS):
 
@@ -96,32 +96,27 @@ def part_bytes(size: int) -> int:
 
 
 class ClientPool:
-    """One native client per thread, made on first use: a client serialises its requests, so
-    sharing one between threads would undo the concurrency."""
+    """The native client a job's threads share, made on first use, with a connection for each
+    of ``threads()`` concurrent requests."""
 
     def __init__(self, config: S3Config) -> None:
         config.require_credentials()
         self.config = config
-        self._local = threading.local()
-        self._all: List[object] = []
+        self._client = None
         self._lock = threading.Lock()
 
     def get(self):
-        c = getattr(self._local, "client", None)
-        if c is None:
-            c = self._local.client = self.config.client()
-            with self._lock:
-                self._all.append(c)
-        return c
+        with self._lock:
+            if self._client is None:
+                self._client = self.config.client(max_connections=threads())
+            return self._client
 
     def stats(self) -> dict:
-        """Requests, retries and bytes of every client this pool made, summed."""
-        total = {"requests": 0, "retries": 0, "bytes_in": 0, "bytes_out": 0}
+        """Requests, retries, transfers and bytes of the client (zeros before its first use)."""
         with self._lock:
-            for c in self._all:
-                for k, v in c.stats().items():
-                    total[k] = total.get(k, 0) + v
-        return total
+            if self._client is None:
+                return {"requests": 0, "retries": 0, "transfers": 0, "bytes_in": 0, "bytes_out": 0}
+            return self._client.stats()
 
 
 def is_not_found(e: BaseException) -> bool:

@@ -69,8 +69,10 @@ struct mx8_engine {
     int stop, started;
     slot_t *slots;           /* depth of them; batch b lives in slots[b % depth] */
     worker_t *workers;
-    /* S3 sources: requests of many samples each, fetched ahead by one I/O thread. Records
-     * without a byte length fall back to each worker's blocking client. */
+    /* S3 sources: one client (its I/O threads and connections) for the engine. The remote
+     * reader fetches requests of many samples each ahead of the workers on it; records
+     * without a byte length are read by the workers' blocking calls on the same client. */
+    mx8_s3_client *s3;
     mx8_remote_reader *remote;
 
     /* Worker threads that have not yet returned: a stop that times out abandons the ones still
@@ -446,16 +448,18 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = MX8_OK;
     if (e->cfg.s3) {
-        mx8_remote_config rc_cfg = {.budget_bytes = e->cfg.fetch_budget, .max_connections = e->cfg.max_connections,
-                                    .max_sample = MAX_SAMPLE_BYTES};
-        if (!(e->remote = mx8_remote_new(e->m, e->paths, e->order, e->n_order, e->cfg.s3, &rc_cfg, err)))
+        mx8_s3_options o = *e->cfg.s3;
+        if (e->cfg.max_connections)
+            o.max_connections = e->cfg.max_connections;
+        mx8_remote_config rc_cfg = {.budget_bytes = e->cfg.fetch_budget, .max_sample = MAX_SAMPLE_BYTES};
+        if ((rc = mx8_s3_client_new(&o, &e->s3, err)) == MX8_OK && (rc = mx8_s3_client_start(e->s3, err)) == MX8_OK &&
+            !(e->remote = mx8_remote_new(e->m, e->paths, e->order, e->n_order, e->s3, &rc_cfg, err)))
             rc = err ? err->code : MX8_ERR_NOMEM;
     }
     for (int i = 0; i < e->cfg.threads && !rc; i++) {
         worker_t *w = &e->workers[i];
         w->e = e;
-        if ((rc = mx8_sample_reader_init(&w->reader, e->paths, e->m->n_locations, e->cfg.s3, err)))
-            break;
+        mx8_sample_reader_init(&w->reader, e->paths, e->m->n_locations, e->s3);
         if (e->cfg.output == MX8_OUTPUT_DECODED && !(w->dec = mx8_decoder_new())) {
             rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a decoder");
             break;
@@ -599,6 +603,8 @@ size_t mx8_engine_stop(mx8_engine *e, int wait_ms, mx8_stuck_sample *stuck) {
     pthread_mutex_unlock(&e->mu);
     if (e->remote)
         mx8_remote_stop(e->remote); /* wakes workers waiting for a fetch */
+    if (e->s3)
+        mx8_s3_client_stop(e->s3); /* no new requests or retries; blocked workers' calls end */
     if (stuck)
         stuck->sample_id = -1;
     struct timespec deadline;
@@ -637,6 +643,7 @@ void mx8_engine_free(mx8_engine *e) {
     if (e->workers) {
         mx8_engine_stop(e, -1, NULL); /* joins the workers; abandoned ones have left (running == 0) */
         release_workers(e);
+        mx8_s3_client_free(e->s3); /* first: no transfer writes into the reader's buffers after it */
         mx8_remote_free(e->remote); /* after the workers: nobody holds its bytes */
         pthread_mutex_destroy(&e->mu);
         pthread_mutex_destroy(&e->join_mu);
@@ -668,19 +675,13 @@ void mx8_engine_get_stats(mx8_engine *e, mx8_engine_stats *o) {
     if (e->remote) {
         mx8_remote_stats rs;
         mx8_remote_stats_get(e->remote, &rs);
-        o->reads += rs.fetch.fetches;
-        o->bytes_read += rs.fetch.bytes;
-        o->s3_requests = rs.fetch.requests;
-        o->s3_retries = rs.fetch.retries;
-        o->s3_latency = rs.fetch;
+        o->reads += rs.fetches;
+        o->bytes_read += rs.bytes;
         o->s3_held_max = rs.held_max;
     }
-    for (int i = 0; e->workers && i < e->cfg.threads; i++) {
-        if (!e->workers[i].reader.s3)
-            continue;
-        mx8_s3_stats st;
-        mx8_sample_reader_stats(&e->workers[i].reader, &st); /* the client locks its own counters */
-        o->s3_requests += st.requests;
-        o->s3_retries += st.retries;
+    if (e->s3) { /* every request: the reader's and the workers' blocking ones */
+        mx8_s3_client_stats(e->s3, &o->s3_latency);
+        o->s3_requests = o->s3_latency.requests;
+        o->s3_retries = o->s3_latency.retries;
     }
 }

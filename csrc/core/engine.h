@@ -18,7 +18,7 @@
 #include "manifest.h"
 #include "mx8_error.h"
 #include "s3_client.h"
-#include "s3_fetcher.h"
+#include "s3_transport.h"
 
 typedef enum {
     MX8_OUTPUT_DECODED = 0, /* images, 3*out_h*out_w uint8 (or float32) a slot */
@@ -54,7 +54,7 @@ typedef struct {
     uint64_t reads;       /* reads issued (pread calls, or S3 ranged GETs of one or more samples) */
     uint64_t s3_requests; /* HTTP requests, retries included */
     uint64_t s3_retries;
-    mx8_s3_fetch_stats s3_latency; /* the fetcher's counters and per-request latency histogram */
+    mx8_s3_stats s3_latency; /* the S3 client's counters and per-request latency histogram */
     uint64_t s3_held_max;          /* most bytes fetched and not yet decoded at once */
 } mx8_engine_stats;
 

@@ -9,7 +9,7 @@
 enum { U_PLANNED, U_FETCHING, U_READY, U_FAILED, U_FREED };
 
 /* One planned request: a byte span of one object holding one or more samples. */
-typedef struct {
+typedef struct unit {
     uint32_t location;
     int state;
     uint64_t offset, span;
@@ -20,9 +20,10 @@ typedef struct {
     struct remote_fetch *fetch;
 } unit_t;
 
-/* A fetch and the bucket name it needs to outlive it. */
+/* A unit's transfer, and the bucket name it needs to outlive it. */
 typedef struct remote_fetch {
-    mx8_s3_fetch f;
+    mx8_s3_transfer t; /* first: the transfer's address is the fetch's */
+    struct unit *unit;
     char bucket[64];
 } remote_fetch;
 
@@ -41,13 +42,19 @@ struct mx8_remote_reader {
     const int64_t *order;
     size_t n_order;
     mx8_remote_config cfg;
-    mx8_s3_fetcher *fetcher;
+    mx8_s3_client *client;
+    /* Request buffers of max_request bytes kept for reuse: a fresh 4 MiB malloc is an mmap
+     * whose every page faults in, zeroed, as curl writes it, which cost the I/O thread about
+     * a third of its time. At most budget / max_request are kept. */
+    uint8_t **spare;
+    size_t n_spare, max_spare;
 
     pthread_mutex_t mu;
     pthread_cond_t cv; /* a fetch ended, or stop */
     window_t *head, *tail, *cursor; /* live windows in order; cursor: the one being issued */
     size_t planned_end;
     uint64_t held, held_max;
+    uint64_t fetches, bytes; /* requests ended, and bytes of the successful ones */
     int stop;
     int plan_rc; /* sticky planning failure (out of memory) */
     mx8_error plan_err;
@@ -156,32 +163,57 @@ static window_t *plan_next(mx8_remote_reader *r) {
 
 /* ---- fetching ---- */
 
-static void on_fetch_done(void *ud, mx8_s3_fetch *f) {
+/* Units of at least half of max_request get a reusable max_request buffer, and the budget
+ * is charged the whole buffer; smaller ones get exactly their span. So every buffer in use
+ * or spare was once charged, and the spares never add to the budget's high-water mark. */
+static int pooled(const mx8_remote_reader *r, const unit_t *u) {
+    return u->span >= r->cfg.max_request / 2 && u->span <= r->cfg.max_request;
+}
+
+static uint64_t charge(const mx8_remote_reader *r, const unit_t *u) { return pooled(r, u) ? r->cfg.max_request : u->span; }
+
+/* Called with r->mu held. */
+static uint8_t *buffer_get(mx8_remote_reader *r, const unit_t *u) {
+    if (!pooled(r, u))
+        return malloc(u->span ? u->span : 1);
+    return r->n_spare ? r->spare[--r->n_spare] : malloc(r->cfg.max_request);
+}
+
+static void buffer_put(mx8_remote_reader *r, const unit_t *u) {
+    if (u->data && pooled(r, u) && r->n_spare < r->max_spare)
+        r->spare[r->n_spare++] = u->data;
+    else
+        free(u->data);
+}
+
+static void on_fetch_done(void *ud, mx8_s3_transfer *t) {
     mx8_remote_reader *r = ud;
-    unit_t *u = f->user;
+    unit_t *u = ((remote_fetch *)t)->unit;
     pthread_mutex_lock(&r->mu);
     /* An object that ends inside the request (a short answer from the right offset) fails
      * only the samples past its end, as reading a truncated file would. */
-    int partial = f->rc == MX8_ERR_RANGE && f->received > 0;
-    u->avail = f->rc == MX8_OK ? u->span : partial ? f->received : 0;
-    u->state = f->rc == MX8_OK || partial ? U_READY : U_FAILED;
+    int partial = t->rc == MX8_ERR_RANGE && t->resp.len > 0;
+    u->avail = t->rc == MX8_OK ? u->span : partial ? t->resp.len : 0;
+    u->state = t->rc == MX8_OK || partial ? U_READY : U_FAILED;
+    r->fetches++;
+    r->bytes += u->avail;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
 
 static void fail_unit(unit_t *u, int code, const char *msg, const char *path) {
     u->state = U_FAILED;
-    u->fetch->f.rc = mx8_error_set(&u->fetch->f.err, code, "%s: '%.200s'", msg, path);
+    u->fetch->t.rc = mx8_error_set(&u->fetch->t.err, code, "%s: '%.200s'", msg, path);
 }
 
 /* Issues a unit's request. Called with r->mu held. */
 static void submit(mx8_remote_reader *r, unit_t *u) {
     u->state = U_FETCHING;
-    r->held += u->span;
+    r->held += charge(r, u);
     if (r->held > r->held_max)
         r->held_max = r->held;
     u->fetch = calloc(1, sizeof *u->fetch);
-    u->data = malloc(u->span ? u->span : 1);
+    u->data = buffer_get(r, u);
     if (!u->fetch || !u->data) {
         free(u->fetch);
         u->fetch = NULL;
@@ -197,16 +229,13 @@ static void submit(mx8_remote_reader *r, unit_t *u) {
         u->state = U_READY;
         return;
     }
-    u->fetch->f.rc = MX8_OK;
     memcpy(u->fetch->bucket, path, (size_t)(slash - path));
-    mx8_s3_fetch *f = &u->fetch->f;
-    f->bucket = u->fetch->bucket;
-    f->key = slash + 1;
-    f->offset = u->offset;
-    f->len = (size_t)u->span;
-    f->dst = u->data;
-    f->user = u;
-    mx8_s3_fetcher_submit(r->fetcher, f);
+    mx8_s3_transfer *t = &u->fetch->t;
+    mx8_s3_op_range(&t->op, u->fetch->bucket, slash + 1, u->offset, (size_t)u->span, u->data);
+    t->on_done = on_fetch_done;
+    t->user = r;
+    u->fetch->unit = u;
+    mx8_s3_submit(r->client, t);
 }
 
 /* Issues requests in need order while the budget allows; past it, only those a waiting
@@ -223,7 +252,7 @@ static void pump(mx8_remote_reader *r, size_t need) {
         }
         unit_t *u = &w->units[w->by_need[w->next_submit]];
         int forced = need != SIZE_MAX && u->first_pos <= need;
-        if (!forced && r->held > 0 && r->held + u->span > r->cfg.budget_bytes)
+        if (!forced && r->held > 0 && r->held + charge(r, u) > r->cfg.budget_bytes)
             return;
         submit(r, u);
         w->next_submit++;
@@ -251,7 +280,7 @@ static void drop_done_windows(mx8_remote_reader *r) {
 /* ---- public ---- */
 
 mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
-                                  size_t n_order, const mx8_s3_options *s3, const mx8_remote_config *cfg,
+                                  size_t n_order, mx8_s3_client *client, const mx8_remote_config *cfg,
                                   mx8_error *err) {
     mx8_remote_reader *r = calloc(1, sizeof *r);
     if (!r) {
@@ -265,8 +294,6 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
     r->cfg = *cfg;
     if (!r->cfg.budget_bytes)
         r->cfg.budget_bytes = (uint64_t)256 << 20;
-    if (!r->cfg.max_connections)
-        r->cfg.max_connections = 16;
     if (!r->cfg.max_request)
         r->cfg.max_request = (uint64_t)4 << 20;
     if (!r->cfg.max_gap)
@@ -277,8 +304,11 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
         r->cfg.max_sample = (uint64_t)1 << 30;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
-    if (mx8_s3_fetcher_new(s3, r->cfg.max_connections, on_fetch_done, r, &r->fetcher, err)) {
+    r->client = client;
+    r->max_spare = (size_t)(r->cfg.budget_bytes / r->cfg.max_request) + 1;
+    if (!(r->spare = calloc(r->max_spare, sizeof *r->spare))) {
         mx8_remote_free(r);
+        mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an S3 reader");
         return NULL;
     }
     return r;
@@ -313,7 +343,7 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
         rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a %llu-byte S3 request",
                            (unsigned long long)u->span);
     else if (u->state == U_FAILED || rec->offset + rec->length > u->offset + u->avail)
-        rc = (*err = u->fetch->f.err, u->fetch->f.rc); /* failed, or past the end of a short object */
+        rc = (*err = u->fetch->t.err, u->fetch->t.rc); /* failed, or past the end of a short object */
     else
         *data = u->data + (rec->offset - u->offset);
     pthread_mutex_unlock(&r->mu);
@@ -328,8 +358,8 @@ void mx8_remote_release(mx8_remote_reader *r, size_t pos) {
         unit_t *u = &w->units[id];
         if (u->state != U_FETCHING) { /* a stopped reader may release a fetch still running */
             if (u->state != U_PLANNED) /* never issued (the reader stopped first): never counted */
-                r->held -= u->span;
-            free(u->data);
+                r->held -= charge(r, u);
+            buffer_put(r, u);
             free(u->fetch);
             u->data = NULL;
             u->fetch = NULL;
@@ -348,17 +378,18 @@ void mx8_remote_stop(mx8_remote_reader *r) {
     r->stop = 1;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    mx8_s3_fetcher_stop(r->fetcher); /* no new transfers or retries after close() */
 }
 
 void mx8_remote_free(mx8_remote_reader *r) {
     if (!r)
         return;
-    mx8_s3_fetcher_free(r->fetcher); /* first: no transfer writes into a buffer after this */
     for (window_t *w = r->head, *next; w; w = next) {
         next = w->next;
         window_free(w);
     }
+    for (size_t i = 0; i < r->n_spare; i++)
+        free(r->spare[i]);
+    free(r->spare);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
@@ -366,8 +397,9 @@ void mx8_remote_free(mx8_remote_reader *r) {
 
 void mx8_remote_stats_get(mx8_remote_reader *r, mx8_remote_stats *out) {
     memset(out, 0, sizeof *out);
-    mx8_s3_fetcher_stats(r->fetcher, &out->fetch);
     pthread_mutex_lock(&r->mu);
     out->held_max = r->held_max;
+    out->fetches = r->fetches;
+    out->bytes = r->bytes;
     pthread_mutex_unlock(&r->mu);
 }

@@ -1,5 +1,5 @@
 /* The engine's reader for samples on S3: plans ranged GETs that each carry many samples,
- * fetches them ahead of the decode threads through one s3_fetcher, and hands out pointers
+ * fetches them ahead of the decode threads on an S3 client's transport, and hands out pointers
  * into the fetched bytes.
  *
  * Planning: the epoch order is cut into windows of consecutive positions (at most `window`
@@ -25,12 +25,10 @@
 
 #include "manifest.h"
 #include "mx8_error.h"
-#include "s3_client.h"
-#include "s3_fetcher.h"
+#include "s3_transport.h"
 
 typedef struct {
     uint64_t budget_bytes;  /* fetched bytes not yet released; 0 = 256 MiB */
-    int max_connections;    /* transfers (and connections) at once; 0 = 16 */
     uint64_t max_request;   /* bytes a request may span; 0 = 4 MiB */
     uint64_t max_gap;       /* unneeded bytes a request may carry between two samples; 0 = 64 KiB */
     size_t window;          /* positions planned together; 0 = 1024 */
@@ -38,17 +36,20 @@ typedef struct {
 } mx8_remote_config;
 
 typedef struct {
-    mx8_s3_fetch_stats fetch;
-    uint64_t held_max; /* high-water mark of fetched, unreleased bytes */
+    uint64_t fetches;  /* requests ended (succeeded or failed for good) */
+    uint64_t bytes;    /* bytes of the successful ones */
+    uint64_t held_max; /* high-water mark of the budget's charge: fetched, unreleased bytes */
 } mx8_remote_stats;
 
 typedef struct mx8_remote_reader mx8_remote_reader;
 
-/* paths[loc] is "bucket/key"; manifest, paths and order must outlive the reader. Records
+/* paths[loc] is "bucket/key"; manifest, paths, order and client must outlive the reader,
+ * and the client's transfers must have ended (or the client been freed) before
+ * mx8_remote_free, which frees the buffers they write into. Records
  * without a byte length, or longer than max_sample, are not planned (the caller reads them
  * another way, or refuses them). */
 mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
-                                  size_t n_order, const mx8_s3_options *s3, const mx8_remote_config *cfg,
+                                  size_t n_order, mx8_s3_client *client, const mx8_remote_config *cfg,
                                   mx8_error *err);
 
 /* Waits until the bytes of the sample at position pos are fetched; *data points at its

@@ -6,16 +6,25 @@
 
 #define RESULT_MAX (1u << 20) /* initiate/complete results are a few hundred bytes */
 
+/* A multipart step: its query, and a Content-Type when one is given. */
+static mx8_s3_op step(const char *name, const char *method, const char *bucket, const char *key,
+                      const mx8_s3_param *q, size_t nq, const char *content_type) {
+    mx8_s3_op s = mx8_s3_op_for(name, method, bucket, key);
+    s.query = q;
+    s.n_query = nq;
+    if (content_type && *content_type)
+        s.headers[s.n_headers++] = (mx8_s3_header){"content-type", content_type};
+    return s;
+}
+
 int mx8_s3_multipart_create(mx8_s3_client *c, const char *bucket, const char *key, const char *content_type,
                             char **upload_id, mx8_error *err) {
     *upload_id = NULL;
     mx8_s3_param q = {"uploads", ""};
-    mx8_s3_header ct = {"content-type", content_type};
-    mx8_s3_call call = {.op = "CreateMultipartUpload", .method = "POST", .bucket = bucket, .key = key,
-                        .query = &q, .n_query = 1, .headers = &ct, .n_headers = content_type && *content_type,
-                        .max_response = RESULT_MAX};
+    mx8_s3_op s = step("CreateMultipartUpload", "POST", bucket, key, &q, 1, content_type);
+    s.max_len = RESULT_MAX;
     mx8_s3_reply r;
-    int rc = mx8_s3_call_run(c, &call, &r, err);
+    int rc = mx8_s3_call_run(c, &s, &r, err);
     if (rc)
         return rc;
     rc = mx8_s3_parse_text(r.body ? (const char *)r.body : "", r.len, "InitiateMultipartUploadResult", "UploadId",
@@ -41,11 +50,10 @@ int mx8_s3_upload_part(mx8_s3_client *c, const char *bucket, const char *key, co
     char pn[16];
     snprintf(pn, sizeof pn, "%d", part_number);
     mx8_s3_param q[2] = {{"partNumber", pn}, {"uploadId", upload_id}};
-    mx8_s3_call call = {.op = "UploadPart", .method = "PUT", .bucket = bucket, .key = key, .query = q,
-                        .n_query = 2, .body = data, .body_len = len};
+    mx8_s3_op s = step("UploadPart", "PUT", bucket, key, q, 2, NULL);
     mx8_s3_reply r;
-    int rc = mx8_s3_call_run(c, &call, &r, err);
-    if (rc)
+    int rc = mx8_s3_op_body(&s, data, len, err);
+    if (rc || (rc = mx8_s3_call_run(c, &s, &r, err)))
         return rc;
     free(r.body);
     if (!r.etag[0])
@@ -98,12 +106,12 @@ int mx8_s3_multipart_complete(mx8_s3_client *c, const char *bucket, const char *
     if (!body)
         return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory completing an S3 multipart upload");
     mx8_s3_param q = {"uploadId", upload_id};
-    mx8_s3_header ct = {"content-type", "application/xml"};
-    mx8_s3_call call = {.op = "CompleteMultipartUpload", .method = "POST", .bucket = bucket, .key = key,
-                        .query = &q, .n_query = 1, .headers = &ct, .n_headers = 1, .body = body,
-                        .body_len = blen, .max_response = RESULT_MAX};
+    mx8_s3_op s = step("CompleteMultipartUpload", "POST", bucket, key, &q, 1, "application/xml");
+    s.max_len = RESULT_MAX;
     mx8_s3_reply r;
-    int rc = mx8_s3_call_run(c, &call, &r, err);
+    int rc = mx8_s3_op_body(&s, body, blen, err);
+    if (!rc)
+        rc = mx8_s3_call_run(c, &s, &r, err);
     free(body);
     if (rc)
         return rc;
@@ -130,19 +138,18 @@ int mx8_s3_multipart_complete(mx8_s3_client *c, const char *bucket, const char *
 int mx8_s3_multipart_abort(mx8_s3_client *c, const char *bucket, const char *key, const char *upload_id,
                            mx8_error *err) {
     mx8_s3_param q = {"uploadId", upload_id};
-    mx8_s3_call call = {.op = "AbortMultipartUpload", .method = "DELETE", .bucket = bucket, .key = key,
-                        .query = &q, .n_query = 1};
+    mx8_s3_op s = step("AbortMultipartUpload", "DELETE", bucket, key, &q, 1, NULL);
     mx8_s3_reply r;
-    int rc = mx8_s3_call_run(c, &call, &r, err);
+    int rc = mx8_s3_call_run(c, &s, &r, err);
     if (rc == MX8_OK)
         free(r.body);
     return rc;
 }
 
 int mx8_s3_delete(mx8_s3_client *c, const char *bucket, const char *key, mx8_error *err) {
-    mx8_s3_call call = {.op = "DELETE", .method = "DELETE", .bucket = bucket, .key = key};
+    mx8_s3_op s = mx8_s3_op_for("DELETE", "DELETE", bucket, key);
     mx8_s3_reply r;
-    int rc = mx8_s3_call_run(c, &call, &r, err);
+    int rc = mx8_s3_call_run(c, &s, &r, err);
     if (rc == MX8_OK)
         free(r.body);
     return rc;

@@ -7,6 +7,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 static const char EMPTY_SHA256[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 mx8_s3_op mx8_s3_op_for(const char *op, const char *method, const char *bucket, const char *key) {
@@ -31,6 +33,20 @@ void mx8_s3_op_range(mx8_s3_op *op, const char *bucket, const char *key, uint64_
     op->fixed_len = len;
     op->has_range = 1;
     op->range_off = off;
+}
+
+int mx8_s3_op_body(mx8_s3_op *op, const void *body, size_t len, mx8_error *err) {
+    op->body = body;
+    op->body_len = len;
+    if (!len)
+        return MX8_OK; /* the empty payload's hash is already there */
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdn = 0;
+    if (EVP_Digest(body, len, md, &mdn, EVP_sha256(), NULL) != 1 || mdn != 32)
+        return mx8_error_set(err, MX8_ERR_NOMEM, "SHA-256 of an S3 request body failed (libcrypto)");
+    for (int i = 0; i < 32; i++)
+        snprintf(op->payload_sha + 2 * i, 3, "%02x", md[i]);
+    return MX8_OK;
 }
 
 /* ---- curl callbacks ---- */
@@ -168,6 +184,7 @@ static void setup_transfer(const mx8_s3_conf *c, CURL *h, const mx8_s3_op *s, mx
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);      /* send the signed path byte for byte */
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);        /* no SIGALRM in threads */
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     /* A libcurl vendored into the wheel has its build machine's CA path compiled in, which
      * other distributions keep elsewhere: mx8/s3config.py finds this machine's bundle. */

@@ -1,7 +1,6 @@
-/* One S3 request attempt on a libcurl easy handle, shared by the blocking client
- * (s3_client.c, curl_easy_perform) and the engine's fetcher (s3_fetcher.c, a curl multi
- * handle driven by one I/O thread): signing, handle set-up, response capture, the retry
- * policy and the error messages. Neither caller owns any of this logic twice.
+/* One S3 request attempt on a libcurl easy handle, for the transport's I/O threads
+ * (s3_transport.c): signing, handle set-up, response capture, the retry policy and the
+ * error messages.
  *
  * A request's life: mx8_s3_attempt_begin signs it afresh (the date moves on between
  * retries) and sets up the handle; the caller performs the transfer; then
@@ -86,6 +85,10 @@ mx8_s3_op mx8_s3_op_for(const char *op, const char *method, const char *bucket, 
 /* A ranged GET of [off, off+len) into buf (len > 0). Its Range header points into *op
  * itself, so the op must stay where it was built. */
 void mx8_s3_op_range(mx8_s3_op *op, const char *bucket, const char *key, uint64_t off, size_t len, void *buf);
+
+/* The op's body; its SHA-256 goes into the signature, so S3 rejects a body damaged on the
+ * way. body must outlive the op. */
+int mx8_s3_op_body(mx8_s3_op *op, const void *body, size_t len, mx8_error *err);
 
 /* Signs the op and sets up h (curl_easy_reset first: options only, connections stay).
  * Resets r; on success r->headers must later be freed by mx8_s3_attempt_end. */

@@ -2,18 +2,16 @@
 
 #include <string.h>
 
-int mx8_sample_reader_init(mx8_sample_reader *r, const char *const *paths, size_t n_paths,
-                           const mx8_s3_options *s3, mx8_error *err) {
+void mx8_sample_reader_init(mx8_sample_reader *r, const char *const *paths, size_t n_paths, mx8_s3_client *s3) {
     memset(r, 0, sizeof *r);
     r->paths = paths;
     r->n_paths = n_paths;
+    r->s3 = s3;
     mx8_file_reader_init(&r->file, paths, n_paths);
-    return s3 ? mx8_s3_client_new(s3, &r->s3, err) : MX8_OK;
 }
 
 void mx8_sample_reader_close(mx8_sample_reader *r) {
     mx8_file_reader_close(&r->file);
-    mx8_s3_client_free(r->s3);
     r->s3 = NULL;
 }
 
@@ -48,10 +46,4 @@ int mx8_sample_reader_read(mx8_sample_reader *r, uint32_t loc, uint64_t off, uin
     const char *key = NULL;
     int rc = split(r, loc, bucket, sizeof bucket, &key, err);
     return rc ? rc : mx8_s3_get_range(r->s3, bucket, key, off, (size_t)len, dst, err);
-}
-
-void mx8_sample_reader_stats(mx8_sample_reader *r, mx8_s3_stats *out) {
-    memset(out, 0, sizeof *out);
-    if (r->s3)
-        mx8_s3_client_stats(r->s3, out);
 }

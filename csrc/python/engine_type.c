@@ -55,7 +55,7 @@ static int opt_u64(PyObject *d, const char *name, uint64_t *out) {
 
 /* {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file" (None ok),
  * "credentials" (an S3Credentials, which then replaces the three keys),
- * "virtual_host", "prefetch_bytes", "max_connections" (optional)}: where the S3 locations
+ * "virtual_host", "prefetch_bytes", "max_connections", "io_threads" (optional)}: where the S3 locations
  * live and how hard to read them (mx8/dataset.py builds it from the snapshot). */
 static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     static const char *names[] = {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file"};
@@ -97,13 +97,15 @@ static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     self->s3.unsigned_requests = is_anon;
     self->s3.requester_pays = rp && PyObject_IsTrue(rp) == 1;
     self->has_s3 = 1;
-    uint64_t conns = 0;
-    if (opt_u64(d, "prefetch_bytes", &cfg->fetch_budget) < 0 || opt_u64(d, "max_connections", &conns) < 0)
+    uint64_t conns = 0, io = 0;
+    if (opt_u64(d, "prefetch_bytes", &cfg->fetch_budget) < 0 || opt_u64(d, "max_connections", &conns) < 0 ||
+        opt_u64(d, "io_threads", &io) < 0)
         return -1;
-    if (conns > 1024) {
-        PyErr_SetString(PyExc_ValueError, "s3 option 'max_connections' must be at most 1024");
+    if (conns > 1024 || io > 64) {
+        PyErr_SetString(PyExc_ValueError, "s3 options: 'max_connections' must be at most 1024, 'io_threads' 64");
         return -1;
     }
+    self->s3.io_threads = (int)io;
     cfg->max_connections = (int)conns;
     cfg->s3 = &self->s3;
     return 0;
@@ -446,7 +448,7 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *unused) {
                                 "s3_retries", s.s3_retries);
     if (!d || !self->has_s3)
         return d;
-    const mx8_s3_fetch_stats *f = &s.s3_latency;
+    const mx8_s3_stats *f = &s.s3_latency;
     PyObject *lat = Py_BuildValue("{sdsdsdsd}", "mean", f->requests ? f->latency_sum_ns / 1e6 / (double)f->requests : 0.0,
                                   "p50", mx8_s3_latency_quantile_ms(f, 0.5), "p99", mx8_s3_latency_quantile_ms(f, 0.99),
                                   "max", f->latency_max_ns / 1e6);

@@ -17,16 +17,21 @@ static PyObject *S3Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     static char *kwlist[] = {"endpoint", "region", "access_key", "secret_key", "session_token", "virtual_host",
                              "connect_timeout_ms", "low_speed_time_s", "max_attempts", "backoff_base_ms",
                              "backoff_cap_ms", "ca_file", "credentials", "first_byte_timeout_ms", "unsigned",
-                             "requester_pays", NULL};
+                             "requester_pays", "max_connections", "io_threads", NULL};
     mx8_s3_options o;
     memset(&o, 0, sizeof o);
     PyObject *creds = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sszz|zp$llillzOlpp:S3Client", kwlist, &o.endpoint, &o.region,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sszz|zp$llillzOlppii:S3Client", kwlist, &o.endpoint, &o.region,
                                      &o.access_key, &o.secret_key, &o.session_token, &o.virtual_host,
                                      &o.connect_timeout_ms, &o.low_speed_time_s, &o.max_attempts,
                                      &o.backoff_base_ms, &o.backoff_cap_ms, &o.ca_file, &creds,
-                                     &o.first_byte_timeout_ms, &o.unsigned_requests, &o.requester_pays))
+                                     &o.first_byte_timeout_ms, &o.unsigned_requests, &o.requester_pays,
+                                     &o.max_connections, &o.io_threads))
         return NULL;
+    if (o.max_connections < 0 || o.max_connections > 1024 || o.io_threads < 0 || o.io_threads > 64) {
+        PyErr_SetString(PyExc_ValueError, "S3Client: max_connections must be within 1..1024, io_threads 1..64");
+        return NULL;
+    }
     if (creds && creds != Py_None && !(o.credentials = mx8_s3_credentials_of(creds)))
         return NULL;
     S3ClientObject *self = (S3ClientObject *)type->tp_alloc(type, 0);
@@ -296,9 +301,9 @@ static PyObject *S3Client_stats(S3ClientObject *self, PyObject *unused) {
     (void)unused;
     mx8_s3_stats s;
     mx8_s3_client_stats(self->c, &s);
-    return Py_BuildValue("{sKsKsKsK}", "requests", (unsigned long long)s.requests, "retries",
-                         (unsigned long long)s.retries, "bytes_in", (unsigned long long)s.bytes_in, "bytes_out",
-                         (unsigned long long)s.bytes_out);
+    return Py_BuildValue("{sKsKsKsKsK}", "requests", (unsigned long long)s.requests, "retries",
+                         (unsigned long long)s.retries, "transfers", (unsigned long long)s.transfers, "bytes_in",
+                         (unsigned long long)s.bytes_in, "bytes_out", (unsigned long long)s.bytes_out);
 }
 
 static PyMethodDef S3Client_methods[] = {
@@ -322,7 +327,7 @@ static PyMethodDef S3Client_methods[] = {
     {"abort_multipart", (PyCFunction)S3Client_abort_multipart, METH_VARARGS,
      "abort_multipart(bucket, key, upload_id)"},
     {"delete", (PyCFunction)S3Client_delete, METH_VARARGS, "delete(bucket, key)"},
-    {"stats", (PyCFunction)S3Client_stats, METH_NOARGS, "stats() -> {requests, retries, bytes_in, bytes_out}"},
+    {"stats", (PyCFunction)S3Client_stats, METH_NOARGS, "stats() -> {requests, retries, transfers, bytes_in, bytes_out}"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,4 +1,4 @@
-/* The engine's S3 reader (remote_reader.c on s3_fetcher.c) against a small HTTP/1.1 server
+/* The engine's S3 reader (remote_reader.c on s3_transport.c) against a small HTTP/1.1 server
  * running in threads of this process: it serves one object, "bkt/obj", from memory with
  * byte ranges and keep-alive, answers 404 NoSuchKey for anything else, can answer 503
  * SlowDown to the first k requests and delay every answer, and counts the requests in
@@ -224,6 +224,7 @@ typedef struct {
     atomic_int next, wrong, failed;
     int last_rc;
     mx8_error last_err;
+    uint64_t fetches, held_max; /* the reader's counters after the drain */
 } drain_t;
 
 static void *drain_main(void *arg) {
@@ -257,25 +258,32 @@ static void drain(drain_t *t) {
 
 /* cut: bytes the served object lacks at its end (a truncated shard). */
 static void run_case(int shuffle, uint64_t budget, int conns, int fail_first, int delay_ms, const char *path,
-                     size_t cut, drain_t *out, mx8_remote_stats *st, server_t *srv) {
+                     size_t cut, drain_t *out, mx8_s3_stats *st, server_t *srv) {
     static data_t d; /* big; one case at a time */
     data_make(&d, shuffle);
     CHECK(server_start(srv, d.obj, d.len - cut) == 0);
     srv->fail_first = fail_first;
     srv->delay_ms = delay_ms;
     mx8_s3_options o = options(&d, srv->port);
+    o.max_connections = conns;
     const char *paths[1] = {path};
-    mx8_remote_config cfg = {.budget_bytes = budget, .max_connections = conns, .max_request = 16384,
-                             .window = 64};
+    mx8_remote_config cfg = {.budget_bytes = budget, .max_request = 16384, .window = 64};
     mx8_error err;
-    mx8_remote_reader *r = mx8_remote_new(d.m, paths, d.order, N, &o, &cfg, &err);
+    mx8_s3_client *c = NULL;
+    REQUIRE_OK(mx8_s3_client_new(&o, &c, &err), &err);
+    mx8_remote_reader *r = mx8_remote_new(d.m, paths, d.order, N, c, &cfg, &err);
     CHECK(r != NULL);
     memset(out, 0, sizeof *out);
     if (r) {
         out->r = r;
         out->d = &d;
         drain(out);
-        mx8_remote_stats_get(r, st);
+        mx8_remote_stats rs;
+        mx8_remote_stats_get(r, &rs);
+        mx8_s3_client_stats(c, st);
+        out->held_max = rs.held_max;
+        out->fetches = rs.fetches;
+        mx8_s3_client_free(c); /* first: its transfers write into the reader's buffers */
         mx8_remote_free(r);
     }
     server_stop(srv);
@@ -288,20 +296,20 @@ void test_remote_reader_coalesces_within_budget_and_cap(void) {
     for (int shuffle = 0; shuffle <= 1; shuffle++) {
         for (int conns = 1; conns <= 3; conns += 2) {
             drain_t t;
-            mx8_remote_stats st;
+            mx8_s3_stats st;
             server_t srv;
             uint64_t budget = 256 << 10;
             run_case(shuffle, budget, conns, 0, 2, "bkt/obj", 0, &t, &st, &srv);
             CHECK_INT(t.failed, ==, 0);
             CHECK_INT(t.wrong, ==, 0);
             /* samples merge into requests (sequential: up to 16 KiB; shuffled: within a window) */
-            CHECK_INT(st.fetch.fetches, <, N / 2);
-            CHECK_INT(st.fetch.requests, ==, st.fetch.fetches);
-            CHECK_INT(st.fetch.retries, ==, 0);
-            CHECK_INT(srv.requests, ==, st.fetch.requests);
+            CHECK_INT(t.fetches, <, N / 2);
+            CHECK_INT(st.requests, ==, t.fetches);
+            CHECK_INT(st.retries, ==, 0);
+            CHECK_INT(srv.requests, ==, st.requests);
             CHECK_INT(srv.max_active, <=, conns);
             /* the budget, plus the requests two waiting threads may force */
-            CHECK_INT(st.held_max, <=, budget + 2 * 16384);
+            CHECK_INT(t.held_max, <=, budget + 2 * 16384);
             if (conns > 1)
                 CHECK_INT(srv.max_active, >, 1); /* requests did overlap */
         }
@@ -310,18 +318,18 @@ void test_remote_reader_coalesces_within_budget_and_cap(void) {
 
 void test_remote_reader_retries_then_succeeds(void) {
     drain_t t;
-    mx8_remote_stats st;
+    mx8_s3_stats st;
     server_t srv;
     run_case(1, 1 << 20, 2, 4, 0, "bkt/obj", 0, &t, &st, &srv);
     CHECK_INT(t.failed, ==, 0);
     CHECK_INT(t.wrong, ==, 0);
-    CHECK_INT(st.fetch.retries, ==, 4);
-    CHECK_INT(st.fetch.requests, ==, st.fetch.fetches + 4);
+    CHECK_INT(st.retries, ==, 4);
+    CHECK_INT(st.requests, ==, t.fetches + 4);
 }
 
 void test_remote_reader_missing_object_fails_naming_it(void) {
     drain_t t;
-    mx8_remote_stats st;
+    mx8_s3_stats st;
     server_t srv;
     run_case(0, 1 << 20, 2, 0, 0, "bkt/missing-key", 0, &t, &st, &srv);
     CHECK_INT(t.failed, ==, N);
@@ -330,12 +338,12 @@ void test_remote_reader_missing_object_fails_naming_it(void) {
     CHECK(strstr(t.last_err.msg, "HTTP 404 NoSuchKey") != NULL);
     CHECK(strstr(t.last_err.msg, "T404") != NULL);
     CHECK(strstr(t.last_err.msg, "not-a-real-secret") == NULL);
-    CHECK_INT(st.fetch.retries, ==, 0);
+    CHECK_INT(st.retries, ==, 0);
 }
 
 void test_remote_reader_truncated_object_fails_only_the_cut_sample(void) {
     drain_t t;
-    mx8_remote_stats st;
+    mx8_s3_stats st;
     server_t srv;
     /* the object ends inside the last sample (each is followed by a 512-byte gap) */
     run_case(0, 1 << 20, 2, 0, 0, "bkt/obj", 512 + 50, &t, &st, &srv);
@@ -366,10 +374,13 @@ void test_remote_reader_stop_with_fetches_in_flight(void) {
     CHECK(server_start(&srv, d.obj, d.len) == 0);
     srv.delay_ms = 300; /* every answer is late: the stop comes first */
     mx8_s3_options o = options(&d, srv.port);
+    o.max_connections = 4;
     const char *paths[1] = {"bkt/obj"};
-    mx8_remote_config cfg = {.budget_bytes = 1 << 20, .max_connections = 4};
+    mx8_remote_config cfg = {.budget_bytes = 1 << 20};
     mx8_error err;
-    mx8_remote_reader *r = mx8_remote_new(d.m, paths, d.order, N, &o, &cfg, &err);
+    mx8_s3_client *c = NULL;
+    REQUIRE_OK(mx8_s3_client_new(&o, &c, &err), &err);
+    mx8_remote_reader *r = mx8_remote_new(d.m, paths, d.order, N, c, &cfg, &err);
     CHECK(r != NULL);
     if (r) {
         waiter_t w = {r, -1};
@@ -377,9 +388,11 @@ void test_remote_reader_stop_with_fetches_in_flight(void) {
         pthread_create(&t, NULL, wait_first, &w);
         usleep(50000);
         mx8_remote_stop(r);
+        mx8_s3_client_stop(c);
         pthread_join(t, NULL);
         CHECK_INT(w.rc, ==, MX8_ERR_CLOSED);
-        mx8_remote_free(r); /* abandons the transfers; nothing writes into freed buffers */
+        mx8_s3_client_free(c); /* abandons the transfers; nothing writes into freed buffers */
+        mx8_remote_free(r);
     }
     server_stop(&srv);
     data_free(&d);
