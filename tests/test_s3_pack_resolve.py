@@ -1,6 +1,7 @@
 """mx8.pack with S3 on either side and mx8.resolve of S3 prefixes, against moto in server mode
-on 127.0.0.1 (small LIST pages and a small multipart minimum so little data exercises both),
-plus the local manifest store that serves pinned S3 URIs without any request."""
+and Ceph's radosgw on 127.0.0.1, each test once per kind (small LIST pages and a small
+multipart minimum on both, so little data exercises both), plus the local manifest store
+that serves pinned S3 URIs without any request."""
 from __future__ import annotations
 
 import hashlib
@@ -24,13 +25,16 @@ import pytest
 import mx8
 from mx8.manifest_store import ManifestStore
 from mx8.s3config import s3_config
-from s3_server import MotoServer
+from s3_server import (RADOSGW_PART_MIN, S3_KINDS, MotoServer, free_port, module_bucket, server_of_kind,
+                       small_list_pages)
 
 pytestmark = pytest.mark.minio_pack  # scripts/smoke.sh: MX8_SMOKE_MINIO_PACK
 
 BUCKET = "mx8-pack"
-PAGE = 7           # MOTO_S3_DEFAULT_MAX_KEYS: a LIST page holds 7 keys
-PART_MIN = 8192    # S3_UPLOAD_PART_MIN_SIZE on the server (5 MiB on AWS)
+PAGE = 7           # a LIST page holds 7 keys (moto: MOTO_S3_DEFAULT_MAX_KEYS; radosgw: max-keys=7,
+                   # s3_server.small_list_pages)
+PART_MIN = 8192    # moto: S3_UPLOAD_PART_MIN_SIZE; radosgw: rgw_multipart_min_part_size (5 MiB on AWS)
+assert PART_MIN == RADOSGW_PART_MIN
 PART_MB = 0.0625   # mx8's part size in these tests: 64 KiB, above the server's minimum
 REPO = Path(__file__).resolve().parents[1]
 ODD = ["cat one/img 1.jpg", "cat one/a+b=c.jpg", "ü€ naïve/ça – va.jpg", "ü€ naïve/x=y+z 2.png",
@@ -39,7 +43,8 @@ ODD = ["cat one/img 1.jpg", "cat one/a+b=c.jpg", "ü€ naïve/ça – va.jpg", 
 
 class RequestLog:
     """moto's request lines (werkzeug logs one per request to stderr). Draining the pipe also
-    keeps moto from blocking on a full stderr."""
+    keeps moto from blocking on a full stderr. (radosgw's ``log`` reads its access log, with
+    the same mark/since: tests/radosgw_server.py AccessLog.)"""
 
     # (werkzeug colours the request of a non-2xx answer when it thinks stderr is a terminal)
     _LINE = re.compile(r'"(?:\x1b\[[\d;]*m)?(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/[\d.]+(?:\x1b\[0m)?" (\d+)')
@@ -79,33 +84,30 @@ class RequestLog:
 def _start_moto():
     srv = MotoServer(env={"MOTO_S3_DEFAULT_MAX_KEYS": str(PAGE), "S3_UPLOAD_PART_MIN_SIZE": str(PART_MIN)})
     srv.log = RequestLog(srv.proc.stderr)
-    srv.boto3_client().create_bucket(Bucket=BUCKET)
     return srv
 
 
-@pytest.fixture(scope="module")
-def moto():
-    srv = _start_moto()
-    try:
+@pytest.fixture(scope="module", params=S3_KINDS)
+def server(request):
+    """moto, or the session's radosgw; mx8's LISTs come back in pages of PAGE keys from both."""
+    with server_of_kind(request, moto=_start_moto) as srv, module_bucket(srv, BUCKET), small_list_pages(srv, PAGE):
         yield srv
-    finally:
-        srv.stop()
 
 
-def _aws_env(monkeypatch, endpoint: str, store: Path) -> None:
-    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_REGION": "us-east-1", "MX8_MANIFEST_STORE": str(store), "MX8_S3_PART_MB": str(PART_MB),
-                 "MX8_S3_THREADS": "4"}.items():
+def _aws_env(monkeypatch, srv, store: Path) -> None:
+    for k, v in {"AWS_ENDPOINT_URL": srv.endpoint, "AWS_ACCESS_KEY_ID": srv.access_key,
+                 "AWS_SECRET_ACCESS_KEY": srv.secret_key, "AWS_REGION": "us-east-1",
+                 "MX8_MANIFEST_STORE": str(store), "MX8_S3_PART_MB": str(PART_MB), "MX8_S3_THREADS": "4"}.items():
         monkeypatch.setenv(k, v)
     for k in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(k, raising=False)
 
 
 @pytest.fixture
-def s3(moto, monkeypatch, tmp_path):
-    """AWS_* pointing at moto, and a fresh manifest store for each test."""
-    _aws_env(monkeypatch, moto.endpoint, tmp_path / "store")
-    return moto.boto3_client()
+def s3(server, monkeypatch, tmp_path):
+    """AWS_* pointing at the server, and a fresh manifest store for each test."""
+    _aws_env(monkeypatch, server, tmp_path / "store")
+    return server.boto3_client()
 
 
 def jpeg(i: int, size=(48, 40)) -> bytes:
@@ -155,7 +157,7 @@ def raw_tree(n: int, classes: int = 3) -> Dict[str, bytes]:
 
 # ---- pack ----
 
-def test_pack_local_to_s3_matches_local_pack_and_resolves_without_list(corpus, tmp_path, s3, moto, monkeypatch):
+def test_pack_local_to_s3_matches_local_pack_and_resolves_without_list(corpus, tmp_path, s3, server, monkeypatch):
     monkeypatch.setenv("MX8_S3_PART_MB", "1")  # 4 MiB shards of 1 MiB parts
     local = mx8.pack(str(corpus), str(tmp_path / "local"), shard_mb=4, seed=3, progress=False)
     r = mx8.pack(str(corpus), f"s3://{BUCKET}/mx8/corpus", shard_mb=4, seed=3, progress=False)
@@ -173,9 +175,9 @@ def test_pack_local_to_s3_matches_local_pack_and_resolves_without_list(corpus, t
         assert parts == math.ceil(os.path.getsize(tmp_path / f"local/shards/shard-{i:05d}.tar") / (1 << 20))
     assert not open_uploads(s3)
 
-    mark = moto.log.mark()
+    mark = server.log.mark()
     snap = mx8.resolve(f"s3://{BUCKET}/mx8/corpus/")
-    reqs = moto.log.since(mark)
+    reqs = server.log.since(mark)
     assert [(m, p) for m, p, _ in reqs] == [("GET", f"/{BUCKET}/mx8/corpus/_mx8/manifest.tsv"),
                                            ("GET", f"/{BUCKET}/mx8/corpus/_mx8/labels.tsv")]  # no LIST
     assert (snap.manifest_hash, snap.source, list(snap.labels)) == (local.manifest_hash, "manifest", local.labels)
@@ -218,15 +220,16 @@ def test_pack_s3_to_local_odd_keys_then_dataset_reads_every_sample(tmp_path, s3)
 
 
 
-def test_signed_pack_and_resolve_of_odd_keys_with_auth_on(tmp_path, s3, moto, monkeypatch):
-    """With moto checking signatures: LIST queries, GETs, multipart uploads and PUTs of keys
-    with spaces, unicode, '+' and '=' are all signed right; a wrong secret fails at once."""
+def test_signed_pack_and_resolve_of_odd_keys_with_auth_on(tmp_path, s3, server, monkeypatch):
+    """With signatures checked (moto: auth on; radosgw: always): LIST queries, GETs, multipart
+    uploads and PUTs of keys with spaces, unicode, '+' and '=' are all signed right, with a
+    second valid key; a wrong secret fails at once."""
     files = {rel: (png(i) if rel.endswith(".png") else jpeg(i, size=(128, 96))) for i, rel in enumerate(ODD)}
     upload_tree(s3, "raw/auth/", files)
     monkeypatch.setenv("MX8_S3_PART_MB", str(16384 / (1 << 20)))
-    user = moto.create_access_key("mx8-pack-user")
+    user = server.create_access_key("mx8-pack-user")
     good = s3_config(access_key=user["access_key"], secret_key=user["secret_key"])
-    moto.set_auth(True)
+    server.set_auth(True)
     try:
         raw = mx8.resolve(f"s3://{BUCKET}/raw/auth/", s3=good)
         assert sorted(key for _, key in raw.location_objects()) == sorted("raw/auth/" + k for k in files)
@@ -235,25 +238,25 @@ def test_signed_pack_and_resolve_of_odd_keys_with_auth_on(tmp_path, s3, moto, mo
         assert r.shards >= 2 and r.s3_stats["retries"] == 0
         snap = mx8.resolve(f"s3://{BUCKET}/mx8/auth ü+=/", s3=good)
         assert snap.manifest_hash == r.manifest_hash and snap.location_objects()[0][1].startswith("mx8/auth ü+=/")
-        moto.set_auth(False)
+        server.set_auth(False)
         etag = s3.head_object(Bucket=BUCKET, Key="mx8/auth ü+=/shards/shard-00000.tar")["ETag"]
         assert re.search(r'-[2-9]\d*"$', etag), etag  # uploaded in several signed parts
-        moto.set_auth(True)
+        server.set_auth(True)
         bad = s3_config(access_key=user["access_key"], secret_key="wrong-secret-XYZ")
         t0 = time.monotonic()
         with pytest.raises(mx8.ReadError, match="HTTP 403 SignatureDoesNotMatch") as ei:
             mx8.pack(f"s3://{BUCKET}/raw/auth/", str(tmp_path / "x"), s3=bad, progress=False)
         assert time.monotonic() - t0 < 3 and "wrong-secret-XYZ" not in str(ei.value)
     finally:
-        moto.set_auth(False)
+        server.set_auth(False)
 
 
-def test_raw_prefix_paged_index_and_s3_to_s3_pack(tmp_path, s3, moto, monkeypatch):
+def test_raw_prefix_paged_index_and_s3_to_s3_pack(tmp_path, s3, server, monkeypatch):
     files = raw_tree(60)
     upload_tree(s3, "raw/sixty/", files)
-    mark = moto.log.mark()
+    mark = server.log.mark()
     snap = mx8.resolve(f"s3://{BUCKET}/raw/sixty")
-    reqs = moto.log.since(mark)
+    reqs = server.log.since(mark)
     assert reqs[0] == ("GET", f"/{BUCKET}/raw/sixty/_mx8/manifest.tsv", 404)  # not packed: list it
     lists = [p for m, p, _ in reqs[1:] if m == "GET" and "list-type=2" in p]
     assert len(lists) == len(reqs) - 1 == math.ceil(60 / PAGE)  # paged, continuation tokens followed to the end
@@ -350,7 +353,7 @@ def test_interrupted_pack_leaves_no_manifest_and_rerun_succeeds(tmp_path, s3, mo
     assert listed == [f"mx8/int/shards/shard-{i:05d}.tar" for i in range(r.shards)]  # stale shards removed
 
 
-def test_mx8_pack_s3_command(tmp_path, s3, moto):
+def test_mx8_pack_s3_command(tmp_path, s3, server):
     upload_tree(s3, "raw/cli/", raw_tree(12, classes=2))
     env = dict(os.environ, MX8_PACK_IN=f"s3://{BUCKET}/raw/cli/", MX8_PACK_OUT=f"s3://{BUCKET}/mx8/cli/",
                MX8_SHARD_MB="0.05", MX8_SEED="4", PYTHONPATH=str(REPO))
@@ -373,17 +376,18 @@ def test_mx8_pack_s3_command(tmp_path, s3, moto):
 # ---- resolve: manifest store and pins ----
 
 @pytest.mark.minio_manifest_store
-def test_pinned_uri_resolves_from_the_store_with_the_server_stopped(tmp_path, monkeypatch):
-    srv = _start_moto()
-    try:
-        _aws_env(monkeypatch, srv.endpoint, tmp_path / "store")
-        upload_tree(srv.boto3_client(), "raw/pin/", raw_tree(9))
-        packed = mx8.pack(f"s3://{BUCKET}/raw/pin/", f"s3://{BUCKET}/mx8/pin/", progress=False)
-        snap = mx8.resolve(f"s3://{BUCKET}/mx8/pin/")
-        raw = mx8.resolve(f"s3://{BUCKET}/raw/pin/")
-        assert not snap.from_store and snap.manifest_hash == packed.manifest_hash
-    finally:
-        srv.stop()
+def test_pinned_uri_resolves_from_the_store_with_the_server_stopped(tmp_path, monkeypatch, server):
+    """Pinned URIs resolve from the manifest store with no server to ask: the endpoint then
+    names a loopback port where nothing listens (the module's server stays up for the other
+    tests, and radosgw is the whole session's), so any request would fail."""
+    _aws_env(monkeypatch, server, tmp_path / "store")
+    upload_tree(server.boto3_client(), "raw/pin/", raw_tree(9))
+    packed = mx8.pack(f"s3://{BUCKET}/raw/pin/", f"s3://{BUCKET}/mx8/pin/", progress=False)
+    snap = mx8.resolve(f"s3://{BUCKET}/mx8/pin/")
+    raw = mx8.resolve(f"s3://{BUCKET}/raw/pin/")
+    assert not snap.from_store and snap.manifest_hash == packed.manifest_hash
+    gone = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", gone)
     t0 = time.monotonic()
     for s in (snap, raw):
         again = mx8.resolve(s.pinned_uri)  # the server is gone: any request would fail
@@ -399,9 +403,9 @@ def test_pinned_uri_resolves_from_the_store_with_the_server_stopped(tmp_path, mo
     assert mx8.resolve(snap.pinned_uri, manifest_store=str(tmp_path / "store")).from_store
     (tmp_path / "store" / snap.manifest_hash / "manifest.tsv").write_bytes(b"schema_version=0\n")
     assert store.get(snap.manifest_hash) is None
-    with pytest.raises(mx8.ReadError):  # not served from the store: it tries the (stopped) server
+    with pytest.raises(mx8.ReadError):  # not served from the store: it tries the (absent) server
         mx8.resolve(snap.pinned_uri, manifest_store=str(tmp_path / "store"),
-                    s3=s3_config(endpoint=srv.endpoint, access_key="testing", secret_key="testing"))
+                    s3=s3_config(endpoint=gone, access_key="testing", secret_key="testing"))
 
 
 @pytest.mark.minio_manifest_store
