@@ -88,7 +88,7 @@ else
   # and in the tests' torchrun children), where the source tree's mx8/ would shadow the wheel.
   # -rfEs: list failures, errors and skips (with reasons) in the short summary.
   runner_dir="$(mktemp -d)"
-  (cd "$runner_dir" && "$TEST_PY" -m pytest -q -rfEs -c "$REPO/pyproject.toml" --rootdir "$REPO" "$REPO/tests") || rc=$?
+  (cd "$runner_dir" && MX8_REQUIRE_RADOSGW=1 "$TEST_PY" -m pytest -q -rfEs -c "$REPO/pyproject.toml" --rootdir "$REPO" "$REPO/tests") || rc=$?
   rmdir "$runner_dir" 2>/dev/null || true
   case $rc in
     0) record pytest ok "all passed ($((SECONDS - t))s)" ;;
