@@ -4,8 +4,9 @@ and a tiny fault-injecting server.
 S3 tests run against each kind in ``S3_KINDS``: a module-scoped fixture with
 ``params=S3_KINDS`` gets its server from ``server_of_kind(request)``, which starts a fresh moto
 for "moto" and hands out the session's one radosgw for "radosgw" (the ``radosgw`` fixture of
-tests/conftest.py: a Ceph cluster costs seconds to start, so modules share it and each cleans
-its own bucket away; ``start_radosgw`` says what happens where Ceph is not installed).
+tests/conftest.py: a Ceph cluster costs a second or two to start, so modules share it, each in
+a bucket of its own, ``module_bucket``; ``start_radosgw`` says what happens where Ceph is not
+installed).
 
 ``MotoServer`` runs ``python -m moto.server -H 127.0.0.1 -p PORT`` in a subprocess (the real
 HTTP path: mx8's C client talks to it over TCP) and can switch signature checking on: moto
@@ -271,14 +272,21 @@ def server_of_kind(request, moto_env: Optional[Dict[str, str]] = None, moto=None
 
 @contextmanager
 def module_bucket(srv, bucket: str) -> Iterator[None]:
-    """Creates the module's bucket; on the shared radosgw, removes it with everything in it
-    afterwards (so modules never see each other's objects, and the OSD's memory is freed)."""
-    create_bucket(srv.boto3_client(), bucket)
-    try:
-        yield
-    finally:
-        if getattr(srv, "kind", None) == "radosgw":
-            srv.remove_bucket(bucket)
+    """Creates the module's bucket. The session's radosgw is shared by every module, so there
+    the bucket must not exist yet: each module names its own (an error otherwise, not a
+    silent mix of two modules' objects). Left in place afterwards: deleting the objects
+    (seconds for the scale test's 2,000) would buy nothing, the OSD goes with the session."""
+    client = srv.boto3_client()
+    if getattr(srv, "kind", None) == "radosgw":
+        try:
+            client.head_bucket(Bucket=bucket)
+        except client.exceptions.ClientError:
+            pass  # 404: not there yet
+        else:
+            raise RuntimeError(f"bucket {bucket} already exists on the session's radosgw: another test module "
+                               f"uses the same name; give each module its own bucket")
+    create_bucket(client, bucket)
+    yield
 
 
 @contextmanager
