@@ -367,7 +367,7 @@ class Dataset(torch.utils.data.IterableDataset):
 def _sources(snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
     """What the engine reads: local paths, or "bucket/key" per location plus the S3 options
     when the snapshot lives on S3 (the engine then plans ranged GETs of many neighbouring
-    samples each and fetches them ahead on one I/O thread)."""
+    samples each and fetches them ahead on its S3 client's I/O threads)."""
     if snap.s3 is None and not any(loc.startswith("s3://") for loc in snap.manifest.locations):
         return snap.location_paths(), None
     from .s3config import s3_config
