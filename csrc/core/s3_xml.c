@@ -32,6 +32,14 @@ static int tb_put(text_buf *t, const char *s, size_t n) {
     return 0;
 }
 
+/* Empties the buffer and its string: callbacks read the text as a C string, so an empty
+ * element must not show the previous element's text. */
+static void tb_clear(text_buf *t) {
+    t->len = 0;
+    if (t->p)
+        t->p[0] = '\0';
+}
+
 static size_t utf8_put(char *out, unsigned long cp) {
     if (cp < 0x80) {
         out[0] = (char)cp;
@@ -157,7 +165,7 @@ static size_t read_name(walker *w, char out[XML_MAX_NAME]) {
 static int end_element(walker *w) {
     w->depth--;
     int rc = w->cb(w->ctx, w->path, w->depth + 1, w->text.p ? w->text.p : "", w->text.len);
-    w->text.len = 0;
+    tb_clear(&w->text);
     return rc;
 }
 
@@ -185,7 +193,7 @@ static int start_tag(walker *w) {
     w->i++; /* '>' */
     w->path[w->depth] = w->names[w->depth];
     w->depth++;
-    w->text.len = 0;
+    tb_clear(&w->text);
     return self_closing ? end_element(w) : MX8_OK;
 }
 

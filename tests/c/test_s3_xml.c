@@ -56,6 +56,20 @@ void test_s3_xml_error_body(void) {
     CHECK(e.code[0] == '\0' && e.request_id[0] == '\0');
     mx8_s3_parse_error("", 0, &e);
     CHECK(e.code[0] == '\0');
+    /* An empty element is empty, not the previous element's text (radosgw sends <ETag></ETag>). */
+    static const char empty[] = "<Error><Code>AccessDenied</Code><Message></Message><RequestId/></Error>";
+    mx8_s3_parse_error(empty, sizeof empty - 1, &e);
+    CHECK_STR(e.code, "AccessDenied");
+    CHECK_STR(e.message, "");
+    CHECK_STR(e.request_id, "");
+    static const char done[] = "<CompleteMultipartUploadResult><Key>data/k</Key><ETag></ETag>"
+                               "</CompleteMultipartUploadResult>";
+    char *tag = NULL;
+    mx8_error err;
+    REQUIRE_OK(mx8_s3_parse_text(done, sizeof done - 1, "CompleteMultipartUploadResult", "ETag", &tag, NULL, &err),
+               &err);
+    CHECK_STR(tag, "");
+    free(tag);
 }
 
 void test_s3_xml_rejects_malformed(void) {
