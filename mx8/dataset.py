@@ -403,11 +403,17 @@ class _BatchIterator:
         # torch frees the last view of the batch handed out, so nothing is ever overwritten
         # under the user, and steady state has no allocation and no page faults. Pinned
         # batches use torch's caching host allocator, which recycles the same way.
+        # Raw batches too, sized for the epoch's largest, when batches are of similar sizes: a
+        # few outsized samples must not make every pooled buffer their size.
         self.pool = None
         if image_shape is not None and not pin:
             nbytes = (max(engine.batch_len(0), 1) * image_shape[0] * image_shape[1] * image_shape[2]
                       * dtype.itemsize)
             self.pool = _core.BufferPool(nbytes, depth + 2)
+        elif not pin and engine.num_batches:
+            largest, total = engine.batch_bytes_bounds()
+            if 0 < largest <= 2 * total / engine.num_batches:
+                self.pool = _core.BufferPool(largest, depth + 2)
         self.pending: Dict[int, Tuple[torch.Tensor, ...]] = {}
         self.closed = False
         self.interrupted = False  # closed before the epoch ended: next() then raises UsageError
@@ -421,17 +427,22 @@ class _BatchIterator:
         n = self.engine.batch_len(b)
         ids = torch.empty(n, dtype=torch.int64)
         labels = torch.empty(n, dtype=torch.int64)
-        if self.pool is not None:
+        if self.pool is not None and self.image_shape is not None:
             return self.pool.acquire(), labels, ids
         if self.image_shape is not None:
             images = torch.empty((n,) + self.image_shape, dtype=self.dtype, pin_memory=True)
             return images, labels, ids
+        offsets = torch.empty(n + 1, dtype=torch.int64)
+        if self.pool is not None:
+            try:
+                return self.pool.acquire(), labels, ids, offsets
+            except MemoryError:
+                raise self._raw_batch_too_large(b, self.engine.required_bytes(b)) from None
         nbytes = self.engine.required_bytes(b)
         try:
             data = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=self.pin)
         except (RuntimeError, MemoryError):
             raise self._raw_batch_too_large(b, nbytes) from None
-        offsets = torch.empty(n + 1, dtype=torch.int64)
         return data, labels, ids, offsets
 
     def _raw_batch_too_large(self, b: int, nbytes: int) -> ReadError:
@@ -515,7 +526,11 @@ class _BatchIterator:
                                                          self.dtype == torch.float32))
             return Batch(images[:count], bufs[1][:count], bufs[2][:count])
         data, labels, ids, offsets = bufs
-        return RawBatch(data[:int(offsets[count])], offsets[:count + 1], labels[:count], ids[:count])
+        used = int(offsets[count])
+        if not isinstance(data, torch.Tensor):  # pooled: the tensor's deleter gives the buffer back
+            return RawBatch(torch.from_dlpack(data.export((used,))), offsets[:count + 1], labels[:count],
+                            ids[:count])
+        return RawBatch(data[:used], offsets[:count + 1], labels[:count], ids[:count])
 
     def close(self, interrupted: bool = True) -> None:
         """Stops the native threads; safe from any thread, and more than once. ``interrupted``:

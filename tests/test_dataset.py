@@ -64,6 +64,21 @@ def test_raw_batches_carry_the_exact_bytes(packed):
     assert n == snap.samples
 
 
+def test_raw_batches_held_by_the_user_are_never_overwritten(packed):
+    """Raw batches come from recycled buffers (dataset.py): one kept past the next batches
+    keeps its bytes while the dropped ones' buffers are refilled."""
+    snap = mx8.resolve(str(packed))
+    kept, batches = [], 0
+    for b in mx8.Dataset(str(packed), batch_size=16, decode=False, prefetch_mb=1):
+        batches += 1
+        if batches % 3 == 0:
+            kept.append((b, [source_bytes(snap, s) for s in b.sample_ids.tolist()]))
+    assert batches > 6
+    for b, want in kept:
+        got = [b.data[b.offsets[i]:b.offsets[i + 1]].numpy().tobytes() for i in range(len(want))]
+        assert got == want
+
+
 def test_full_decode_matches_pillow_for_every_image(corpus):
     """JPEG (libjpeg-turbo, islow + fancy upsampling) and PNG decode bit-identical to Pillow."""
     files = image_files(corpus)

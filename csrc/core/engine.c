@@ -133,6 +133,21 @@ int mx8_engine_required_bytes(const mx8_engine *e, size_t batch, uint64_t *nbyte
     return MX8_OK;
 }
 
+int mx8_engine_batch_bytes_bounds(const mx8_engine *e, uint64_t *max, uint64_t *total, mx8_error *err) {
+    *max = *total = 0;
+    for (size_t b = 0; b < e->n_batches; b++) {
+        uint64_t n = 0;
+        int rc = mx8_engine_required_bytes(e, b, &n, err);
+        if (rc)
+            return rc;
+        if (n > *max)
+            *max = n;
+        if (!mx8_add_u64(*total, n, total))
+            return mx8_error_set(err, MX8_ERR_TOO_LARGE, "the epoch's batch bytes overflow");
+    }
+    return MX8_OK;
+}
+
 int64_t mx8_engine_largest_sample(const mx8_engine *e, size_t batch) {
     size_t n = mx8_engine_batch_len(e, batch), first = batch * (size_t)e->cfg.batch_size;
     int64_t best = -1;

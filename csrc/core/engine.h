@@ -86,6 +86,8 @@ size_t mx8_engine_slot_bytes(const mx8_engine *e);
 /* Index of the next batch that needs a buffer, and how many bytes it needs. */
 size_t mx8_engine_next_to_provide(const mx8_engine *e);
 int mx8_engine_required_bytes(const mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err);
+/* The largest and the summed required_bytes over the epoch's batches. */
+int mx8_engine_batch_bytes_bounds(const mx8_engine *e, uint64_t *max, uint64_t *total, mx8_error *err);
 /* The sample of batch `batch` with the largest manifest byte length (-1 for an empty batch):
  * what an error about a raw batch too large to allocate names. */
 int64_t mx8_engine_largest_sample(const mx8_engine *e, size_t batch);

@@ -461,6 +461,16 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *unused) {
     return d;
 }
 
+static PyObject *Engine_batch_bytes_bounds(EngineObject *self, PyObject *unused) {
+    (void)unused;
+    uint64_t max = 0, total = 0;
+    mx8_error err;
+    mx8_error_clear(&err);
+    if (mx8_engine_batch_bytes_bounds(self->e, &max, &total, &err))
+        return mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
+    return Py_BuildValue("(KK)", (unsigned long long)max, (unsigned long long)total);
+}
+
 static PyObject *Engine_required_bytes(EngineObject *self, PyObject *arg) {
     Py_ssize_t b = PyLong_AsSsize_t(arg);
     if (b == -1 && PyErr_Occurred())
@@ -512,6 +522,8 @@ static PyMethodDef Engine_methods[] = {
      "close(wait_ms=1000): stop the threads; None, or (abandoned, sample_id, location, offset, length)"},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters as a dict"},
     {"required_bytes", (PyCFunction)Engine_required_bytes, METH_O, "bytes the image buffer of batch b needs"},
+    {"batch_bytes_bounds", (PyCFunction)Engine_batch_bytes_bounds, METH_NOARGS,
+     "batch_bytes_bounds() -> (largest, total) required_bytes over the epoch's batches"},
     {"batch_len", (PyCFunction)Engine_batch_len, METH_O, "samples in batch b before skips"},
     {"largest_sample", (PyCFunction)Engine_largest_sample, METH_O,
      "(sample_id, location, offset, length) of batch b's sample with the largest byte length"},
