@@ -7,7 +7,7 @@
 #   MX8_SMOKE_TORCH_DDP_NODUPES       ddp_nodupes            every sample goes to exactly one rank once per epoch
 #   MX8_SMOKE_TORCH_DDP_DETERMINISM   ddp_determinism        same (hash, seed, epoch, world) -> same sequences
 #   MX8_SMOKE_TORCH_DDP_RESTART       ddp_restart            a killed rank restarts and resumes mid-epoch exactly once
-#   MX8_SMOKE_MINIO                   minio                  S3 reads against a local S3 server (moto)
+#   MX8_SMOKE_MINIO                   minio                  S3 reads against local S3 servers (moto, radosgw); 3-minute key-rotation epochs
 #   MX8_SMOKE_MINIO_PACK              minio_pack             mx8 pack / mx8-pack-s3 to and from S3
 #   MX8_SMOKE_DEMO2_MINIO_SCALE       demo2_minio_scale      a larger S3 dataset end to end, bounded memory
 #   MX8_SMOKE_MINIO_MANIFEST_STORE    minio_manifest_store   manifests stored in / resolved from S3, pinning

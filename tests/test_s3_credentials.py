@@ -260,6 +260,7 @@ print(json.dumps({"ids": sorted(seen), "refreshes": f.refreshes, "stats": {k: v 
 EPOCH_S = 180.0 if os.environ.get("MX8_SMOKE_MINIO") == "1" else 20.0
 
 
+@pytest.mark.minio  # scripts/smoke.sh's MX8_SMOKE_MINIO gate runs it with the 3-minute epoch
 @pytest.mark.parametrize("source", ["credential_process", "container"])
 def test_keys_rotated_and_revoked_during_an_epoch(world, tmp_path, source):
     """The keys' source (a credential_process script, or the ECS/EKS container endpoint) hands
