@@ -239,7 +239,7 @@ def test_an_unknown_profile_is_named(world, tmp_path):
 
 
 REFRESH_CHILD = r"""
-import json, sys, time
+import json, random, sys, time
 import mx8
 from mx8 import s3creds
 uri = sys.argv[1]
@@ -248,7 +248,9 @@ print("ready", flush=True)
 seen = []
 for b in ds:
     seen += b.sample_ids.tolist()
-    time.sleep(float(sys.argv[2]))
+    # Jittered, so the reads cannot lock in phase with the 3 s rotations (a 9 s pause would
+    # always read just after a new key was picked up, and never meet a revoked one).
+    time.sleep(float(sys.argv[2]) * random.uniform(0.5, 1.5))
 f = s3creds.feed(None)
 print(json.dumps({"ids": sorted(seen), "refreshes": f.refreshes, "stats": {k: v for k, v in ds.stats().items()
                   if isinstance(v, (int, float))}}))

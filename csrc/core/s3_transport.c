@@ -60,20 +60,17 @@ static void after_fork_parent(void) {
     pthread_mutex_unlock(&registry_mu);
 }
 
-static int io_alloc(mx8_s3_client *c);
-
 static void after_fork_child(void) {
     for (mx8_s3_client *c = registry; c; c = c->next_client) {
         if (c->io_started) {
             /* The parent's threads, handles and connections are the parent's: leak this copy
              * (closing a TLS connection here would write into the parent's session), drop the
-             * transfers its threads were running or waiting for, and start afresh. */
+             * transfers its threads were running or waiting for. The next transfer makes new
+             * ones (io_start), not this handler: a child may never use the client. */
             c->io = NULL;
             c->io_started = 0;
             c->queue = c->queue_tail = NULL;
             pthread_cond_init(&c->ended, NULL); /* its waiters were the parent's threads */
-            if (io_alloc(c) != MX8_OK)
-                c->stop = 1; /* out of memory: transfers end CLOSED rather than hang */
         }
         pthread_mutex_unlock(&c->mu);
     }
@@ -327,7 +324,8 @@ static void io_free(io_thread *io) {
         curl_multi_cleanup(io->multi);
 }
 
-/* The I/O threads' state (not yet their threads): max_connections spread over n_io. */
+/* The I/O threads' state (not yet their threads): max_connections spread over n_io. On
+ * failure c->io stays set, for mx8_s3_client_free to release. */
 static int io_alloc(mx8_s3_client *c) {
     c->io = calloc((size_t)c->n_io, sizeof *c->io);
     if (!c->io)
@@ -360,6 +358,13 @@ static int io_alloc(mx8_s3_client *c) {
 static int io_start(mx8_s3_client *c) {
     if (c->io_started)
         return MX8_OK;
+    if (!c->io && io_alloc(c) != MX8_OK) { /* a fork()ed child's first transfer */
+        for (int k = 0; c->io && k < c->n_io; k++)
+            io_free(&c->io[k]);
+        free(c->io);
+        c->io = NULL;
+        return MX8_ERR_NOMEM;
+    }
     sigset_t all, old; /* signals belong to the Python main thread */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -373,8 +378,10 @@ static int io_start(mx8_s3_client *c) {
         pthread_setname_np(c->io[k].tid, "mx8-s3-io");
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    c->io_started = 1; /* those that started serve the queue; none: submit fails */
-    return c->io[0].started ? MX8_OK : rc;
+    if (!c->io[0].started)
+        return MX8_ERR_NOMEM; /* none: this submit fails, and the next one tries again */
+    c->io_started = 1;        /* those that started serve the queue */
+    return MX8_OK;
 }
 
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }

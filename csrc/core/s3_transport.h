@@ -12,7 +12,7 @@
  * retries transient failures after a capped, jittered backoff without holding up other
  * transfers. Why several I/O threads: receiving is a copy out of the kernel and another into
  * the caller's buffer; one thread doing it for 16 connections saturates a core near
- * 1.5 GB/s on loopback, below what a many-core node or a fast NIC delivers.
+ * 1 GB/s on loopback (docs/performance.md), below what a fast NIC delivers.
  *
  * Threads start on the first transfer, so a client made in a process that fork()s and used
  * only in the child works. A client used in a child after its parent started the threads
