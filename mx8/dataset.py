@@ -376,6 +376,7 @@ def _sources(snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
     # The keys travel as a shared native object that this process's feed keeps refreshed.
     return paths, {"endpoint": cfg.endpoint, "region": cfg.region, "credentials": cfg.native_credentials(),
                    "unsigned": cfg.unsigned, "requester_pays": cfg.requester_pays,
+                   "max_attempts": cfg.max_attempts or 0,
                    "virtual_host": cfg.virtual_host, "ca_file": cfg.ca_bundle}
 
 

@@ -68,6 +68,7 @@ class S3Config:
     profile: Optional[str] = None
     unsigned: bool = False        # anonymous requests, no keys at all (public buckets)
     requester_pays: bool = False  # x-amz-request-payer: requester (the reader pays the transfer)
+    max_attempts: Optional[int] = None  # attempts a request gets, the first included (None: 6)
 
     @property
     def has_credentials(self) -> bool:
@@ -133,6 +134,8 @@ class S3Config:
         max_connections of their requests run at once."""
         from . import _core
         creds = self.native_credentials()
+        if self.max_attempts is not None:
+            options.setdefault("max_attempts", self.max_attempts)
         return _core.S3Client(self.endpoint, self.region, None, None, None, self.virtual_host,
                               ca_file=self.ca_bundle, credentials=creds, unsigned=self.unsigned,
                               requester_pays=self.requester_pays, **options)
@@ -144,7 +147,7 @@ class S3Config:
                 f"virtual_host={self.virtual_host!r}, access_key={self.access_key!r}, "
                 f"secret_key={mask(self.secret_key)}, session_token={mask(self.session_token)}, "
                 f"use_botocore={self.use_botocore!r}, profile={self.profile!r}, unsigned={self.unsigned!r}, "
-                f"requester_pays={self.requester_pays!r})")
+                f"requester_pays={self.requester_pays!r}, max_attempts={self.max_attempts!r})")
 
     __str__ = __repr__
 
@@ -184,7 +187,7 @@ def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
               access_key: Optional[str] = None, secret_key: Optional[str] = None,
               session_token: Optional[str] = None, virtual_host: Optional[bool] = None,
               ca_bundle: Optional[str] = None, profile: Optional[str] = None,
-              unsigned: bool = False, requester_pays: bool = False,
+              unsigned: bool = False, requester_pays: bool = False, max_attempts: Optional[int] = None,
               env: Optional[Mapping[str, str]] = None) -> S3Config:
     """Resolves the S3 settings; a keyword argument wins over everything else.
 
@@ -193,6 +196,9 @@ def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
     the CLI's ``--no-sign-request``): no credentials are looked for or sent.
     ``requester_pays``: send ``x-amz-request-payer: requester``, which a Requester Pays
     bucket requires (the CLI's ``--request-payer requester``).
+    ``max_attempts``: attempts a request gets, the first included (default: AWS_MAX_ATTEMPTS or
+    the profile's ``max_attempts``, as botocore reads them, else 6); mx8's own backoff applies
+    between them whatever the profile's ``retry_mode``.
     ``virtual_host`` defaults to False with a custom endpoint and True for AWS. ``env`` is
     ``os.environ`` unless given; a given ``env`` (tests) also turns botocore off."""
     use_botocore = env is None and botocore_available()
@@ -235,10 +241,18 @@ def s3_config(*, endpoint: Optional[str] = None, region: Optional[str] = None,
         raise ValueError(f"CA bundle {ca_bundle!r} (ca_bundle=, AWS_CA_BUNDLE or SSL_CERT_FILE) is not a file")
     if not ca_bundle:
         ca_bundle = next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
+    if max_attempts is None:
+        configured = aws.get("max_attempts") if use_botocore else _first(env, "AWS_MAX_ATTEMPTS")
+        try:
+            max_attempts = None if configured in (None, "") else int(configured)
+        except ValueError:
+            raise ValueError(f"max_attempts {configured!r} (AWS_MAX_ATTEMPTS or the profile) is not a number") from None
+    if max_attempts is not None and not 1 <= max_attempts <= 100:
+        raise ValueError(f"max_attempts must be within 1..100, got {max_attempts}")
     return S3Config(endpoint=endpoint, region=region, virtual_host=vhost, access_key=access_key,
                     secret_key=secret_key, session_token=session_token, ca_bundle=ca_bundle,
                     use_botocore=use_botocore and not access_key and not unsigned, profile=profile,
-                    unsigned=bool(unsigned), requester_pays=bool(requester_pays))
+                    unsigned=bool(unsigned), requester_pays=bool(requester_pays), max_attempts=max_attempts)
 
 
 def parse_s3_uri(uri: str) -> Tuple[str, str]:

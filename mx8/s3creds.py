@@ -102,7 +102,9 @@ def _aws_settings(profile: Optional[str], region: Optional[str], _key: Tuple[Any
     return tuple({"region": client.meta.region_name, "endpoint_url": client.meta.endpoint_url,
                   "custom_endpoint": client.meta.endpoint_url != default.meta.endpoint_url,
                   "addressing_style": s3_opts.get("addressing_style") if isinstance(s3_opts, dict) else None,
-                  "ca_bundle": s.get_config_variable("ca_bundle")}.items())
+                  "ca_bundle": s.get_config_variable("ca_bundle"),
+                  # AWS_MAX_ATTEMPTS or the profile's max_attempts: attempts in all, the first included
+                  "max_attempts": s.get_config_variable("max_attempts")}.items())
 
 
 class CredentialFeed:

@@ -100,7 +100,10 @@ def test_ctrl_c_ends_an_epoch_blocked_on_a_hung_read_within_seconds(hung_mount):
     mount request, not even to SIGKILL), so it leaves once the read returns."""
     mnt, release = hung_mount
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import mx8, sys
+        import mx8, signal, sys
+        # Python's Ctrl-C handler, as in a terminal: a suite started as a shell's background job
+        # inherits SIGINT ignored, and Python then installs none.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         ds = mx8.Dataset({str(mnt)!r}, batch_size=8, size=32, threads=2, shuffle=False)
         print("iterating", flush=True)
         try:

@@ -384,6 +384,32 @@ def test_addressing_style_from_the_profile(clean_aws, tmp_path):
     assert (cfg.region, cfg.virtual_host) == ("eu-west-1", False)
 
 
+def test_max_attempts_from_the_profile_and_the_environment_as_botocore_reads_them(clean_aws, tmp_path):
+    """The profile's max_attempts, then AWS_MAX_ATTEMPTS over it: that many requests, the first
+    included, against a server that answers 503 SlowDown to all of them."""
+    from mx8.s3config import s3_config
+    from s3_server import FaultServer, s3_error
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "config").write_text("[default]\nmax_attempts = 3\n")
+    srv = FaultServer([s3_error(503, "SlowDown", "Please reduce your request rate.")])
+    try:
+        assert s3_config().max_attempts == 3
+        for env, want in (({}, 3), ({"AWS_MAX_ATTEMPTS": "2"}, 2)):
+            for k, v in env.items():
+                clean_aws.setenv(k, v)
+            cfg = s3_config(endpoint=srv.endpoint)
+            assert cfg.max_attempts == want
+            before = len(srv.seen)
+            with pytest.raises(mx8.ReadError, match="SlowDown"):
+                cfg.client(backoff_base_ms=1).get_range("bucket", "key", 0, 10)
+            assert len(srv.seen) - before == want
+    finally:
+        srv.stop()
+    assert s3_config(max_attempts=5).max_attempts == 5  # the argument wins
+    with pytest.raises(ValueError, match="max_attempts"):
+        s3_config(max_attempts=0)
+
+
 SPAWN_CHILD = r"""
 import json, sys
 import torch

@@ -55,7 +55,7 @@ static int opt_u64(PyObject *d, const char *name, uint64_t *out) {
 
 /* {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file" (None ok),
  * "credentials" (an S3Credentials, which then replaces the three keys),
- * "virtual_host", "prefetch_bytes", "max_connections", "io_threads" (optional)}: where the S3 locations
+ * "virtual_host", "prefetch_bytes", "max_connections", "io_threads", "max_attempts" (optional)}: where the S3 locations
  * live and how hard to read them (mx8/dataset.py builds it from the snapshot). */
 static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     static const char *names[] = {"endpoint", "region", "access_key", "secret_key", "session_token", "ca_file"};
@@ -97,15 +97,17 @@ static int parse_s3(EngineObject *self, PyObject *d, mx8_engine_config *cfg) {
     self->s3.unsigned_requests = is_anon;
     self->s3.requester_pays = rp && PyObject_IsTrue(rp) == 1;
     self->has_s3 = 1;
-    uint64_t conns = 0, io = 0;
+    uint64_t conns = 0, io = 0, attempts = 0;
     if (opt_u64(d, "prefetch_bytes", &cfg->fetch_budget) < 0 || opt_u64(d, "max_connections", &conns) < 0 ||
-        opt_u64(d, "io_threads", &io) < 0)
+        opt_u64(d, "io_threads", &io) < 0 || opt_u64(d, "max_attempts", &attempts) < 0)
         return -1;
-    if (conns > 1024 || io > 64) {
-        PyErr_SetString(PyExc_ValueError, "s3 options: 'max_connections' must be at most 1024, 'io_threads' 64");
+    if (conns > 1024 || io > 64 || attempts > 100) {
+        PyErr_SetString(PyExc_ValueError,
+                        "s3 options: 'max_connections' must be at most 1024, 'io_threads' 64, 'max_attempts' 100");
         return -1;
     }
     self->s3.io_threads = (int)io;
+    self->s3.max_attempts = (int)attempts; /* 0: the transport's default */
     cfg->max_connections = (int)conns;
     cfg->s3 = &self->s3;
     return 0;
