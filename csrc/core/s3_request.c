@@ -328,7 +328,7 @@ mx8_s3_verdict mx8_s3_attempt_verdict(const mx8_s3_conf *c, CURLcode cc, const m
         return attempt_no < 2 ? MX8_S3_RETRY : MX8_S3_FAIL;
     mx8_s3_parse_error(r->errbody, r->errlen, e);
     if (cc == CURLE_OK && stale_keys(c, r, e))
-        return MX8_S3_RETRY;
+        return MX8_S3_RETRY_KEYS;
     int retry = cc != CURLE_OK ? transient_curl(cc) && !r->overflow : transient_http(r->status, e);
     return retry ? MX8_S3_RETRY : MX8_S3_FAIL;
 }

@@ -78,7 +78,9 @@ typedef struct {
     char curl_msg[CURL_ERROR_SIZE];
 } mx8_s3_response;
 
-typedef enum { MX8_S3_DONE = 0, MX8_S3_RETRY = 1, MX8_S3_FAIL = 2 } mx8_s3_verdict;
+/* MX8_S3_RETRY_KEYS: refused for its keys, which a refresh may replace (see stale_keys in
+ * s3_request.c): worth retrying for longer than max_attempts' backoff alone would wait. */
+typedef enum { MX8_S3_DONE = 0, MX8_S3_RETRY = 1, MX8_S3_FAIL = 2, MX8_S3_RETRY_KEYS = 3 } mx8_s3_verdict;
 
 /* An op with the empty payload hash filled in. */
 mx8_s3_op mx8_s3_op_for(const char *op, const char *method, const char *bucket, const char *key);

@@ -112,6 +112,11 @@ static void count_ended(mx8_s3_client *c, const mx8_s3_transfer *t) {
     pthread_mutex_unlock(&c->mu);
 }
 
+/* A request refused for keys that a refresh replaces keeps being retried for this long after
+ * the first refusal, max_attempts or not: the refresh (polled every second) may land after
+ * the old keys stopped working, and the backoff of 6 attempts spans only 1.5-3 s. */
+#define KEYS_WAIT_NS (10ULL * 1000000000ULL)
+
 /* Ends a transfer that never got (or lost) its handle: the error names the request. */
 static void fail_transfer(mx8_s3_client *c, mx8_s3_transfer *t, int code, const char *why) {
     char what[200];
@@ -212,7 +217,11 @@ static void finish(io_thread *io, CURL *h, CURLcode cc) {
     mx8_s3_verdict v = mx8_s3_attempt_verdict(&c->conf, cc, r, t->attempts, &e);
     pthread_mutex_lock(&c->mu);
     record_request(&c->stats, now - t->started_ns, t->op.body_len);
-    int retry = v == MX8_S3_RETRY && t->attempts < c->conf.max_attempts && !c->stop;
+    if (v == MX8_S3_RETRY_KEYS && !t->keys_refused_ns)
+        t->keys_refused_ns = now;
+    int retry = !c->stop && ((v == MX8_S3_RETRY && t->attempts < c->conf.max_attempts) ||
+                             (v == MX8_S3_RETRY_KEYS &&
+                              (t->attempts < c->conf.max_attempts || now - t->keys_refused_ns < KEYS_WAIT_NS)));
     if (retry) {
         c->stats.retries++;
         t->not_before_ns = now + (uint64_t)mx8_s3_backoff_ms(&c->conf, &io->rng, t->attempts, r->retry_after_s) *
@@ -490,6 +499,7 @@ void mx8_s3_submit(mx8_s3_client *c, mx8_s3_transfer *t) {
     t->attempts = 0;
     t->ended = 0;
     t->not_before_ns = 0;
+    t->keys_refused_ns = 0;
     t->next = NULL;
     t->rc = MX8_OK;
     mx8_error_clear(&t->err);

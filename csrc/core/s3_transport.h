@@ -84,6 +84,7 @@ struct mx8_s3_transfer {
     /* the transport's */
     int attempts, ended, slot;
     uint64_t not_before_ns, started_ns;
+    uint64_t keys_refused_ns; /* when the server first refused this transfer's keys; 0: never */
     mx8_s3_transfer *next;
 };
 
