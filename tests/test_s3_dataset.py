@@ -149,6 +149,17 @@ def batches(uri, **kw):
     return [tuple(t.clone() for t in b) for b in ds], ds.stats()
 
 
+def test_fork_dataloader_workers_read_s3_after_the_parent_did(aws, packed, uploaded):
+    """The parent reads an epoch (its S3 clients' I/O threads running), then DataLoader
+    workers fork from it and read over S3 themselves: every sample once, as from disk."""
+    import torch
+    ds = mx8.Dataset(uploaded, batch_size=16, decode=False)
+    parent = sorted(i for b in ds for i in b.sample_ids.tolist())
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork")
+    workers = sorted(i for b in dl for i in b.sample_ids.tolist())
+    assert workers == parent == list(range(mx8.resolve(str(packed)).samples))
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_s3_batches_are_bit_identical_to_local(aws, packed, uploaded, shuffle):
     snap = mx8.resolve(uploaded)
