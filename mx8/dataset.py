@@ -21,7 +21,7 @@ from .envvars import env_bool, env_int
 from .errors import ReadError, SnapshotMismatchError, StuckReadWarning, UsageError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
-from .s3config import S3Config
+from .s3config import S3Config, s3_config
 from .sharding import consumed_after, derive_seed, plan
 
 STATE_FORMAT = "mx8.Dataset/1"
@@ -370,8 +370,7 @@ def _sources(snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
     samples each and fetches them ahead on its S3 client's I/O threads)."""
     if snap.s3 is None and not any(loc.startswith("s3://") for loc in snap.manifest.locations):
         return snap.location_paths(), None
-    from .s3config import s3_config
-    cfg = (snap.s3.config if snap.s3 is not None else s3_config()).require_credentials()
+    cfg = snap.s3.config if snap.s3 is not None else s3_config()
     paths = [f"{bucket}/{key}" for bucket, key in snap.location_objects()]
     # The keys travel as a shared native object that this process's feed keeps refreshed.
     return paths, {"endpoint": cfg.endpoint, "region": cfg.region, "credentials": cfg.native_credentials(),
@@ -428,22 +427,16 @@ class _BatchIterator:
         n = self.engine.batch_len(b)
         ids = torch.empty(n, dtype=torch.int64)
         labels = torch.empty(n, dtype=torch.int64)
-        if self.pool is not None and self.image_shape is not None:
-            return self.pool.acquire(), labels, ids
-        if self.image_shape is not None:
-            images = torch.empty((n,) + self.image_shape, dtype=self.dtype, pin_memory=True)
+        if self.image_shape is not None:  # decoded: pooled, or pinned by torch's caching allocator
+            images = (self.pool.acquire() if self.pool is not None
+                      else torch.empty((n,) + self.image_shape, dtype=self.dtype, pin_memory=True))
             return images, labels, ids
         offsets = torch.empty(n + 1, dtype=torch.int64)
-        if self.pool is not None:
-            try:
-                return self.pool.acquire(), labels, ids, offsets
-            except MemoryError:
-                raise self._raw_batch_too_large(b, self.engine.required_bytes(b)) from None
-        nbytes = self.engine.required_bytes(b)
         try:
-            data = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=self.pin)
+            data = (self.pool.acquire() if self.pool is not None
+                    else torch.empty(max(self.engine.required_bytes(b), 1), dtype=torch.uint8, pin_memory=self.pin))
         except (RuntimeError, MemoryError):
-            raise self._raw_batch_too_large(b, nbytes) from None
+            raise self._raw_batch_too_large(b, self.engine.required_bytes(b)) from None
         return data, labels, ids, offsets
 
     def _raw_batch_too_large(self, b: int, nbytes: int) -> ReadError:

@@ -30,4 +30,18 @@ def env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"environment variable {name}={value!r}: expected true/false/1/0")
 
 
-__all__ = ["env_int", "env_bool"]
+def env_positive(name: str, default: float) -> float:
+    """A number above zero, e.g. seconds or MiB."""
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    try:
+        v = float(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r}: expected a number") from None
+    if not v > 0:
+        raise ValueError(f"environment variable {name}={value!r}: must be positive")
+    return v
+
+
+__all__ = ["env_int", "env_bool", "env_positive"]

@@ -81,15 +81,9 @@ class S3Config:
 
     def require_credentials(self) -> "S3Config":
         """Returns self, or raises ValueError saying where credentials were looked for."""
-        if self.unsigned or (self.access_key and self.secret_key):
-            return self
-        if self.use_botocore:
-            self.native_credentials()  # raises ValueError naming the sources
-            return self
-        from .errors import CredentialsError
-        from .s3creds import INSTALL_HINT
-        raise CredentialsError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                               f"(or pass access_key= and secret_key=), or {INSTALL_HINT}")
+        if not (self.unsigned or (self.access_key and self.secret_key)):
+            self.native_credentials()
+        return self
 
     def native_credentials(self):
         """The ``_core.S3Credentials`` requests are signed with: this config's own keys, or
@@ -100,9 +94,12 @@ class S3Config:
         if self.access_key and self.secret_key:
             return _core.S3Credentials(self.access_key, self.secret_key, self.session_token)
         if not self.use_botocore:
-            self.require_credentials()
+            from .errors import CredentialsError
+            from .s3creds import INSTALL_HINT
+            raise CredentialsError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                                   f"(or pass access_key= and secret_key=), or {INSTALL_HINT}")
         from .s3creds import feed
-        return feed(self.profile).native
+        return feed(self.profile).native  # raises CredentialsError naming the sources
 
     @property
     def credential_source(self) -> str:

@@ -13,7 +13,7 @@ endpoint (``endpoint_url`` in a profile or its ``[services]`` section, ``AWS_END
 The native signer never calls back into Python. Instead each process keeps one
 :class:`CredentialFeed` per profile: a ``_core.S3Credentials`` that every S3 client and engine
 of the process shares, and a daemon thread that asks botocore for the current keys every
-``POLL_S`` seconds (botocore refreshes temporary credentials itself, ahead of their expiry)
+``MX8_S3_CREDENTIALS_POLL_S`` seconds (1; read when the thread starts) (botocore refreshes temporary credentials itself, ahead of their expiry)
 and pushes any change in. Requests already signed with keys that a refresh replaced are
 retried once with the new ones (csrc/core/s3_request.c), so a rotation costs no error and no
 pause. DataLoader workers and torchrun ranks resolve their own feed from the same sources;
@@ -27,20 +27,8 @@ import weakref
 from typing import Any, Dict, Optional, Tuple
 
 from . import _core
+from .envvars import env_positive
 from .errors import CredentialsError
-
-def _poll_s() -> float:
-    """How often each feed asks botocore for the current keys (cheap unless it refreshes):
-    MX8_S3_CREDENTIALS_POLL_S, default 1 s."""
-    import os
-    v = os.environ.get("MX8_S3_CREDENTIALS_POLL_S", "")
-    try:
-        return max(0.05, float(v)) if v else 1.0
-    except ValueError:
-        raise ValueError(f"MX8_S3_CREDENTIALS_POLL_S={v!r}: expected seconds") from None
-
-
-POLL_S = _poll_s()
 
 INSTALL_HINT = "pip install 'mx8[s3]' (botocore) to read credentials from ~/.aws, roles and instance metadata"
 
@@ -165,18 +153,20 @@ def feed(profile: Optional[str]) -> CredentialFeed:
         if f is None:
             f = _feeds[key] = CredentialFeed(profile)
         if f.refreshable and _poller is None:
-            _poller = threading.Thread(target=_poll_forever, args=(weakref.ref(threading.main_thread()),),
+            # How often each feed asks botocore for the current keys (cheap unless it refreshes).
+            poll_s = max(0.05, env_positive("MX8_S3_CREDENTIALS_POLL_S", 1.0))
+            _poller = threading.Thread(target=_poll_forever, args=(weakref.ref(threading.main_thread()), poll_s),
                                        name="mx8-s3-credentials", daemon=True)
             _poller.start()
         return f
 
 
-def _poll_forever(main: "weakref.ref[threading.Thread]") -> None:
+def _poll_forever(main: "weakref.ref[threading.Thread]", poll_s: float) -> None:
     import logging
     import time
     log = logging.getLogger("mx8.s3")
     while True:
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
         t = main()
         if t is None or not t.is_alive():
             return

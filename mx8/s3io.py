@@ -21,8 +21,9 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
+from typing import Callable, Deque, Iterable, Iterator, Optional, Tuple, TypeVar
 
+from .envvars import env_positive
 from .errors import ReadError
 from .s3config import S3Config, parse_s3_uri, s3_config
 
@@ -71,27 +72,14 @@ def s3_root(uri: str, config: Optional[S3Config] = None) -> S3Root:
     return S3Root(bucket, key, (config if config is not None else s3_config()).for_bucket(bucket))
 
 
-def _env_number(name: str, default: float) -> float:
-    value = os.environ.get(name, "")
-    if not value:
-        return default
-    try:
-        v = float(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r}: expected a number") from None
-    if not v > 0:
-        raise ValueError(f"environment variable {name}={value!r}: must be positive")
-    return v
-
-
 def threads() -> int:
-    return max(1, int(_env_number("MX8_S3_THREADS", DEFAULT_THREADS)))
+    return max(1, int(env_positive("MX8_S3_THREADS", DEFAULT_THREADS)))
 
 
 def part_bytes(size: int) -> int:
     """The part size for an object of size bytes: MX8_S3_PART_MB, raised so that no upload
     needs more than S3's 10,000 parts."""
-    base = max(1, int(_env_number("MX8_S3_PART_MB", DEFAULT_PART_MB) * 1024 * 1024))
+    base = max(1, int(env_positive("MX8_S3_PART_MB", DEFAULT_PART_MB) * 1024 * 1024))
     return max(base, math.ceil(size / MAX_PARTS))
 
 

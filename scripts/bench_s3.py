@@ -125,7 +125,8 @@ def read_awscrt(endpoint: str, objects: list) -> float:
     """Bytes a second: awscrt's S3 client GETs every shard (8 MiB parts, its own parallelism)."""
     import threading
     from awscrt import auth, http, io, s3
-    bootstrap = io.ClientBootstrap(io.EventLoopGroup(), io.DefaultHostResolver(io.EventLoopGroup()))
+    loops = io.EventLoopGroup()
+    bootstrap = io.ClientBootstrap(loops, io.DefaultHostResolver(loops))
     client = s3.S3Client(bootstrap=bootstrap, region="us-east-1",
                          credential_provider=auth.AwsCredentialsProvider.new_static("bench", "bench"),
                          tls_mode=s3.S3RequestTlsMode.DISABLED, part_size=8 * MiB, throughput_target_gbps=10.0)

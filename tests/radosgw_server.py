@@ -70,12 +70,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from typing import Dict, List, Optional
+
+from s3_server import free_port  # (s3_server imports this module only inside a function)
 
 BINARIES = ("monmaptool", "ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph")
 PACKAGES = "radosgw ceph-mon ceph-osd"  # Debian 12: Ceph 16.2 (pacific); `ceph` comes with them
@@ -83,12 +84,6 @@ PACKAGES = "radosgw ceph-mon ceph-osd"  # Debian 12: Ceph 16.2 (pacific); `ceph`
 
 def missing_binaries() -> List[str]:
     return [b for b in BINARIES if shutil.which(b) is None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: str, n: int = 25) -> str:
@@ -165,14 +160,13 @@ class RadosGW:
             raise FileNotFoundError(f"radosgw: {', '.join(missing)} not installed "
                                     f"(apt-get install {PACKAGES}; scripts/setup_env.sh does)")
         t0 = time.monotonic()
-        self.multipart_min_part_size = multipart_min_part_size
         self.dir = tempfile.mkdtemp(prefix="mx8-radosgw-")
         self.procs: Dict[str, subprocess.Popen] = {}
         self._stopped = False
         atexit.register(self.stop)
-        self.mon_port, self.port = _free_port(), _free_port()
+        self.mon_port, self.port = free_port(), free_port()
         while self.port == self.mon_port:
-            self.port = _free_port()
+            self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         d = self.dir
         for sub in ("mon", "osd", "rgw", "run", "log"):
@@ -182,7 +176,6 @@ class RadosGW:
         with open(self.conf, "w") as f:
             f.write(self._conf_text(multipart_min_part_size))
         self.log = AccessLog(os.path.join(d, "log", "client.rgw.log"))
-        self.rgw_asok = os.path.join(d, "run", "client.rgw.asok")
         try:
             self._start(t0, timeout)
         except Exception as e:
@@ -192,7 +185,6 @@ class RadosGW:
         except BaseException:
             self.stop()
             raise
-        self.startup_s = time.monotonic() - t0
 
     # ---- set-up ----
 

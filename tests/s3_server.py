@@ -253,9 +253,9 @@ def start_radosgw():
 
 
 @contextmanager
-def server_of_kind(request, moto_env: Optional[Dict[str, str]] = None, moto=None) -> Iterator[object]:
+def server_of_kind(request, moto=None) -> Iterator[object]:
     """The server for ``request.param`` (one of S3_KINDS), stopped afterwards if it is ours
-    alone: "moto" is ``moto()`` if given, else a fresh ``s3_server(moto_env)`` (the external
+    alone: "moto" is ``moto()`` if given, else a fresh ``s3_server()`` (the external
     server when MX8_TEST_S3_ENDPOINT is set); "radosgw" is the session's, left running."""
     kind = request.param
     if kind == "radosgw":
@@ -263,7 +263,7 @@ def server_of_kind(request, moto_env: Optional[Dict[str, str]] = None, moto=None
         return
     if kind != "moto":
         raise ValueError(f"unknown S3 server kind {kind!r}")
-    srv = moto() if moto is not None else s3_server(env=moto_env)
+    srv = moto() if moto is not None else s3_server()
     try:
         yield srv
     finally:

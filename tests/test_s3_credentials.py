@@ -14,9 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from pathlib import Path
 
 import pytest
 

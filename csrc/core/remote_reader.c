@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer_pool.h"
+
 #define NO_UNIT UINT32_MAX
 
 enum { U_PLANNED, U_FETCHING, U_READY, U_FAILED, U_FREED };
@@ -45,9 +47,8 @@ struct mx8_remote_reader {
     mx8_s3_client *client;
     /* Request buffers of max_request bytes kept for reuse: a fresh 4 MiB malloc is an mmap
      * whose every page faults in, zeroed, as curl writes it, which cost the I/O thread about
-     * a third of its time. At most budget / max_request are kept. */
-    uint8_t **spare;
-    size_t n_spare, max_spare;
+     * a third of its time. At most budget / max_request are kept idle. */
+    mx8_buffer_pool *buffers;
 
     pthread_mutex_t mu;
     pthread_cond_t cv; /* a fetch ended, or stop */
@@ -77,11 +78,13 @@ static int by_place(const void *a, const void *b) {
     return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
-static void window_free(window_t *w) {
+static void buffer_put(mx8_remote_reader *r, const struct unit *u);
+
+static void window_free(mx8_remote_reader *r, window_t *w) {
     if (!w)
         return;
     for (size_t i = 0; w->units && i < w->n_units; i++) {
-        free(w->units[i].data);
+        buffer_put(r, &w->units[i]);
         free(w->units[i].fetch);
     }
     free(w->unit_of);
@@ -112,7 +115,7 @@ static window_t *plan_next(mx8_remote_reader *r) {
     }
     if (!w || !e || !w->unit_of || !w->units || !w->by_need) {
         free(e);
-        window_free(w);
+        window_free(r, w);
         r->plan_rc = mx8_error_set(&r->plan_err, MX8_ERR_NOMEM, "out of memory planning S3 requests");
         return NULL;
     }
@@ -170,18 +173,17 @@ static int pooled(const mx8_remote_reader *r, const unit_t *u) {
     return u->span >= r->cfg.max_request / 2 && u->span <= r->cfg.max_request;
 }
 
-static uint64_t charge(const mx8_remote_reader *r, const unit_t *u) { return pooled(r, u) ? r->cfg.max_request : u->span; }
+static uint64_t charge(const mx8_remote_reader *r, const unit_t *u) {
+    return pooled(r, u) ? r->cfg.max_request : u->span;
+}
 
-/* Called with r->mu held. */
 static uint8_t *buffer_get(mx8_remote_reader *r, const unit_t *u) {
-    if (!pooled(r, u))
-        return malloc(u->span ? u->span : 1);
-    return r->n_spare ? r->spare[--r->n_spare] : malloc(r->cfg.max_request);
+    return pooled(r, u) ? mx8_pool_acquire(r->buffers) : malloc(u->span ? u->span : 1);
 }
 
 static void buffer_put(mx8_remote_reader *r, const unit_t *u) {
-    if (u->data && pooled(r, u) && r->n_spare < r->max_spare)
-        r->spare[r->n_spare++] = u->data;
+    if (u->data && pooled(r, u))
+        mx8_pool_release(r->buffers, u->data);
     else
         free(u->data);
 }
@@ -273,7 +275,7 @@ static void drop_done_windows(mx8_remote_reader *r) {
         r->head = w->next;
         if (r->tail == w)
             r->tail = NULL;
-        window_free(w);
+        window_free(r, w);
     }
 }
 
@@ -305,8 +307,7 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     r->client = client;
-    r->max_spare = (size_t)(r->cfg.budget_bytes / r->cfg.max_request) + 1;
-    if (!(r->spare = calloc(r->max_spare, sizeof *r->spare))) {
+    if (!(r->buffers = mx8_pool_new(r->cfg.max_request, (int)(r->cfg.budget_bytes / r->cfg.max_request) + 1))) {
         mx8_remote_free(r);
         mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an S3 reader");
         return NULL;
@@ -385,11 +386,10 @@ void mx8_remote_free(mx8_remote_reader *r) {
         return;
     for (window_t *w = r->head, *next; w; w = next) {
         next = w->next;
-        window_free(w);
+        window_free(r, w);
     }
-    for (size_t i = 0; i < r->n_spare; i++)
-        free(r->spare[i]);
-    free(r->spare);
+    if (r->buffers)
+        mx8_pool_close(r->buffers); /* after the windows: every buffer is back, so the pool goes */
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);

@@ -151,15 +151,15 @@ static int on_seek(void *ud, curl_off_t off, int origin) {
     return CURL_SEEKFUNC_OK;
 }
 
-/* The first-byte rule: libcurl's low-speed rule treats a server that accepted the connection
- * and never answers like a slow transfer (20 s per attempt, 6 attempts). This callback ends
- * the attempt once the request is all sent and no status line came within the timeout. */
-static uint64_t mono_ns(void) {
+uint64_t mx8_s3_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/* The first-byte rule: libcurl's low-speed rule treats a server that accepted the connection
+ * and never answers like a slow transfer (20 s per attempt, 6 attempts). This callback ends
+ * the attempt once the request is all sent and no status line came within the timeout. */
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
     (void)dltotal, (void)dlnow, (void)ultotal;
     mx8_s3_response *r = ud;
@@ -168,8 +168,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     curl_off_t connected = 0; /* 0 until the connection (TLS included) is up: connect_timeout_ms's part */
     curl_easy_getinfo(r->handle, CURLINFO_PRETRANSFER_TIME_T, &connected);
     if (!r->sent_ns && connected > 0 && (size_t)ulnow >= r->spec->body_len)
-        r->sent_ns = mono_ns(); /* an upload's answer comes only after its body */
-    if (r->sent_ns && r->timeout_ms > 0 && mono_ns() - r->sent_ns > (uint64_t)r->timeout_ms * 1000000ULL) {
+        r->sent_ns = mx8_s3_now_ns(); /* an upload's answer comes only after its body */
+    if (r->sent_ns && r->timeout_ms > 0 && mx8_s3_now_ns() - r->sent_ns > (uint64_t)r->timeout_ms * 1000000ULL) {
         r->no_answer = 1;
         return 1; /* CURLE_ABORTED_BY_CALLBACK */
     }

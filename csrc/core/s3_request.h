@@ -115,6 +115,9 @@ int mx8_s3_attempt_error(const mx8_s3_conf *c, const mx8_s3_op *s, const mx8_s3_
 /* A 2xx answer to a ranged GET must hold exactly the asked bytes from the asked offset. */
 int mx8_s3_check_range(const mx8_s3_op *s, const mx8_s3_response *r, mx8_error *err);
 
+/* CLOCK_MONOTONIC in nanoseconds: the timeouts' and the transport's clock. */
+uint64_t mx8_s3_now_ns(void);
+
 /* "S3 GET s3://bucket/key @ 100+50" for messages (key shortened to fit). */
 void mx8_s3_describe(const mx8_s3_op *s, char *out, size_t cap);
 

@@ -25,9 +25,8 @@ typedef struct {
 struct mx8_s3_client {
     mx8_s3_conf conf;
     int max_connections, n_io;
-    io_thread *io; /* n_io, started together on the first transfer */
-    int io_started;
-    pthread_mutex_t mu;    /* guards everything below, and io_started */
+    io_thread *io; /* n_io, started together on the first transfer (NULL in a fresh fork child) */
+    pthread_mutex_t mu;    /* guards everything below, and the threads' start */
     pthread_cond_t ended;  /* a blocking transfer ended */
     mx8_s3_transfer *queue; /* waiting to start: retries at the front, new transfers at the back */
     mx8_s3_transfer *queue_tail;
@@ -36,10 +35,14 @@ struct mx8_s3_client {
     mx8_s3_client *next_client; /* the fork registry */
 };
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+/* The threads run when the first one does (io_start starts them in order). */
+static int io_running(const mx8_s3_client *c) { return c->io && c->io[0].started; }
+
+/* Wakes every running I/O thread (new work, stop or quit). */
+static void wake_all(mx8_s3_client *c) {
+    for (int k = 0; c->io && k < c->n_io; k++)
+        if (c->io[k].started)
+            curl_multi_wakeup(c->io[k].multi);
 }
 
 /* ---- fork: every client's lock is taken around fork(), so a child never inherits one held
@@ -62,13 +65,12 @@ static void after_fork_parent(void) {
 
 static void after_fork_child(void) {
     for (mx8_s3_client *c = registry; c; c = c->next_client) {
-        if (c->io_started) {
+        if (io_running(c)) {
             /* The parent's threads, handles and connections are the parent's: leak this copy
              * (closing a TLS connection here would write into the parent's session), drop the
              * transfers its threads were running or waiting for. The next transfer makes new
              * ones (io_start), not this handler: a child may never use the client. */
             c->io = NULL;
-            c->io_started = 0;
             c->queue = c->queue_tail = NULL;
             pthread_cond_init(&c->ended, NULL); /* its waiters were the parent's threads */
         }
@@ -92,24 +94,21 @@ int mx8_s3_global_init(mx8_error *err) {
 
 /* ---- ending a transfer ---- */
 
-/* Tells the transfer's owner; no lock held. The owner may free t in on_done. */
+/* Counts the ended transfer and tells its owner: a blocking caller's wait ends, or on_done
+ * runs with no lock held (the owner may free t in it). */
 static void end_transfer(mx8_s3_client *c, mx8_s3_transfer *t) {
-    if (t->on_done) {
-        t->on_done(t->user, t);
-        return;
-    }
-    pthread_mutex_lock(&c->mu);
-    t->ended = 1;
-    pthread_cond_broadcast(&c->ended);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static void count_ended(mx8_s3_client *c, const mx8_s3_transfer *t) {
+    mx8_s3_transfer_done on_done = t->on_done;
     pthread_mutex_lock(&c->mu);
     c->stats.transfers++;
     if (t->rc == MX8_OK)
         c->stats.bytes_in += t->resp.len;
+    if (!on_done) {
+        t->ended = 1;
+        pthread_cond_broadcast(&c->ended);
+    }
     pthread_mutex_unlock(&c->mu);
+    if (on_done)
+        on_done(t->user, t);
 }
 
 /* A request refused for keys that a refresh replaces keeps being retried for this long after
@@ -125,7 +124,6 @@ static void fail_transfer(mx8_s3_client *c, mx8_s3_transfer *t, int code, const 
     t->resp.data = NULL;
     t->resp.len = 0;
     t->rc = mx8_error_set(&t->err, code, "%s: %s", what, why);
-    count_ended(c, t);
     end_transfer(c, t);
 }
 
@@ -165,11 +163,10 @@ static void start(io_thread *io, mx8_s3_transfer *t) {
         io->idle[io->n_idle++] = slot;
         t->rc = err.code;
         t->err = err;
-        count_ended(c, t);
         end_transfer(c, t);
         return;
     }
-    t->started_ns = now_ns();
+    t->started_ns = mx8_s3_now_ns();
     CURLMcode mc = curl_multi_add_handle(io->multi, h);
     if (mc != CURLM_OK) { /* fail it now rather than leave its waiter waiting */
         mx8_s3_attempt_end(&t->resp);
@@ -212,16 +209,16 @@ static void finish(io_thread *io, CURL *h, CURLcode cc) {
     io->active[t->slot] = NULL;
     io->idle[io->n_idle++] = t->slot;
     mx8_s3_attempt_end(r);
-    uint64_t now = now_ns();
+    uint64_t now = mx8_s3_now_ns();
     mx8_s3_error_info e;
     mx8_s3_verdict v = mx8_s3_attempt_verdict(&c->conf, cc, r, t->attempts, &e);
     pthread_mutex_lock(&c->mu);
     record_request(&c->stats, now - t->started_ns, t->op.body_len);
     if (v == MX8_S3_RETRY_KEYS && !t->keys_refused_ns)
         t->keys_refused_ns = now;
-    int retry = !c->stop && ((v == MX8_S3_RETRY && t->attempts < c->conf.max_attempts) ||
-                             (v == MX8_S3_RETRY_KEYS &&
-                              (t->attempts < c->conf.max_attempts || now - t->keys_refused_ns < KEYS_WAIT_NS)));
+    int attempts_left = t->attempts < c->conf.max_attempts ||
+                        (v == MX8_S3_RETRY_KEYS && now - t->keys_refused_ns < KEYS_WAIT_NS);
+    int retry = (v == MX8_S3_RETRY || v == MX8_S3_RETRY_KEYS) && attempts_left && !c->stop;
     if (retry) {
         c->stats.retries++;
         t->not_before_ns = now + (uint64_t)mx8_s3_backoff_ms(&c->conf, &io->rng, t->attempts, r->retry_after_s) *
@@ -242,7 +239,6 @@ static void finish(io_thread *io, CURL *h, CURLcode cc) {
         if (!t->op.fixed)
             r->len = 0;
     }
-    count_ended(c, t);
     end_transfer(c, t);
 }
 
@@ -289,7 +285,7 @@ static void *io_main(void *arg) {
             drain_stopped(c);
         while (io->n_idle > 0) {
             pthread_mutex_lock(&c->mu);
-            mx8_s3_transfer *t = c->stop ? NULL : take_due(c, now_ns(), &wait_ms);
+            mx8_s3_transfer *t = c->stop ? NULL : take_due(c, mx8_s3_now_ns(), &wait_ms);
             pthread_mutex_unlock(&c->mu);
             if (!t)
                 break;
@@ -317,7 +313,7 @@ static void *io_main(void *arg) {
 
 /* ---- lifetime ---- */
 
-static void io_free(io_thread *io) {
+static void io_thread_free(io_thread *io) {
     for (int i = 0; io->handles && i < io->n; i++) {
         if (io->active && io->active[i]) {
             curl_multi_remove_handle(io->multi, io->handles[i]);
@@ -333,8 +329,16 @@ static void io_free(io_thread *io) {
         curl_multi_cleanup(io->multi);
 }
 
+/* Frees the I/O threads' state (their threads have left, or never started). */
+static void io_release(mx8_s3_client *c) {
+    for (int k = 0; c->io && k < c->n_io; k++)
+        io_thread_free(&c->io[k]);
+    free(c->io);
+    c->io = NULL;
+}
+
 /* The I/O threads' state (not yet their threads): max_connections spread over n_io. On
- * failure c->io stays set, for mx8_s3_client_free to release. */
+ * failure c->io stays set, for io_release. */
 static int io_alloc(mx8_s3_client *c) {
     c->io = calloc((size_t)c->n_io, sizeof *c->io);
     if (!c->io)
@@ -365,13 +369,10 @@ static int io_alloc(mx8_s3_client *c) {
 
 /* Starts the I/O threads if they are not running. Called with mu held. */
 static int io_start(mx8_s3_client *c) {
-    if (c->io_started)
+    if (io_running(c))
         return MX8_OK;
     if (!c->io && io_alloc(c) != MX8_OK) { /* a fork()ed child's first transfer */
-        for (int k = 0; c->io && k < c->n_io; k++)
-            io_free(&c->io[k]);
-        free(c->io);
-        c->io = NULL;
+        io_release(c);
         return MX8_ERR_NOMEM;
     }
     sigset_t all, old; /* signals belong to the Python main thread */
@@ -387,10 +388,9 @@ static int io_start(mx8_s3_client *c) {
         pthread_setname_np(c->io[k].tid, "mx8-s3-io");
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!c->io[0].started)
-        return MX8_ERR_NOMEM; /* none: this submit fails, and the next one tries again */
-    c->io_started = 1;        /* those that started serve the queue */
-    return MX8_OK;
+    /* None started: this submit fails, and the next one tries again. Else those that started
+     * serve the queue. */
+    return io_running(c) ? MX8_OK : MX8_ERR_NOMEM;
 }
 
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
@@ -454,11 +454,8 @@ int mx8_s3_client_start(mx8_s3_client *c, mx8_error *err) {
 void mx8_s3_client_stop(mx8_s3_client *c) {
     pthread_mutex_lock(&c->mu);
     c->stop = 1;
-    int started = c->io_started;
     pthread_mutex_unlock(&c->mu);
-    for (int k = 0; started && k < c->n_io; k++)
-        if (c->io[k].started)
-            curl_multi_wakeup(c->io[k].multi);
+    wake_all(c);
 }
 
 void mx8_s3_client_free(mx8_s3_client *c) {
@@ -474,16 +471,13 @@ void mx8_s3_client_free(mx8_s3_client *c) {
     pthread_mutex_lock(&c->mu);
     c->quit = 1;
     pthread_mutex_unlock(&c->mu);
+    wake_all(c);
     for (int k = 0; c->io && k < c->n_io; k++)
-        if (c->io[k].started) {
-            curl_multi_wakeup(c->io[k].multi);
+        if (c->io[k].started)
             pthread_join(c->io[k].tid, NULL);
-        }
     /* Transfers still running are abandoned: their handles leave the multi first, so
      * nothing writes into a caller's buffer after this returns. */
-    for (int k = 0; c->io && k < c->n_io; k++)
-        io_free(&c->io[k]);
-    free(c->io);
+    io_release(c);
     mx8_s3_credentials_unref(c->conf.creds);
     free(c->conf.endpoint);
     free(c->conf.region);
@@ -516,9 +510,7 @@ void mx8_s3_submit(mx8_s3_client *c, mx8_s3_transfer *t) {
         c->queue = t;
     c->queue_tail = t;
     pthread_mutex_unlock(&c->mu);
-    for (int k = 0; k < c->n_io; k++)
-        if (c->io[k].started)
-            curl_multi_wakeup(c->io[k].multi);
+    wake_all(c);
 }
 
 int mx8_s3_run(mx8_s3_client *c, mx8_s3_transfer *t, mx8_error *err) {
