@@ -8,7 +8,9 @@ Each lease range [start, end) of sample ids becomes one shard, ``part-<start>-<e
 holding ``<label>/<sample_id>.jpg`` per sample (the decoded, resized image re-encoded as
 JPEG). A worker writes a range's shard under a temporary name, then renames it into place
 (local) or PUTs it (S3: an object appears whole or not at all), and only then acknowledges
-the range's batches, which the lease log records durably. So:
+the range's batches, which the lease log records durably, as one record for the whole range
+(``whole_ranges=True``: a range is done entirely or not at all, so a shard is always written
+from the range's first sample). So:
 
 - a range whose shard is committed but not yet acknowledged when the job dies is redone on
   the rerun and its shard rewritten under the same name with the same bytes;
@@ -111,7 +113,7 @@ def run_worker(a: argparse.Namespace) -> int:
     ds = mx8.LeaseDataset(a.input, job=a.job, store=a.store, batch_size=a.batch_size, range_size=a.range_size,
                           lease_timeout_s=a.lease_timeout, log=a.log, size=a.size, crop=a.crop, layout="NHWC",
                           threads=a.threads, max_requests_per_s=a.max_requests_per_s,
-                          max_bytes_in_flight=a.max_bytes_in_flight)
+                          max_bytes_in_flight=a.max_bytes_in_flight, whole_ranges=True)
     labels = ds.snapshot.labels
     sink = ShardSink(a.output, f"{socket.gethostname()}-{os.getpid()}")
     current = None  # (start, end, name, tmp, writer, [sample_ids tensors to acknowledge])

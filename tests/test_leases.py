@@ -228,6 +228,44 @@ def test_plan_ranges_resumes_partial_ranges():
     assert plan_ranges(10, 4, [(0, 4), (4, 6)]) == [(6, 8), (8, 10)]
     assert plan_ranges(10, 4, [(0, 10)]) == []
     assert plan_ranges(12, 4, [(4, 8)]) == [(0, 4), (8, 12)]
+    # whole_ranges: only grid ranges done entirely count; a partial one is planned whole
+    assert plan_ranges(10, 4, [(0, 4), (4, 6)], whole_ranges=True) == [(4, 8), (8, 10)]
+    assert plan_ranges(10, 4, [(2, 10)], whole_ranges=True) == [(0, 4)]
+    assert plan_ranges(10, 4, [(0, 9)], whole_ranges=True) == [(8, 10)]
+    assert plan_ranges(10, 4, [(0, 10)], whole_ranges=True) == []
+
+
+def test_whole_ranges_record_a_range_once_and_redo_it_whole(tiny10k, tmp_path):
+    """whole_ranges=True: a range whose batches were only partly acknowledged when the job
+    stopped left nothing in the store or the log and is redone from its first sample; a log
+    written batch by batch (whole_ranges=False) that stopped mid-range resumes that range
+    whole too. One log record per completed range."""
+    def run(log: Path, whole: bool, stop_after_acks: int = -1):
+        kw = dict(job="whole", batch_size=50, range_size=500, decode=False, log=str(log), prefetch_leases=0,
+                  whole_ranges=whole)
+        ds = mx8.LeaseDataset(tiny10k, **kw)
+        got, infos = [], set()
+        for k, batch in enumerate(ds):
+            got += batch.sample_ids.tolist()
+            infos.add(ds.lease_info(batch)[:2])
+            if k == stop_after_acks:
+                break
+            assert ds.ack(batch)
+        ds.close()
+        return got, infos, ds.stats()
+
+    log = tmp_path / "log"
+    first, _, st = run(log, True, stop_after_acks=13)  # range [500, 1000): 3 of 10 batches acknowledged
+    assert st["log_records"] == 1 and st["samples_acked"] == 500
+    second, ranges, st = run(log, True)
+    assert sorted(second) == list(range(500, N)), "the partly acknowledged range is redone from its start"
+    assert (500, 1000) in ranges and all(s % 500 == 0 for s, _ in ranges)
+    assert st["log_records"] == len(range(500, N, 500))
+
+    log = tmp_path / "log-batches"
+    run(log, False, stop_after_acks=13)  # batch-granular: the log says [0, 650) is done
+    second, ranges, _ = run(log, True)
+    assert sorted(second) == list(range(500, N)) and (500, 1000) in ranges
 
 
 def test_restart_resumes_from_the_log(tiny10k, tmp_path):

@@ -15,7 +15,8 @@ Keys, under ``mx8/lease/<job>/<manifest_hash[:16]>/<attempt>/``:
   thread bumps by compare_set every ``timeout/4``. A worker that sees a member's counter
   unchanged for ``timeout`` seconds *of its own monotonic clock* (no cross-host clock
   needed) swaps it to ``dead:<itself>``; only then may the member's ranges be taken over
-  (from their ``acked`` position). A member declared dead that was only stalled finds its
+  (from their ``acked`` position; with ``whole_ranges`` acknowledgements are recorded once
+  per range, so ``acked`` is the range's start until the range is done). A member declared dead that was only stalled finds its
   counter swapped at its next beat and rejoins under a new id; its old ranges are gone.
 """
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Coordinator:
     def __init__(self, store: Any, *, job: str, manifest_hash: str, samples: int, range_size: int,
                  timeout_s: float, attempt: str = "0", log: Optional[LeaseLog] = None,
                  log_interval_s: float = 0.0, pace: Optional[Dict[str, Any]] = None,
-                 init_timeout_s: float = 300.0) -> None:
+                 init_timeout_s: float = 300.0, whole_ranges: bool = False) -> None:
         if range_size < 1:
             raise ValueError(f"range_size must be >= 1, got {range_size}")
         if not timeout_s > 0:
@@ -93,6 +94,7 @@ class Coordinator:
         self.log, self.log_interval_s = log, log_interval_s
         self.pace_opts = dict(pace or {})
         self.init_timeout_s = init_timeout_s
+        self.whole_ranges = whole_ranges
         self.ranges: List[Tuple[int, int]] = []
         self.held: Dict[int, Lease] = {}
         self.counters = {"leases_taken": 0, "leases_completed": 0, "leases_reclaimed": 0, "leases_lost": 0,
@@ -194,7 +196,7 @@ class Coordinator:
         if self.store.compare_set(init, "", self.worker).decode() == self.worker:
             try:
                 if self.log is not None:
-                    ranges = self.log.plan(self.range_size)
+                    ranges = self.log.plan(self.range_size, whole_ranges=self.whole_ranges)
                 else:
                     ranges = [(s, min(s + self.range_size, self.samples))
                               for s in range(0, self.samples, self.range_size)]
@@ -311,9 +313,12 @@ class Coordinator:
         lease.acked_batches[bstart] = bend
         upto = lease.value.acked
         while upto in lease.acked_batches:
-            upto = lease.acked_batches.pop(upto)
-        if upto == lease.value.acked:
-            return True  # waits for an earlier batch
+            upto = lease.acked_batches[upto]
+        if upto == lease.value.acked or (self.whole_ranges and upto < lease.end):
+            return True  # waits for an earlier batch (whole_ranges: for every batch of the range)
+        pos = lease.value.acked
+        while pos < upto:
+            pos = lease.acked_batches.pop(pos)
         v = lease.value
         new = RangeValue(DONE if upto >= lease.end else HELD, v.gen, v.owner, upto, max(v.delivered, upto))
         if not self._cas(lease.index, v, new):

@@ -82,6 +82,10 @@ class LeaseDataset(torch.utils.data.IterableDataset):
             worker of the job must pass the same values.
         prefetch_leases: claim the next range and start reading it while the current one
             finishes (1, default) or not (0).
+        whole_ranges: record acknowledgements once per range, when all its batches are
+            acknowledged (False, default: as they come). A range partly handled when its
+            worker dies (or the job stops) is then redone whole, from its first sample,
+            never from the middle: for sinks that write one output per range.
         **options: everything else :class:`mx8.Dataset` takes (size, crop, decode, dtype,
             layout, threads, prefetch_mb, on_error, ...), except shuffle, epoch, drop_last,
             rank and world_size: leases fix the order (ascending sample ids within a range).
@@ -93,7 +97,8 @@ class LeaseDataset(torch.utils.data.IterableDataset):
                  log_interval_s: float = 0.0, store: Any = None, host_store: Optional[bool] = None,
                  auto_ack: Optional[bool] = None, max_requests_per_s: Optional[float] = None,
                  max_bytes_in_flight: Optional[int] = None, pace_slot_s: float = 0.25,
-                 pace_trace: bool = False, prefetch_leases: int = 1, **options: Any) -> None:
+                 pace_trace: bool = False, prefetch_leases: int = 1, whole_ranges: bool = False,
+                 **options: Any) -> None:
         super().__init__()
         unused = {k: options.pop(k) for k in _NOT_FOR_LEASES if k in options}
         bad = [k for k, v in unused.items() if v not in (None, False, 0) or (k == "world_size" and v not in (None, 1))]
@@ -119,6 +124,7 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         self.max_bytes_in_flight = int(mb) if mb else None
         self.pace_slot_s, self.pace_trace = pace_slot_s, pace_trace
         self.prefetch_leases = prefetch_leases
+        self.whole_ranges = bool(whole_ranges)
         self._it: Optional[_LeaseIterator] = None
         self._last_stats: Dict[str, Any] = {}
 
@@ -236,7 +242,7 @@ class _LeaseIterator:
         self.coord = Coordinator(store, job=ds.job, manifest_hash=self.snap.manifest_hash,
                                  samples=len(self.snap.manifest), range_size=ds.range_size,
                                  timeout_s=ds.lease_timeout_s, attempt=attempt, log=log,
-                                 log_interval_s=ds.log_interval_s, pace=pace)
+                                 log_interval_s=ds.log_interval_s, pace=pace, whole_ranges=ds.whole_ranges)
         self.paths, self.s3 = plain._sources(self.snap)
         self.decode = plain.decode
         self.shape = plain._image_shape()

@@ -88,13 +88,25 @@ def merge(intervals: Iterable[Interval]) -> List[Interval]:
     return [(s, e) for s, e in out]
 
 
-def plan_ranges(samples: int, range_size: int, done: Iterable[Interval]) -> List[Interval]:
+def plan_ranges(samples: int, range_size: int, done: Iterable[Interval],
+                whole_ranges: bool = False) -> List[Interval]:
     """The ranges left to do: the gaps between done intervals, cut on the grid of multiples of
     range_size, so a partly done range resumes as the rest of itself and the untouched ones
-    keep their bounds (an ETL sink can name its output by range)."""
+    keep their bounds. With ``whole_ranges`` only grid ranges done entirely count as done: a
+    partly done one is planned whole again (an ETL sink names its output by range and must
+    write all of it)."""
+    done = merge(done)
+    if whole_ranges:
+        grid = []
+        for s, e in done:
+            lo = -(-s // range_size) * range_size           # first grid start inside [s, e)
+            hi = e if e == samples else e - e % range_size  # the grid end at or below e
+            if lo < hi:
+                grid.append((lo, hi))
+        done = grid
     out: List[Interval] = []
     pos = 0
-    for s, e in merge(done) + [(samples, samples)]:
+    for s, e in done + [(samples, samples)]:
         while pos < s:
             out.append((pos, min((pos // range_size + 1) * range_size, s)))
             pos = out[-1][1]
@@ -144,8 +156,8 @@ class LeaseLog:
                                    self.manifest_hash, self.samples)
         return merge(found)
 
-    def plan(self, range_size: int) -> List[Interval]:
-        return plan_ranges(self.samples, range_size, self.done_intervals())
+    def plan(self, range_size: int, whole_ranges: bool = False) -> List[Interval]:
+        return plan_ranges(self.samples, range_size, self.done_intervals(), whole_ranges)
 
     # -- writing ------------------------------------------------------------------------
 
