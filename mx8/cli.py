@@ -59,19 +59,21 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
+    from .bench_harness import cores, load_note, loadavg, timed_epochs
     from .dataset import Dataset
     ds = Dataset(a.uri, batch_size=a.batch_size, size=a.size, crop=a.crop, flip=a.flip, threads=a.threads,
                  shuffle=True, crop_aware=not a.no_crop_aware, decode=not a.raw)
-    best = 0.0
-    for epoch in range(a.epochs):
+    load0 = loadavg()
+
+    def make_iter(epoch: int):
         ds.set_epoch(epoch)
-        n, t0 = 0, time.monotonic()
-        for batch in ds:
-            n += len(batch.sample_ids)
-        rate = n / (time.monotonic() - t0)
-        best = max(best, rate)
-        print(f"epoch {epoch}: {n} images, {rate:.0f} img/s")
-    print(f"best: {best:.0f} img/s ({ds.threads} threads)")
+        return iter(ds)
+
+    r = timed_epochs(make_iter, a.epochs, lambda batch: len(batch.sample_ids), warmup_iter=lambda: make_iter(0),
+                     warmup_batches=a.warmup, end_warmup=ds.close)
+    first = "-" if r["first_batch_s"] is None else f"{r['first_batch_s']:.2f}"
+    print(f"best: {r['rate']:.0f} img/s ({ds.threads} threads), first batch {first} s")
+    print(load_note(load0, loadavg(), cores()))
     return 0
 
 
@@ -130,15 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=_cmd_inspect)
 
     b = sub.add_parser("bench", help="measure mx8's own throughput on a dataset",
-                       description="Iterate a dataset and print images/s (see scripts/bench.py for the "
-                                   "side-by-side comparison with other loaders).")
+                       description="Iterate a dataset and print images/s of each epoch and the best, with "
+                                   "the timing loop of the repository's benchmarks (mx8/bench_harness.py; "
+                                   "scripts/bench.py there compares mx8 with other loaders).")
     b.add_argument("uri")
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--size", type=int, default=224)
     b.add_argument("--crop", choices=("random", "center", "none"), default="random")
     b.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flip")
     b.add_argument("--threads", type=int, default=None)
-    b.add_argument("--epochs", type=int, default=2)
+    b.add_argument("--epochs", type=int, default=2, help="timed epochs, the best counts (default 2)")
+    b.add_argument("--warmup", type=int, default=0, metavar="BATCHES",
+                   help="untimed batches before the timed epochs (default 0: epoch 0 includes start-up)")
     b.add_argument("--no-crop-aware", action="store_true", help="decode whole JPEGs, then crop")
     b.add_argument("--raw", action="store_true", help="read bytes only, no decode")
     b.set_defaults(func=_cmd_bench)
