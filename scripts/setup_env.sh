@@ -73,7 +73,8 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
   local vpy="$venv/bin/python"
 
   # -- 3. pip: torch, test deps, mx8 (editable) ----------------------------------------------
-  local test_deps=(pytest pillow numpy scikit-image botocore "moto[server]" boto3 fusepy)
+  # psutil: the benchmarks' memory sampling (benchmarks/child.py), not the tests'
+  local test_deps=(pytest pillow numpy scikit-image botocore "moto[server]" boto3 fusepy psutil)
   local want
   want="$( {
       echo "werror=$werror python=$("$vpy" -c 'import sys; print(sys.version)')"
