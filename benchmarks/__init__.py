@@ -3,6 +3,8 @@ repository root (scripts/bench*.py do the same):
 
     python -m benchmarks.bench    mx8 against torchvision + Pillow and the raw decode probes
     python -m benchmarks.peers    mx8 against DALI, FFCV, SPDL, LitData, Streaming, WebDataset
+    python -m benchmarks.s3       S3 raw reads against boto3 and awscrt; the train path over S3
+    python -m benchmarks.leases   lease mode's overhead against a plain mx8.Dataset
 
 Each entry point re-runs itself with .venv's Python; every module has one concern:
 
@@ -15,6 +17,7 @@ Each entry point re-runs itself with .venv's Python; every module has one concer
     corpus        the real-photo corpus (`mx8 demo-data`), the packed copy, the PNG corpus,
                   peers' on-disk formats: all cached under .cache/
     environments  .venv, the torchvision baseline venv, the peers venv, the C probes of tests/c
+    s3_endpoint   nginx on loopback as an S3 endpoint
     contenders/   one module per contender family, named in contenders.RUNNERS
     report        ratio columns, markdown tables, bench.json/peers.json, the chart
 """
