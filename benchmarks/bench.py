@@ -47,10 +47,10 @@ from typing import Any, Dict, List, Optional
 
 from . import logger
 from .child import run_contender
-from .cli import parser, setup
+from .cli import entry, parser, setup
 from .contenders import TORCHVISION
 from .corpus import corpus_images, ensure_packed, ensure_png_corpus
-from .environments import BASELINE_VENV, VENV_PY, baseline_python, build_probe, use_project_venv
+from .environments import BASELINE_VENV, VENV_PY, baseline_python, build_probe
 from .harness import load_note, loadavg
 from .report import PNG_CONTENDERS, render_bench, summarise, targets, write, write_chart
 
@@ -177,9 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    a = build_parser().parse_args(argv)
-    use_project_venv("benchmarks.bench")
-    return run(a)
+    return entry("benchmarks.bench", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
 """What the side-by-side entry points (benchmarks.bench, benchmarks.peers) share on the
-command line: the corpus and size options, --quick's sizes, the report's common metadata."""
+command line: the corpus and size options, --quick's sizes, the report's common metadata, main()."""
 from __future__ import annotations
 
 import argparse
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Optional
 
 from . import BATCH, REPO
 from .corpus import build_corpus, describe
+from .environments import use_project_venv
 from .harness import cores, loadavg
 
 
@@ -36,3 +37,11 @@ def setup(a: argparse.Namespace, command: str) -> Dict[str, Any]:
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), **describe(corpus), "cores": cores(), "repeats": repeats,
             "warmup_batches": 1 if a.quick else 3, "batch_size": BATCH, "command": command, "notes": [],
             "loadavg_start": list(loadavg())}
+
+
+def entry(module: str, p: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
+          argv: Optional[List[str]]) -> int:
+    """Parses the arguments (so --help needs no venv), re-runs in .venv's Python, runs."""
+    a = p.parse_args(argv)
+    use_project_venv(module)
+    return run(a)

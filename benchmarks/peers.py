@@ -44,10 +44,10 @@ from typing import Any, Dict, List, Optional
 
 from . import logger
 from .child import run_contender
-from .cli import parser, setup
+from .cli import entry, parser, setup
 from .corpus import ensure_packed
 from .environments import (IN_BASELINE, PEERS, PEERS_PY, VENV_PY, ensure_peer, ensure_peers_venv, peer_python,
-                           pip_versions, use_project_venv)
+                           pip_versions)
 from .harness import loadavg
 from .report import render_peers, write
 
@@ -130,9 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    a = build_parser().parse_args(argv)
-    use_project_venv("benchmarks.peers")
-    return run(a)
+    return entry("benchmarks.peers", build_parser(), run, argv)
 
 
 if __name__ == "__main__":
