@@ -8,6 +8,9 @@
 #   4. pytest tests/             the Python suite against that installed wheel, run from outside
 #                                the source tree so its mx8/ cannot shadow the install (conftest
 #                                checks); "no tests collected" is a failure
+#   4b. pytest benchmarks/      the benchmarks package and `mx8 bench` (its timing loop) in .venv,
+#                                from the repository root: harness, reports, each entry point
+#                                end to end on a 17-image corpus (~15 s)
 #   5. scripts/valgrind_check.py memcheck of a small pack + Dataset run; fails on definitely
 #                                lost leaks or invalid accesses whose stack involves mx8._core
 #   6. scripts/fuzz.sh           libFuzzer targets (manifest, S3 XML, SigV4, JPEG/PNG decode)
@@ -16,7 +19,7 @@
 # Every step runs even if an earlier one failed (after a successful setup); the exit status is
 # non-zero if any failed, and a summary lists each step.
 #
-# Environment: MX8_TEST_SKIP="c valgrind" skips steps by name (c, wheel, pytest, valgrind, fuzz);
+# Environment: MX8_TEST_SKIP="c valgrind" skips steps by name (c, wheel, pytest, bench, valgrind, fuzz);
 # MX8_TEST_EDITABLE=1 runs pytest against the developer's editable .venv instead of the wheel
 # (quicker while iterating: no wheel build); PYTEST_ADDOPTS passes options to pytest (e.g.
 # PYTEST_ADDOPTS="-k pack -x").
@@ -95,6 +98,21 @@ else
     5) record pytest FAIL "no tests collected (exit 5): an empty suite is not a pass" ;;
     1) record pytest FAIL "tests failed (exit 1, see the summary above)" ;;
     *) record pytest FAIL "pytest exited $rc (interrupted, internal or usage error)" ;;
+  esac
+fi
+
+# -- 4b. the benchmarks' tests --------------------------------------------------------------
+if skipped bench; then
+  record bench skip "MX8_TEST_SKIP"
+else
+  step "pytest benchmarks/ (the benchmarks package and mx8 bench, editable .venv)"
+  t=$SECONDS
+  rc=0
+  "$PY" -m pytest -q -rfEs benchmarks/ || rc=$?
+  case $rc in
+    0) record bench ok "all passed ($((SECONDS - t))s)" ;;
+    5) record bench FAIL "no tests collected (exit 5)" ;;
+    *) record bench FAIL "pytest benchmarks/ exited $rc (see above)" ;;
   esac
 fi
 
