@@ -23,16 +23,33 @@
  * decode time). */
 #define KEEP_READ_SCRATCH ((size_t)16 << 20)
 #define KEEP_DECODE_SCRATCH ((size_t)64 << 20)
-#define IDLE_POS SIZE_MAX
+
+/* A submitted order. Its positions are claimed in order; its batches are numbers
+ * [batch0, batch0 + n_batches) of the engine's sequence. Freed once its last batch is
+ * delivered (every sample of it is then done: no worker holds it). */
+typedef struct run {
+    uint64_t id;
+    int64_t *order;
+    size_t n;           /* positions */
+    size_t claimed;     /* positions handed to workers (or skipped by a cancel) */
+    size_t batch0, n_batches;
+    size_t remote_base; /* S3: the remote reader's position of order[0] */
+    uint64_t aug_seed;
+    int cancelled;
+    struct run *next;
+} run_t;
 
 typedef struct {
     /* set by provide, read by workers after they claim a position of this batch */
     uint8_t *images;
     size_t cap;
     int64_t *labels, *ids, *offsets;
+    run_t *run;               /* the batch's run, and its batch number within it */
+    size_t local;
     /* guarded by engine.mu */
-    size_t batch, done;
+    size_t batch, len, done;  /* batch number, samples, samples done */
     int has_error;            /* first failure of this batch is in error */
+    int cancelled;            /* its run was cancelled while it had a buffer */
     mx8_sample_error error;
     uint8_t *failed;          /* per position: 1 = skipped (engine-owned, batch_size bytes) */
     size_t n_failed;
@@ -43,7 +60,7 @@ typedef struct {
     pthread_t tid;
     int started;              /* joinable: started and neither joined nor abandoned */
     int abandoned;            /* detached by a stop that timed out; its resources wait for free */
-    _Atomic size_t busy_pos;  /* the order position being processed, or IDLE_POS */
+    _Atomic int64_t busy_id;  /* the sample being processed, or -1 */
     mx8_decoder *dec;
     mx8_sample_reader reader;
     uint8_t *scratch;
@@ -54,24 +71,27 @@ typedef struct {
 struct mx8_engine {
     const mx8_manifest *m;
     const char *const *paths;
-    int64_t *order;
-    size_t n_order, n_batches, slot_bytes;
+    size_t slot_bytes;
     mx8_engine_config cfg;
     mx8_normalize norm;
 
     pthread_mutex_t mu;
     pthread_mutex_t join_mu; /* held while joining the workers: stop may come from two threads */
-    pthread_cond_t work_cv;  /* a buffer was provided, or stop */
+    pthread_cond_t work_cv;  /* a buffer was provided, a run submitted, or stop */
     pthread_cond_t ready_cv; /* a batch completed, or stop */
-    size_t next_pos;         /* next position a worker claims */
+    run_t *runs, *runs_tail; /* runs not yet wholly delivered, in order */
+    run_t *cursor;           /* the run whose positions are being claimed (NULL: none yet) */
+    uint64_t next_run_id;
+    size_t queued;           /* batch numbers queued in all */
     size_t provided;         /* batches with buffers */
     size_t delivered;        /* batches handed to the consumer */
     int stop, started;
     slot_t *slots;           /* depth of them; batch b lives in slots[b % depth] */
     worker_t *workers;
-    /* S3 sources: one client (its I/O threads and connections) for the engine. The remote
-     * reader fetches requests of many samples each ahead of the workers on it; records
-     * without a byte length are read by the workers' blocking calls on the same client. */
+    /* S3 sources: one client (its I/O threads and connections) and one remote reader for the
+     * engine's whole life. The reader fetches requests of many samples each ahead of the
+     * workers; records without a byte length are read by the workers' blocking calls on the
+     * same client. */
     mx8_s3_client *s3;
     mx8_remote_reader *remote;
 
@@ -96,71 +116,118 @@ static uint64_t sample_seed(uint64_t aug_seed, int64_t id) {
     return mx8_rng_next(&r);
 }
 
-size_t mx8_engine_num_batches(const mx8_engine *e) { return e->n_batches; }
 size_t mx8_engine_slot_bytes(const mx8_engine *e) { return e->slot_bytes; }
-size_t mx8_engine_next_to_provide(const mx8_engine *e) { return e->provided; }
 
-size_t mx8_engine_batch_len(const mx8_engine *e, size_t batch) {
-    size_t first = batch * (size_t)e->cfg.batch_size;
-    if (first >= e->n_order)
+static size_t locked_size(mx8_engine *e, const size_t *field) {
+    pthread_mutex_lock(&e->mu);
+    size_t v = *field;
+    pthread_mutex_unlock(&e->mu);
+    return v;
+}
+
+size_t mx8_engine_next_to_provide(mx8_engine *e) { return locked_size(e, &e->provided); }
+size_t mx8_engine_queued_batches(mx8_engine *e) { return locked_size(e, &e->queued); }
+
+/* The run batch number b belongs to (NULL: none queued). e->mu held. */
+static run_t *run_of_batch(const mx8_engine *e, size_t b) {
+    for (run_t *r = e->runs; r; r = r->next)
+        if (b >= r->batch0 && b < r->batch0 + r->n_batches)
+            return r;
+    return NULL;
+}
+
+static size_t run_batch_len(const mx8_engine *e, const run_t *r, size_t local) {
+    size_t first = local * (size_t)e->cfg.batch_size;
+    if (first >= r->n)
         return 0;
-    size_t left = e->n_order - first;
+    size_t left = r->n - first;
     return left < (size_t)e->cfg.batch_size ? left : (size_t)e->cfg.batch_size;
 }
 
-/* The bytes sample i of a raw batch takes: its manifest length, or 0 for one above the
+size_t mx8_engine_batch_len(mx8_engine *e, size_t batch) {
+    pthread_mutex_lock(&e->mu);
+    const run_t *r = run_of_batch(e, batch);
+    size_t n = r ? run_batch_len(e, r, batch - r->batch0) : 0;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+/* The bytes sample i of a run's batch takes raw: its manifest length, or 0 for one above the
  * sample limit (sample_len refuses it before any read). So no manifest, however hostile, can
  * make a raw batch's size or its offsets wrap: each term is at most 1 GiB. */
-static uint64_t raw_sample_bytes(const mx8_engine *e, size_t batch, size_t i) {
-    uint64_t len = e->m->records[e->order[batch * (size_t)e->cfg.batch_size + i]].length;
+static uint64_t raw_sample_bytes(const mx8_engine *e, const run_t *r, size_t local, size_t i) {
+    uint64_t len = e->m->records[r->order[local * (size_t)e->cfg.batch_size + i]].length;
     return len > MAX_SAMPLE_BYTES ? 0 : len;
 }
 
-int mx8_engine_required_bytes(const mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err) {
-    size_t n = mx8_engine_batch_len(e, batch);
+/* e->mu held. */
+static int run_required_bytes(const mx8_engine *e, const run_t *r, size_t local, uint64_t *nbytes,
+                              mx8_error *err) {
+    size_t n = run_batch_len(e, r, local);
     uint64_t total;
     if (e->cfg.output == MX8_OUTPUT_DECODED) {
         if (!mx8_mul_u64(n, e->slot_bytes, &total))
-            return mx8_error_set(err, MX8_ERR_TOO_LARGE, "batch %zu: %zu images of %zu bytes overflow", batch, n,
-                                 e->slot_bytes);
+            return mx8_error_set(err, MX8_ERR_TOO_LARGE, "batch %zu: %zu images of %zu bytes overflow",
+                                 r->batch0 + local, n, e->slot_bytes);
     } else {
         total = 0;
         for (size_t i = 0; i < n; i++)
-            if (!mx8_add_u64(total, raw_sample_bytes(e, batch, i), &total))
-                return mx8_error_set(err, MX8_ERR_TOO_LARGE, "batch %zu: sample byte lengths overflow", batch);
+            if (!mx8_add_u64(total, raw_sample_bytes(e, r, local, i), &total))
+                return mx8_error_set(err, MX8_ERR_TOO_LARGE, "batch %zu: sample byte lengths overflow",
+                                     r->batch0 + local);
     }
     *nbytes = total;
     return MX8_OK;
 }
 
-int mx8_engine_batch_bytes_bounds(const mx8_engine *e, uint64_t *max, uint64_t *total, mx8_error *err) {
+int mx8_engine_required_bytes(mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err) {
+    pthread_mutex_lock(&e->mu);
+    const run_t *r = run_of_batch(e, batch);
+    int rc = r ? run_required_bytes(e, r, batch - r->batch0, nbytes, err)
+               : mx8_error_set(err, MX8_ERR_ARG, "batch %zu is not queued", batch);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int mx8_engine_run_bytes_bounds(mx8_engine *e, uint64_t run, uint64_t *max, uint64_t *total, mx8_error *err) {
     *max = *total = 0;
-    for (size_t b = 0; b < e->n_batches; b++) {
+    int rc = MX8_OK;
+    pthread_mutex_lock(&e->mu);
+    const run_t *r = e->runs;
+    while (r && r->id != run)
+        r = r->next;
+    if (!r)
+        rc = mx8_error_set(err, MX8_ERR_ARG, "run %llu is not queued", (unsigned long long)run);
+    for (size_t b = 0; r && !rc && b < r->n_batches; b++) {
         uint64_t n = 0;
-        int rc = mx8_engine_required_bytes(e, b, &n, err);
-        if (rc)
-            return rc;
+        if ((rc = run_required_bytes(e, r, b, &n, err)))
+            break;
         if (n > *max)
             *max = n;
         if (!mx8_add_u64(*total, n, total))
-            return mx8_error_set(err, MX8_ERR_TOO_LARGE, "the epoch's batch bytes overflow");
+            rc = mx8_error_set(err, MX8_ERR_TOO_LARGE, "the run's batch bytes overflow");
     }
-    return MX8_OK;
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
-int64_t mx8_engine_largest_sample(const mx8_engine *e, size_t batch) {
-    size_t n = mx8_engine_batch_len(e, batch), first = batch * (size_t)e->cfg.batch_size;
+int64_t mx8_engine_largest_sample(mx8_engine *e, size_t batch) {
+    pthread_mutex_lock(&e->mu);
+    const run_t *r = run_of_batch(e, batch);
     int64_t best = -1;
-    for (size_t i = 0; i < n; i++) {
-        int64_t id = e->order[first + i];
-        if (best < 0 || e->m->records[id].length > e->m->records[best].length)
-            best = id;
+    if (r) {
+        size_t local = batch - r->batch0, n = run_batch_len(e, r, local);
+        for (size_t i = 0; i < n; i++) {
+            int64_t id = r->order[local * (size_t)e->cfg.batch_size + i];
+            if (best < 0 || e->m->records[id].length > e->m->records[best].length)
+                best = id;
+        }
     }
+    pthread_mutex_unlock(&e->mu);
     return best;
 }
 
-static int check_config(const mx8_manifest *m, const int64_t *order, size_t n,
-                        const mx8_engine_config *c, mx8_error *err) {
+static int check_config(const mx8_engine_config *c, mx8_error *err) {
     if (c->threads < 1 || c->batch_size < 1 || c->depth < 1)
         return mx8_error_set(err, MX8_ERR_ARG, "threads, batch_size and depth must be >= 1");
     if (c->output == MX8_OUTPUT_DECODED &&
@@ -171,12 +238,16 @@ static int check_config(const mx8_manifest *m, const int64_t *order, size_t n,
     for (int ch = 0; c->out_float && ch < 3; ch++)
         if (!(c->std[ch] > 0))
             return mx8_error_set(err, MX8_ERR_ARG, "std[%d] must be positive", ch);
+    return MX8_OK;
+}
+
+static int check_order(const mx8_engine *e, const int64_t *order, size_t n, mx8_error *err) {
+    const mx8_manifest *m = e->m;
     for (size_t i = 0; i < n; i++) {
         if (order[i] < 0 || (uint64_t)order[i] >= m->n_records)
             return mx8_error_set(err, MX8_ERR_ARG, "order[%zu] = %lld is not a sample id (0..%zu)", i,
                                  (long long)order[i], m->n_records - 1);
-        const mx8_record *r = &m->records[order[i]];
-        if (c->output == MX8_OUTPUT_RAW && r->length == MX8_LENGTH_WHOLE)
+        if (e->cfg.output == MX8_OUTPUT_RAW && m->records[order[i]].length == MX8_LENGTH_WHOLE)
             return mx8_error_set(err, MX8_ERR_ARG,
                                  "raw batches need byte lengths, and sample %lld has none in the manifest",
                                  (long long)order[i]);
@@ -184,9 +255,9 @@ static int check_config(const mx8_manifest *m, const int64_t *order, size_t n,
     return MX8_OK;
 }
 
-mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
-                           size_t n_order, const mx8_engine_config *cfg, mx8_error *err) {
-    if (check_config(m, order, n_order, cfg, err))
+mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, const mx8_engine_config *cfg,
+                           mx8_error *err) {
+    if (check_config(cfg, err))
         return NULL;
     mx8_engine *e = calloc(1, sizeof *e);
     if (!e) {
@@ -201,39 +272,153 @@ mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, cons
     e->m = m;
     e->paths = paths;
     e->cfg = *cfg;
-    e->n_order = n_order;
-    e->n_batches = (n_order + (size_t)cfg->batch_size - 1) / (size_t)cfg->batch_size;
     e->slot_bytes = 3 * (size_t)cfg->transform.out_h * (size_t)cfg->transform.out_w * (cfg->out_float ? 4 : 1);
     if (cfg->out_float)
         mx8_normalize_init(&e->norm, cfg->mean, cfg->std);
-    e->order = malloc((n_order ? n_order : 1) * sizeof *e->order);
     e->slots = calloc((size_t)cfg->depth, sizeof *e->slots);
     e->workers = calloc((size_t)cfg->threads, sizeof *e->workers);
-    int ok = e->order && e->slots && e->workers;
+    int ok = e->slots && e->workers;
     for (int s = 0; ok && s < cfg->depth; s++)
         ok = (e->slots[s].failed = calloc((size_t)cfg->batch_size, 1)) != NULL;
     if (!ok) {
-        mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an engine of %zu samples", n_order);
+        mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an engine");
         mx8_engine_free(e);
         return NULL;
     }
-    if (n_order)
-        memcpy(e->order, order, n_order * sizeof *order);
+    if (cfg->s3) {
+        mx8_s3_options o = *cfg->s3;
+        if (cfg->max_connections)
+            o.max_connections = cfg->max_connections;
+        mx8_remote_config rc_cfg = {.budget_bytes = cfg->fetch_budget, .max_sample = MAX_SAMPLE_BYTES};
+        if (mx8_s3_client_new(&o, &e->s3, err) || !(e->remote = mx8_remote_new(m, paths, e->s3, &rc_cfg, err))) {
+            mx8_engine_free(e);
+            return NULL;
+        }
+    }
     return e;
+}
+
+int mx8_engine_submit(mx8_engine *e, const int64_t *order, size_t n, uint64_t aug_seed, uint64_t *run,
+                      size_t *first_batch, size_t *n_batches, mx8_error *err) {
+    int rc = check_order(e, order, n, err);
+    if (rc)
+        return rc;
+    run_t *r = calloc(1, sizeof *r);
+    if (r && !(r->order = malloc((n ? n : 1) * sizeof *order))) {
+        free(r);
+        r = NULL;
+    }
+    if (!r)
+        return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an order of %zu samples", n);
+    if (n)
+        memcpy(r->order, order, n * sizeof *order);
+    r->n = n;
+    r->aug_seed = aug_seed;
+    r->n_batches = (n + (size_t)e->cfg.batch_size - 1) / (size_t)e->cfg.batch_size;
+    if (e->remote && (rc = mx8_remote_append(e->remote, order, n, &r->remote_base, err))) {
+        free(r->order);
+        free(r);
+        return rc;
+    }
+    pthread_mutex_lock(&e->mu);
+    r->id = ++e->next_run_id;
+    r->batch0 = e->queued;
+    *run = r->id;
+    *first_batch = r->batch0;
+    *n_batches = r->n_batches;
+    if (!r->n_batches) { /* nothing to read: never queued */
+        pthread_mutex_unlock(&e->mu);
+        free(r->order);
+        free(r);
+        return MX8_OK;
+    }
+    e->queued += r->n_batches;
+    if (e->runs_tail)
+        e->runs_tail->next = r;
+    else
+        e->runs = r;
+    e->runs_tail = r;
+    if (!e->cursor)
+        e->cursor = r;
+    pthread_cond_broadcast(&e->work_cv);
+    pthread_mutex_unlock(&e->mu);
+    return MX8_OK;
+}
+
+static slot_t *slot_for(mx8_engine *e, size_t batch) { return &e->slots[batch % (size_t)e->cfg.depth]; }
+
+/* Unlinks and frees run r. e->mu held; every batch of r was delivered (or none had a buffer). */
+static void run_free(mx8_engine *e, run_t *r) {
+    run_t **link = &e->runs, *prev = NULL;
+    while (*link != r) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    *link = r->next;
+    if (e->runs_tail == r)
+        e->runs_tail = prev;
+    if (e->cursor == r)
+        e->cursor = r->next;
+    free(r->order);
+    free(r);
+}
+
+size_t mx8_engine_cancel(mx8_engine *e, uint64_t run) {
+    size_t bs = (size_t)e->cfg.batch_size;
+    pthread_mutex_lock(&e->mu);
+    run_t *r = e->runs;
+    while (r && r->id != run)
+        r = r->next;
+    if (!r || r->cancelled) {
+        size_t left = r ? r->batch0 + r->n_batches - e->delivered : 0;
+        pthread_mutex_unlock(&e->mu);
+        return left;
+    }
+    r->cancelled = 1;
+    /* Batches with buffers keep their numbers and are delivered, marked; the rest go. */
+    size_t keep = e->provided > r->batch0 ? e->provided - r->batch0 : 0;
+    if (keep > r->n_batches)
+        keep = r->n_batches;
+    size_t drop = r->n_batches - keep;
+    for (run_t *later = r->next; later; later = later->next)
+        later->batch0 -= drop;
+    e->queued -= drop;
+    r->n_batches = keep;
+    /* Unclaimed positions of the batches kept count as done, unread. */
+    for (size_t b = r->batch0 + (r->claimed / bs); b < r->batch0 + keep; b++) {
+        slot_t *s = slot_for(e, b);
+        size_t lo = (b - r->batch0) * bs, hi = lo + s->len;
+        if (r->claimed > lo)
+            lo = r->claimed;
+        s->done += hi > lo ? hi - lo : 0;
+    }
+    for (size_t b = e->delivered > r->batch0 ? e->delivered : r->batch0; b < r->batch0 + keep; b++)
+        slot_for(e, b)->cancelled = 1;
+    size_t skip_from = r->claimed;
+    r->claimed = r->n;
+    if (e->remote && skip_from < r->n)
+        mx8_remote_skip(e->remote, r->remote_base + skip_from, r->remote_base + r->n);
+    size_t end = r->batch0 + keep, left = end > e->delivered ? end - e->delivered : 0;
+    if (!left) /* nothing of it left in flight */
+        run_free(e, r);
+    pthread_cond_broadcast(&e->ready_cv);
+    pthread_mutex_unlock(&e->mu);
+    return left;
 }
 
 int mx8_engine_provide(mx8_engine *e, uint8_t *images, size_t cap, int64_t *labels, int64_t *ids,
                        int64_t *offsets, mx8_error *err) {
     pthread_mutex_lock(&e->mu);
     size_t b = e->provided;
+    run_t *r = run_of_batch(e, b);
     int rc = MX8_OK;
     uint64_t need = 0;
-    if (b >= e->n_batches)
-        rc = mx8_error_set(err, MX8_ERR_ARG, "all %zu batches already have buffers", e->n_batches);
+    if (!r)
+        rc = mx8_error_set(err, MX8_ERR_ARG, "all %zu queued batches already have buffers", e->queued);
     else if (b >= e->delivered + (size_t)e->cfg.depth)
         rc = mx8_error_set(err, MX8_ERR_ARG, "depth %d reached: take a batch before providing more",
                            e->cfg.depth);
-    else if ((rc = mx8_engine_required_bytes(e, b, &need, err)) == MX8_OK && cap < need)
+    else if ((rc = run_required_bytes(e, r, b - r->batch0, &need, err)) == MX8_OK && cap < need)
         rc = mx8_error_set(err, MX8_ERR_ARG, "batch %zu needs %llu bytes, buffer has %zu", b,
                            (unsigned long long)need, cap);
     else if (e->cfg.output == MX8_OUTPUT_RAW && !offsets)
@@ -242,23 +427,27 @@ int mx8_engine_provide(mx8_engine *e, uint8_t *images, size_t cap, int64_t *labe
         pthread_mutex_unlock(&e->mu);
         return rc;
     }
-    slot_t *s = &e->slots[b % (size_t)e->cfg.depth];
-    size_t n = mx8_engine_batch_len(e, b);
+    slot_t *s = slot_for(e, b);
+    size_t local = b - r->batch0, n = run_batch_len(e, r, local);
     s->images = images;
     s->cap = cap;
     s->labels = labels;
     s->ids = ids;
     s->offsets = offsets;
+    s->run = r;
+    s->local = local;
     s->batch = b;
+    s->len = n;
     s->done = 0;
     s->has_error = 0;
+    s->cancelled = 0;
     s->n_failed = 0;
     memset(s->failed, 0, (size_t)e->cfg.batch_size);
     if (offsets) {
         uint64_t off = 0; /* <= need, checked above */
         for (size_t i = 0; i < n; i++) {
             offsets[i] = (int64_t)off;
-            off += raw_sample_bytes(e, b, i);
+            off += raw_sample_bytes(e, r, local, i);
         }
         offsets[n] = (int64_t)off;
     }
@@ -322,7 +511,7 @@ static int consume(worker_t *w, slot_t *s, size_t i, int64_t id, const uint8_t *
     uint64_t t0 = now_ns();
     uint8_t *slot = s->images + i * e->slot_bytes;
     const mx8_transform *t = &e->cfg.transform;
-    int rc = mx8_decode_transform(w->dec, data, (size_t)len, t, sample_seed(e->cfg.aug_seed, id),
+    int rc = mx8_decode_transform(w->dec, data, (size_t)len, t, sample_seed(s->run->aug_seed, id),
                                   e->cfg.out_float ? w->u8_slot : slot, err);
     if (!rc && e->cfg.out_float)
         mx8_normalize_run(&e->norm, w->u8_slot, (float *)slot, (size_t)t->out_h, (size_t)t->out_w, t->layout);
@@ -331,25 +520,27 @@ static int consume(worker_t *w, slot_t *s, size_t i, int64_t id, const uint8_t *
 }
 
 /* A sample of a remote source: its bytes come from a request the remote reader fetched
- * ahead (usually with many neighbours). */
+ * ahead (usually with many neighbours). pos: the position in the slot's run. */
 static int process_remote(worker_t *w, slot_t *s, size_t i, size_t pos, mx8_error *err) {
     mx8_engine *e = w->e;
-    int64_t id = e->order[pos];
+    int64_t id = s->run->order[pos];
     const mx8_record *r = &e->m->records[id];
     const uint8_t *data;
     uint64_t t0 = now_ns();
-    int rc = mx8_remote_acquire(e->remote, pos, &data, err);
+    size_t rpos = s->run->remote_base + pos;
+    int rc = mx8_remote_acquire(e->remote, rpos, &data, err);
     atomic_fetch_add(&e->read_ns, now_ns() - t0);
     if (!rc)
         rc = consume(w, s, i, id, data, r->length, err);
-    mx8_remote_release(e->remote, pos);
+    mx8_remote_release(e->remote, rpos);
     return rc;
 }
 
-/* Reads and decodes one sample into its slot. Runs without the engine lock. */
+/* Reads and decodes the sample at position pos of the slot's run into slot index i. Runs
+ * without the engine lock. */
 static int process(worker_t *w, slot_t *s, size_t i, size_t pos, mx8_error *err) {
     mx8_engine *e = w->e;
-    int64_t id = e->order[pos];
+    int64_t id = s->run->order[pos];
     const mx8_record *r = &e->m->records[id];
     s->ids[i] = id;
     s->labels[i] = r->label;
@@ -387,10 +578,6 @@ static void record_failure(mx8_engine *e, slot_t *s, size_t i, int64_t id, const
     }
 }
 
-static slot_t *slot_of(mx8_engine *e, size_t pos) {
-    return &e->slots[(pos / (size_t)e->cfg.batch_size) % (size_t)e->cfg.depth];
-}
-
 static void trim_scratch(worker_t *w) {
     if (w->scratch_cap > KEEP_READ_SCRATCH) {
         free(w->scratch);
@@ -419,6 +606,15 @@ static void release_workers(mx8_engine *e) {
     }
 }
 
+/* The run with a position a worker may claim now: the next unclaimed one, if its batch has
+ * a buffer. e->mu held. */
+static run_t *claimable(mx8_engine *e) {
+    while (e->cursor && e->cursor->claimed >= e->cursor->n)
+        e->cursor = e->cursor->next;
+    run_t *r = e->cursor;
+    return r && r->batch0 + r->claimed / (size_t)e->cfg.batch_size < e->provided ? r : NULL;
+}
+
 static void *worker_main(void *arg) {
     worker_t *w = arg;
     mx8_engine *e = w->e;
@@ -426,26 +622,27 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&e->mu);
     for (;;) {
         uint64_t idle0 = now_ns();
-        while (!e->stop && e->next_pos < e->n_order && e->next_pos / bs >= e->provided)
+        run_t *r = NULL;
+        while (!e->stop && !(r = claimable(e)))
             pthread_cond_wait(&e->work_cv, &e->mu);
         atomic_fetch_add(&e->starve_ns, now_ns() - idle0);
-        if (e->stop || e->next_pos >= e->n_order)
+        if (e->stop)
             break;
-        size_t pos = e->next_pos++;
-        atomic_store(&w->busy_pos, pos);
+        size_t pos = r->claimed++;
+        slot_t *s = slot_for(e, r->batch0 + pos / bs);
+        atomic_store(&w->busy_id, r->order[pos]);
         pthread_mutex_unlock(&e->mu);
 
-        slot_t *s = slot_of(e, pos);
         mx8_error err;
         mx8_error_clear(&err);
         int rc = process(w, s, pos % bs, pos, &err);
         trim_scratch(w);
-        atomic_store(&w->busy_pos, IDLE_POS);
+        int64_t id = atomic_exchange(&w->busy_id, -1);
 
         pthread_mutex_lock(&e->mu);
         if (rc)
-            record_failure(e, s, pos % bs, e->order[pos], &err);
-        if (++s->done == mx8_engine_batch_len(e, s->batch))
+            record_failure(e, s, pos % bs, id, &err);
+        if (++s->done == s->len)
             pthread_cond_broadcast(&e->ready_cv);
     }
     pthread_mutex_unlock(&e->mu);
@@ -461,16 +658,7 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = MX8_OK;
-    if (e->cfg.s3) {
-        mx8_s3_options o = *e->cfg.s3;
-        if (e->cfg.max_connections)
-            o.max_connections = e->cfg.max_connections;
-        mx8_remote_config rc_cfg = {.budget_bytes = e->cfg.fetch_budget, .max_sample = MAX_SAMPLE_BYTES};
-        if ((rc = mx8_s3_client_new(&o, &e->s3, err)) == MX8_OK && (rc = mx8_s3_client_start(e->s3, err)) == MX8_OK &&
-            !(e->remote = mx8_remote_new(e->m, e->paths, e->order, e->n_order, e->s3, &rc_cfg, err)))
-            rc = err ? err->code : MX8_ERR_NOMEM;
-    }
+    int rc = e->s3 ? mx8_s3_client_start(e->s3, err) : MX8_OK;
     for (int i = 0; i < e->cfg.threads && !rc; i++) {
         worker_t *w = &e->workers[i];
         w->e = e;
@@ -483,7 +671,7 @@ int mx8_engine_start(mx8_engine *e, mx8_error *err) {
             rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a worker's image buffer");
             break;
         }
-        atomic_store(&w->busy_pos, IDLE_POS);
+        atomic_store(&w->busy_id, -1);
         atomic_fetch_add(&e->running, 1);
         if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
             atomic_fetch_sub(&e->running, 1);
@@ -545,7 +733,7 @@ int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_inf
         pthread_mutex_unlock(&e->mu);
         return mx8_error_set(err, MX8_ERR_CLOSED, "the engine was stopped");
     }
-    if (b >= e->n_batches) {
+    if (b >= e->queued) {
         pthread_mutex_unlock(&e->mu);
         return MX8_OK;
     }
@@ -553,34 +741,42 @@ int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_inf
         pthread_mutex_unlock(&e->mu);
         return mx8_error_set(err, MX8_ERR_ARG, "batch %zu has no buffer, or the engine is not started", b);
     }
-    slot_t *s = &e->slots[b % (size_t)e->cfg.depth];
-    size_t n = mx8_engine_batch_len(e, b);
+    slot_t *s = slot_for(e, b);
     uint64_t t0 = now_ns();
     struct timespec deadline;
     if (timeout_ms >= 0)
         deadline_after(&deadline, timeout_ms);
     int timed_out = 0;
-    while (!e->stop && s->done < n && !timed_out) {
+    while (!e->stop && s->done < s->len && !timed_out) {
         if (timeout_ms < 0)
             pthread_cond_wait(&e->ready_cv, &e->mu);
         else
             timed_out = pthread_cond_timedwait(&e->ready_cv, &e->mu, &deadline) != 0;
     }
     atomic_fetch_add(&e->wait_ns, now_ns() - t0);
-    if (!e->stop && s->done < n) {
+    if (!e->stop && s->done < s->len) {
         pthread_mutex_unlock(&e->mu);
         *has_batch = -1;
         return MX8_OK;
     }
-    if (s->done < n) {
+    if (s->done < s->len) {
         pthread_mutex_unlock(&e->mu);
         return mx8_error_set(err, MX8_ERR_CLOSED, "the engine was stopped");
     }
     e->delivered++;
+    run_t *r = s->run;
+    info->run = r->id;
+    info->cancelled = s->cancelled;
+    size_t n = s->len;
+    if (b + 1 == r->batch0 + r->n_batches) /* its last batch: every sample of the run is done */
+        run_free(e, r);
     pthread_mutex_unlock(&e->mu);
 
     /* The batch is complete: no worker touches this slot until it is provided again. */
     info->batch = b;
+    *has_batch = 1;
+    if (info->cancelled)
+        return MX8_OK;
     info->failed = s->has_error && !e->cfg.skip_errors;
     if (s->has_error)
         info->error = s->error;
@@ -589,7 +785,6 @@ int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_inf
     atomic_fetch_add(&e->skipped, s->n_failed);
     atomic_fetch_add(&e->images, info->count);
     atomic_fetch_add(&e->batches, 1);
-    *has_batch = 1;
     return MX8_OK;
 }
 
@@ -600,11 +795,11 @@ static int join_by(worker_t *w, const struct timespec *deadline) {
 
 /* Names the sample an abandoned worker is stuck on (the first such worker wins). */
 static void report_stuck(mx8_engine *e, worker_t *w, mx8_stuck_sample *stuck, size_t n_before) {
-    size_t pos = atomic_load(&w->busy_pos);
-    if (!stuck || n_before || pos == IDLE_POS || pos >= e->n_order)
+    int64_t id = atomic_load(&w->busy_id);
+    if (!stuck || n_before || id < 0 || (uint64_t)id >= e->m->n_records)
         return;
-    const mx8_record *r = &e->m->records[e->order[pos]];
-    stuck->sample_id = e->order[pos];
+    const mx8_record *r = &e->m->records[id];
+    stuck->sample_id = id;
     stuck->location = r->location;
     stuck->offset = r->offset;
     stuck->length = r->length;
@@ -665,11 +860,12 @@ void mx8_engine_free(mx8_engine *e) {
         pthread_cond_destroy(&e->work_cv);
         pthread_cond_destroy(&e->ready_cv);
     }
+    while (e->runs)
+        run_free(e, e->runs);
     for (int s = 0; e->slots && s < e->cfg.depth; s++)
         free(e->slots[s].failed);
     free(e->slots);
     free(e->workers);
-    free(e->order);
     free(e);
 }
 

@@ -1,13 +1,22 @@
 /* The batch engine: N native threads read manifest byte ranges and decode/transform each
- * sample straight into caller-provided batch buffers, in a fixed order.
+ * sample straight into caller-provided batch buffers.
+ *
+ * An engine lives as long as its reader (a Dataset, a lease worker): its threads, decoders,
+ * sample readers and S3 transport are made once, and it runs one order after another. Each
+ * submitted order is a *run*: its batches follow the batches of the runs submitted before,
+ * in one sequence of batch numbers (a batch never spans two runs; a run's last batch may be
+ * short). Workers go from the end of one run straight into the next, so a lease worker
+ * reading range after range keeps every thread busy across the boundary.
  *
  * Memory is bounded by construction: workers only touch batches whose buffers the caller
  * has provided, and the caller provides at most `depth` batches beyond the last one it
- * took. The output is deterministic: slot i of batch b is order[b*batch_size + i] and its
- * augmentation depends only on (aug_seed, sample_id), never on thread timing.
+ * took. The output is deterministic: slot i of a run's batch b is order[b*batch_size + i]
+ * and its augmentation depends only on (the run's aug_seed, sample_id), never on thread
+ * timing or on the runs before it.
  *
  * Worker threads never call back into the caller; they record (code, sample, message) in
- * the batch and the consumer, in mx8_engine_next, reports it. */
+ * the batch and the consumer, in mx8_engine_next, reports it. One consumer thread submits,
+ * provides, cancels and takes batches; mx8_engine_stop may come from any thread. */
 #ifndef MX8_ENGINE_H
 #define MX8_ENGINE_H
 
@@ -31,7 +40,6 @@ typedef struct {
     int depth;       /* batches that may have buffers at once, >= 1 */
     int output;      /* mx8_output_mode */
     int skip_errors; /* 1: a failed sample is dropped from its batch and counted */
-    uint64_t aug_seed;
     mx8_transform transform; /* MX8_OUTPUT_DECODED only */
     int out_float;           /* 1: float32 slots, (x/255 - mean) / std per channel */
     float mean[3], std[3];   /* out_float only */
@@ -50,7 +58,7 @@ typedef struct {
     uint64_t read_ns;     /* summed over workers */
     uint64_t decode_ns;   /* summed over workers */
     uint64_t wait_ns;     /* consumer blocked in mx8_engine_next */
-    uint64_t starve_ns;   /* workers idle for lack of a provided buffer */
+    uint64_t starve_ns;   /* workers idle for lack of a provided buffer (or of a run) */
     uint64_t reads;       /* reads issued (pread calls, or S3 ranged GETs of one or more samples) */
     uint64_t s3_requests; /* HTTP requests, retries included */
     uint64_t s3_retries;
@@ -67,30 +75,47 @@ typedef struct {
 } mx8_sample_error;
 
 typedef struct {
-    size_t batch;      /* batch index */
+    size_t batch;      /* batch number (in the engine's sequence of all runs' batches) */
+    uint64_t run;      /* the run it belongs to */
     size_t count;      /* samples in the delivered batch (after skips) */
     size_t skipped;    /* samples dropped from this batch */
     int failed;        /* a sample failed and skip_errors is off: see error */
+    int cancelled;     /* its run was cancelled: the contents are not meaningful */
     mx8_sample_error error;
 } mx8_batch_info;
 
 typedef struct mx8_engine mx8_engine;
 
-/* The manifest and paths must outlive the engine; order is copied. */
-mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
-                           size_t n_order, const mx8_engine_config *cfg, mx8_error *err);
+/* The manifest and paths must outlive the engine. */
+mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, const mx8_engine_config *cfg,
+                           mx8_error *err);
 
-size_t mx8_engine_num_batches(const mx8_engine *e);
-size_t mx8_engine_batch_len(const mx8_engine *e, size_t batch);
+/* Queues an order (copied) as a run, read after the runs queued before it, with its own
+ * augmentation seed. *run: its id; *first_batch and *n_batches: its batch numbers (an
+ * empty order makes a run of no batches). Before or after mx8_engine_start. */
+int mx8_engine_submit(mx8_engine *e, const int64_t *order, size_t n, uint64_t aug_seed, uint64_t *run,
+                      size_t *first_batch, size_t *n_batches, mx8_error *err);
+
+/* Ends a run early: no worker starts another of its samples, its batches that have no
+ * buffer yet are dropped from the sequence (later runs' batch numbers move down by as many),
+ * and its batches that have buffers are still delivered by mx8_engine_next, marked
+ * cancelled, once the samples already being read are done (so the caller gets every buffer
+ * back through the normal path). Returns how many of its batches are still to be delivered
+ * (0: the run is gone; an unknown or finished run: 0). */
+size_t mx8_engine_cancel(mx8_engine *e, uint64_t run);
+
+/* Batch numbers queued so far in all (the end of the sequence). */
+size_t mx8_engine_queued_batches(mx8_engine *e);
+size_t mx8_engine_batch_len(mx8_engine *e, size_t batch);
 size_t mx8_engine_slot_bytes(const mx8_engine *e);
-/* Index of the next batch that needs a buffer, and how many bytes it needs. */
-size_t mx8_engine_next_to_provide(const mx8_engine *e);
-int mx8_engine_required_bytes(const mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err);
-/* The largest and the summed required_bytes over the epoch's batches. */
-int mx8_engine_batch_bytes_bounds(const mx8_engine *e, uint64_t *max, uint64_t *total, mx8_error *err);
-/* The sample of batch `batch` with the largest manifest byte length (-1 for an empty batch):
- * what an error about a raw batch too large to allocate names. */
-int64_t mx8_engine_largest_sample(const mx8_engine *e, size_t batch);
+/* Number of the next batch that needs a buffer, and how many bytes it needs. */
+size_t mx8_engine_next_to_provide(mx8_engine *e);
+int mx8_engine_required_bytes(mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err);
+/* The largest and the summed required_bytes over one run's batches. */
+int mx8_engine_run_bytes_bounds(mx8_engine *e, uint64_t run, uint64_t *max, uint64_t *total, mx8_error *err);
+/* The sample of a batch with the largest manifest byte length (-1 for an empty or unknown
+ * batch): what an error about a raw batch too large to allocate names. */
+int64_t mx8_engine_largest_sample(mx8_engine *e, size_t batch);
 
 /* Gives the buffers of the next batch that has none: images (cap bytes), labels and ids
  * (batch_len int64 each) and, in raw mode, offsets (batch_len + 1 int64). Fails when
@@ -101,8 +126,8 @@ int mx8_engine_provide(mx8_engine *e, uint8_t *images, size_t cap, int64_t *labe
 int mx8_engine_start(mx8_engine *e, mx8_error *err);
 
 /* Waits up to timeout_ms (< 0: forever) for the next batch. *has_batch: 1 = info holds
- * the batch, 0 = the order is exhausted, -1 = timed out (call again; the caller can check
- * for signals in between). */
+ * the batch, 0 = every queued batch was delivered, -1 = timed out (call again; the caller
+ * can check for signals in between). */
 int mx8_engine_next(mx8_engine *e, int timeout_ms, int *has_batch, mx8_batch_info *info,
                     mx8_error *err);
 

@@ -20,6 +20,7 @@ typedef struct unit {
     uint32_t refs;    /* positions not yet released */
     uint8_t *data;
     struct remote_fetch *fetch;
+    struct window *window; /* the window it belongs to */
 } unit_t;
 
 /* A unit's transfer, and the bucket name it needs to outlive it. */
@@ -31,6 +32,7 @@ typedef struct remote_fetch {
 
 typedef struct window {
     size_t start, end;   /* positions [start, end) */
+    int64_t *ids;        /* per position: its sample id */
     uint32_t *unit_of;   /* per position; NO_UNIT for a record without a length */
     unit_t *units;
     uint32_t *by_need;   /* unit indices by first_pos */
@@ -38,11 +40,18 @@ typedef struct window {
     struct window *next;
 } window_t;
 
+/* An appended order: positions [base, base + n), planned into windows in turn. */
+typedef struct segment {
+    size_t base, n;
+    int64_t *ids;
+    struct segment *next;
+} segment_t;
+
 struct mx8_remote_reader {
     const mx8_manifest *m;
     const char *const *paths;
-    const int64_t *order;
-    size_t n_order;
+    segment_t *segs, *segs_tail; /* appended and not yet wholly planned, in order */
+    size_t n_order;              /* positions appended in all */
     mx8_remote_config cfg;
     mx8_s3_client *client;
     /* Request buffers of max_request bytes kept for reuse: a fresh 4 MiB malloc is an mmap
@@ -87,6 +96,7 @@ static void window_free(mx8_remote_reader *r, window_t *w) {
         buffer_put(r, &w->units[i]);
         free(w->units[i].fetch);
     }
+    free(w->ids);
     free(w->unit_of);
     free(w->units);
     free(w->by_need);
@@ -94,14 +104,27 @@ static void window_free(mx8_remote_reader *r, window_t *w) {
 }
 
 /* Plans the window after the last planned one and appends it. Returns it, or NULL when
- * every position is planned or on failure (r->plan_rc). Called with r->mu held. */
+ * every appended position is planned or on failure (r->plan_rc). A window never spans two
+ * appended orders, so skipping an order's tail (mx8_remote_skip) frees whole windows.
+ * Called with r->mu held. */
 static window_t *plan_next(mx8_remote_reader *r) {
-    if (r->planned_end >= r->n_order || r->plan_rc)
+    while (r->segs && r->planned_end >= r->segs->base + r->segs->n) { /* wholly planned */
+        segment_t *done = r->segs;
+        r->segs = done->next;
+        if (!r->segs)
+            r->segs_tail = NULL;
+        free(done->ids);
+        free(done);
+    }
+    if (!r->segs || r->plan_rc)
         return NULL;
-    size_t start = r->planned_end, end = start;
+    const segment_t *seg = r->segs;
+    if (r->planned_end < seg->base)
+        r->planned_end = seg->base;
+    size_t start = r->planned_end, end = start, seg_end = seg->base + seg->n;
     uint64_t bytes = 0;
-    while (end < r->n_order && end - start < r->cfg.window && (end == start || bytes < r->cfg.budget_bytes / 2)) {
-        uint64_t len = r->m->records[r->order[end]].length;
+    while (end < seg_end && end - start < r->cfg.window && (end == start || bytes < r->cfg.budget_bytes / 2)) {
+        uint64_t len = r->m->records[seg->ids[end - seg->base]].length;
         bytes += len == MX8_LENGTH_WHOLE || len > r->cfg.max_sample ? 0 : len;
         end++;
     }
@@ -109,11 +132,12 @@ static window_t *plan_next(mx8_remote_reader *r) {
     window_t *w = calloc(1, sizeof *w);
     entry_t *e = malloc(n * sizeof *e);
     if (w) {
+        w->ids = malloc(n * sizeof *w->ids);
         w->unit_of = malloc(n * sizeof *w->unit_of);
         w->units = calloc(n, sizeof *w->units);
         w->by_need = malloc(n * sizeof *w->by_need);
     }
-    if (!w || !e || !w->unit_of || !w->units || !w->by_need) {
+    if (!w || !e || !w->ids || !w->unit_of || !w->units || !w->by_need) {
         free(e);
         window_free(r, w);
         r->plan_rc = mx8_error_set(&r->plan_err, MX8_ERR_NOMEM, "out of memory planning S3 requests");
@@ -121,9 +145,10 @@ static window_t *plan_next(mx8_remote_reader *r) {
     }
     w->start = start;
     w->end = end;
+    memcpy(w->ids, seg->ids + (start - seg->base), n * sizeof *w->ids);
     size_t k = 0;
     for (size_t p = start; p < end; p++) {
-        const mx8_record *rec = &r->m->records[r->order[p]];
+        const mx8_record *rec = &r->m->records[w->ids[p - start]];
         w->unit_of[p - start] = NO_UNIT;
         if (rec->length != MX8_LENGTH_WHOLE && rec->length <= r->cfg.max_sample)
             e[k++] = (entry_t){rec->location, rec->offset, rec->length, p};
@@ -137,7 +162,7 @@ static window_t *plan_next(mx8_remote_reader *r) {
         if (!join) {
             u = &w->units[w->n_units++];
             *u = (unit_t){.location = e[i].location, .state = U_PLANNED, .offset = lo, .span = e[i].length,
-                          .first_pos = e[i].pos};
+                          .first_pos = e[i].pos, .window = w};
         } else if (hi > u->offset + u->span) {
             u->span = hi - u->offset;
         }
@@ -188,6 +213,18 @@ static void buffer_put(mx8_remote_reader *r, const unit_t *u) {
         free(u->data);
 }
 
+/* Gives back a unit no position needs any more: its buffer and its charge. Its transfer
+ * record stays until the window goes (an ended transfer is still the transport's to
+ * finish with when on_done runs). r->mu held; not for a unit still fetching. */
+static void drop_unit(mx8_remote_reader *r, unit_t *u) {
+    if (u->state != U_PLANNED) /* never issued: never charged */
+        r->held -= charge(r, u);
+    buffer_put(r, u);
+    u->data = NULL;
+    u->state = U_FREED;
+    u->window->live--;
+}
+
 static void on_fetch_done(void *ud, mx8_s3_transfer *t) {
     mx8_remote_reader *r = ud;
     unit_t *u = ((remote_fetch *)t)->unit;
@@ -199,6 +236,8 @@ static void on_fetch_done(void *ud, mx8_s3_transfer *t) {
     u->state = t->rc == MX8_OK || partial ? U_READY : U_FAILED;
     r->fetches++;
     r->bytes += u->avail;
+    if (u->refs == 0) /* every sample of it was skipped while it ran: nobody will read it */
+        drop_unit(r, u);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
@@ -253,6 +292,10 @@ static void pump(mx8_remote_reader *r, size_t need) {
             continue;
         }
         unit_t *u = &w->units[w->by_need[w->next_submit]];
+        if (u->state != U_PLANNED) { /* freed unissued: all its samples were skipped */
+            w->next_submit++;
+            continue;
+        }
         int forced = need != SIZE_MAX && u->first_pos <= need;
         if (!forced && r->held > 0 && r->held + charge(r, u) > r->cfg.budget_bytes)
             return;
@@ -281,9 +324,8 @@ static void drop_done_windows(mx8_remote_reader *r) {
 
 /* ---- public ---- */
 
-mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
-                                  size_t n_order, mx8_s3_client *client, const mx8_remote_config *cfg,
-                                  mx8_error *err) {
+mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, mx8_s3_client *client,
+                                  const mx8_remote_config *cfg, mx8_error *err) {
     mx8_remote_reader *r = calloc(1, sizeof *r);
     if (!r) {
         mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an S3 reader");
@@ -291,8 +333,6 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
     }
     r->m = m;
     r->paths = paths;
-    r->order = order;
-    r->n_order = n_order;
     r->cfg = *cfg;
     if (!r->cfg.budget_bytes)
         r->cfg.budget_bytes = (uint64_t)256 << 20;
@@ -315,6 +355,29 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
     return r;
 }
 
+int mx8_remote_append(mx8_remote_reader *r, const int64_t *order, size_t n, size_t *base, mx8_error *err) {
+    segment_t *seg = calloc(1, sizeof *seg);
+    if (seg && n && !(seg->ids = malloc(n * sizeof *seg->ids))) {
+        free(seg);
+        seg = NULL;
+    }
+    if (!seg)
+        return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an order of %zu samples", n);
+    if (n)
+        memcpy(seg->ids, order, n * sizeof *order);
+    pthread_mutex_lock(&r->mu);
+    seg->base = *base = r->n_order;
+    seg->n = n;
+    r->n_order += n;
+    if (r->segs_tail)
+        r->segs_tail->next = seg;
+    else
+        r->segs = seg;
+    r->segs_tail = seg;
+    pthread_mutex_unlock(&r->mu);
+    return MX8_OK;
+}
+
 int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, mx8_error *err) {
     *data = NULL;
     pthread_mutex_lock(&r->mu);
@@ -334,12 +397,14 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
         return rc;
     }
     unit_t *u = &w->units[w->unit_of[pos - w->start]];
-    const mx8_record *rec = &r->m->records[r->order[pos]];
+    const mx8_record *rec = &r->m->records[w->ids[pos - w->start]];
     pump(r, u->state == U_PLANNED ? pos : SIZE_MAX);
     while (!r->stop && u->state == U_FETCHING)
         pthread_cond_wait(&r->cv, &r->mu);
     if (r->stop)
         rc = mx8_error_set(err, MX8_ERR_CLOSED, "the S3 reader was stopped");
+    else if (u->state == U_FREED)
+        rc = mx8_error_set(err, MX8_ERR_CLOSED, "position %zu was skipped", pos);
     else if (u->state == U_FAILED && !u->fetch)
         rc = mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a %llu-byte S3 request",
                            (unsigned long long)u->span);
@@ -351,22 +416,40 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
     return rc;
 }
 
+/* One reference of position pos (in window w, unit id) is given back. r->mu held. */
+static void release_locked(mx8_remote_reader *r, window_t *w, size_t pos, uint32_t id) {
+    (void)pos;
+    if (id == NO_UNIT || w->units[id].state == U_FREED || w->units[id].refs == 0)
+        return;
+    unit_t *u = &w->units[id];
+    if (--u->refs == 0 && u->state != U_FETCHING) /* a fetch still running is dropped when it ends */
+        drop_unit(r, u);
+}
+
 void mx8_remote_release(mx8_remote_reader *r, size_t pos) {
     pthread_mutex_lock(&r->mu);
     window_t *w = window_of(r, pos);
     uint32_t id = w ? w->unit_of[pos - w->start] : NO_UNIT;
-    if (id != NO_UNIT && w->units[id].state != U_FREED && --w->units[id].refs == 0) {
-        unit_t *u = &w->units[id];
-        if (u->state != U_FETCHING) { /* a stopped reader may release a fetch still running */
-            if (u->state != U_PLANNED) /* never issued (the reader stopped first): never counted */
-                r->held -= charge(r, u);
-            buffer_put(r, u);
-            free(u->fetch);
-            u->data = NULL;
-            u->fetch = NULL;
-            u->state = U_FREED;
-            w->live--;
-        }
+    release_locked(r, w, pos, id);
+    drop_done_windows(r);
+    if (!r->stop)
+        pump(r, SIZE_MAX);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void mx8_remote_skip(mx8_remote_reader *r, size_t lo, size_t hi) {
+    pthread_mutex_lock(&r->mu);
+    size_t planned = r->planned_end;
+    if (planned < hi) /* the unplanned part is never planned */
+        r->planned_end = hi;
+    for (window_t *w = r->head; w; w = w->next) {
+        if (w->end <= lo || w->start >= hi)
+            continue;
+        size_t a = w->start > lo ? w->start : lo, b = w->end < hi ? w->end : hi;
+        for (size_t p = a; p < b; p++)
+            release_locked(r, w, p, w->unit_of[p - w->start]);
+        if (w->start >= lo && w->end <= hi)
+            w->next_submit = w->n_units; /* what is left unissued was freed above */
     }
     drop_done_windows(r);
     if (!r->stop)
@@ -384,6 +467,11 @@ void mx8_remote_stop(mx8_remote_reader *r) {
 void mx8_remote_free(mx8_remote_reader *r) {
     if (!r)
         return;
+    for (segment_t *g = r->segs, *next; g; g = next) {
+        next = g->next;
+        free(g->ids);
+        free(g);
+    }
     for (window_t *w = r->head, *next; w; w = next) {
         next = w->next;
         window_free(r, w);

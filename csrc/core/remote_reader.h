@@ -2,7 +2,7 @@
  * fetches them ahead of the decode threads on an S3 client's transport, and hands out pointers
  * into the fetched bytes.
  *
- * Planning: the epoch order is cut into windows of consecutive positions (at most `window`
+ * Planning: each appended order is cut into windows of consecutive positions (at most `window`
  * samples and half the byte budget). Within a window the samples are sorted by (object,
  * offset) and neighbours at most `max_gap` bytes apart are merged into one request of at
  * most `max_request` bytes. mx8's block shuffle keeps 64-sample blocks contiguous in a
@@ -43,14 +43,23 @@ typedef struct {
 
 typedef struct mx8_remote_reader mx8_remote_reader;
 
-/* paths[loc] is "bucket/key"; manifest, paths, order and client must outlive the reader,
- * and the client's transfers must have ended (or the client been freed) before
- * mx8_remote_free, which frees the buffers they write into. Records
- * without a byte length, or longer than max_sample, are not planned (the caller reads them
- * another way, or refuses them). */
-mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, const int64_t *order,
-                                  size_t n_order, mx8_s3_client *client, const mx8_remote_config *cfg,
-                                  mx8_error *err);
+/* paths[loc] is "bucket/key"; manifest, paths and client must outlive the reader, and the
+ * client's transfers must have ended (or the client been freed) before mx8_remote_free,
+ * which frees the buffers they write into. The reader lives as long as its engine: orders
+ * are appended to it one after another (epochs, lease ranges), under one byte budget. */
+mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *paths, mx8_s3_client *client,
+                                  const mx8_remote_config *cfg, mx8_error *err);
+
+/* Appends an order (copied): its samples get positions *base .. *base + n - 1, after every
+ * position appended before. Records without a byte length, or longer than max_sample, are
+ * not planned (the caller reads them another way, or refuses them). A planning window never
+ * spans two orders. */
+int mx8_remote_append(mx8_remote_reader *r, const int64_t *order, size_t n, size_t *base, mx8_error *err);
+
+/* Positions [lo, hi), none of them acquired, will never be: their requests are not issued,
+ * or their buffers are given back (a request in flight is dropped when it ends). For an
+ * order cut short (an epoch left early, a lost lease). */
+void mx8_remote_skip(mx8_remote_reader *r, size_t lo, size_t hi);
 
 /* Waits until the bytes of the sample at position pos are fetched; *data points at its
  * record length of bytes, valid until mx8_remote_release(pos). On failure the error names

@@ -66,10 +66,24 @@ static mx8_engine_config config(int threads, int skip) {
     c.batch_size = 4;
     c.depth = 2;
     c.skip_errors = skip;
-    c.aug_seed = 99;
     c.transform = mx8_transform_random_crop(24, 32);
     c.transform.max_pixels = 1000000;
     return c;
+}
+
+#define AUG_SEED 99
+
+/* A new engine with one run queued: the order, seeded AUG_SEED. */
+static mx8_engine *engine_with_order(fixture *f, const int64_t *order, size_t n, const mx8_engine_config *c,
+                                     mx8_error *err) {
+    mx8_engine *e = mx8_engine_new(f->m, f->paths, c, err);
+    uint64_t run;
+    size_t first, nb;
+    if (e && mx8_engine_submit(e, order, n, AUG_SEED, &run, &first, &nb, err)) {
+        mx8_engine_free(e);
+        return NULL;
+    }
+    return e;
 }
 
 typedef struct {
@@ -82,7 +96,7 @@ typedef struct {
 static int run(fixture *f, const mx8_engine_config *c, const int64_t *order, size_t n, uint8_t *all,
                int64_t *ids_out, size_t *n_out, mx8_batch_info *fail) {
     mx8_error err;
-    mx8_engine *e = mx8_engine_new(f->m, f->paths, order, n, c, &err);
+    mx8_engine *e = engine_with_order(f, order, n, c, &err);
     if (!e)
         return -1;
     batch_buf bufs[2];
@@ -108,7 +122,7 @@ static int run(fixture *f, const mx8_engine_config *c, const int64_t *order, siz
             memcpy(all + got * sizeof b->images / 4, b->images + i * sizeof b->images / 4, sizeof b->images / 4);
             got++;
         }
-        if (mx8_engine_next_to_provide(e) < mx8_engine_num_batches(e))
+        if (mx8_engine_next_to_provide(e) < mx8_engine_queued_batches(e))
             mx8_engine_provide(e, b->images, sizeof b->images, b->labels, b->ids, NULL, &err);
     }
     *n_out = got;
@@ -168,7 +182,7 @@ void test_engine_raw_mode_and_limits(void) {
     c.output = MX8_OUTPUT_RAW;
     c.batch_size = 3;
     c.depth = 1;
-    mx8_engine *e = mx8_engine_new(f.m, f.paths, order, 3, &c, &err);
+    mx8_engine *e = engine_with_order(&f, order, 3, &c, &err);
     CHECK(e != NULL);
     if (!e)
         return;
@@ -203,7 +217,7 @@ void test_engine_raw_mode_and_limits(void) {
 
     /* an order naming a sample that does not exist is refused up front */
     const int64_t bad[] = {0, 99};
-    CHECK(mx8_engine_new(f.m, f.paths, bad, 2, &c, &err) == NULL);
+    CHECK(engine_with_order(&f, bad, 2, &c, &err) == NULL);
     CHECK(strstr(err.msg, "order[1] = 99") != NULL);
     free_fixture(&f);
 }
@@ -216,7 +230,7 @@ void test_engine_stop_with_work_pending(void) {
     for (int i = 0; i < 40; i++)
         order[i] = i % N_SAMPLES == BAD_ID ? 0 : i % N_SAMPLES;
     mx8_engine_config c = config(3, 0);
-    mx8_engine *e = mx8_engine_new(f.m, f.paths, order, 40, &c, &err);
+    mx8_engine *e = engine_with_order(&f, order, 40, &c, &err);
     batch_buf bufs[2];
     for (int i = 0; i < 2; i++)
         REQUIRE_OK(mx8_engine_provide(e, bufs[i].images, sizeof bufs[i].images, bufs[i].labels, bufs[i].ids,
@@ -233,5 +247,106 @@ void test_engine_stop_with_work_pending(void) {
     mx8_engine_stop(e, -1, NULL);
     CHECK_INT(mx8_engine_next(e, 100, &has, &info, &err), ==, MX8_ERR_CLOSED);
     mx8_engine_free(e);
+    free_fixture(&f);
+}
+
+/* Takes every batch left in the queue into bufs (depth 2), providing as it goes; appends the
+ * delivered ids and images. Returns the batches delivered marked cancelled. */
+static size_t drain(mx8_engine *e, batch_buf *bufs, int64_t *ids, uint8_t *images, size_t *got) {
+    mx8_error err;
+    size_t cancelled = 0, slot = sizeof bufs[0].images / 4;
+    while (mx8_engine_next_to_provide(e) < mx8_engine_queued_batches(e)) {
+        size_t b = mx8_engine_next_to_provide(e);
+        if (mx8_engine_provide(e, bufs[b % 2].images, sizeof bufs[0].images, bufs[b % 2].labels, bufs[b % 2].ids,
+                               NULL, &err))
+            break; /* depth reached */
+    }
+    for (;;) {
+        int has;
+        mx8_batch_info info;
+        if (mx8_engine_next(e, -1, &has, &info, &err) || !has)
+            break;
+        batch_buf *b = &bufs[info.batch % 2];
+        if (info.cancelled) {
+            cancelled++;
+        } else {
+            for (size_t i = 0; i < info.count; i++, (*got)++) {
+                ids[*got] = b->ids[i];
+                memcpy(images + *got * slot, b->images + i * slot, slot);
+            }
+        }
+        size_t nb = mx8_engine_next_to_provide(e);
+        if (nb < mx8_engine_queued_batches(e))
+            mx8_engine_provide(e, bufs[nb % 2].images, sizeof bufs[0].images, bufs[nb % 2].labels, bufs[nb % 2].ids,
+                               NULL, &err);
+    }
+    return cancelled;
+}
+
+void test_engine_runs_back_to_back_and_cancel(void) {
+    fixture f;
+    mx8_error err;
+    REQUIRE_OK(make_fixture(&f, &err), &err);
+    const int64_t a[] = {3, 0, 10, 7, 1, 2, 4, 5, 8, 9}, b[] = {9, 8, 7, 5, 4, 3};
+    size_t slot = 3 * 24 * 32;
+    mx8_engine_config c = config(3, 0);
+    /* Reference: each order alone on a fresh engine. */
+    uint8_t *ref_a = malloc(10 * slot), *ref_b = malloc(6 * slot), *both = malloc(16 * slot);
+    int64_t ids_a[16], ids_b[16], ids[32];
+    size_t na, nb, got = 0;
+    mx8_batch_info fail;
+    CHECK_INT(run(&f, &c, a, 10, ref_a, ids_a, &na, &fail), ==, 0);
+    CHECK_INT(run(&f, &c, b, 6, ref_b, ids_b, &nb, &fail), ==, 0);
+
+    /* Both as two runs of one engine: b's batches follow a's (a's last batch is short), and
+     * every pixel is what a fresh engine gives (the augmentation is the run's own). */
+    mx8_engine *e = mx8_engine_new(f.m, f.paths, &c, &err);
+    uint64_t ra, rb;
+    size_t first, n_batches;
+    REQUIRE_OK(mx8_engine_submit(e, a, 10, AUG_SEED, &ra, &first, &n_batches, &err), &err);
+    CHECK_INT(first, ==, 0);
+    CHECK_INT(n_batches, ==, 3);
+    REQUIRE_OK(mx8_engine_start(e, &err), &err);
+    REQUIRE_OK(mx8_engine_submit(e, b, 6, AUG_SEED, &rb, &first, &n_batches, &err), &err);
+    CHECK_INT(first, ==, 3);
+    CHECK_INT(n_batches, ==, 2);
+    batch_buf bufs[2];
+    CHECK_INT(drain(e, bufs, ids, both, &got), ==, 0);
+    CHECK_INT(got, ==, 16);
+    CHECK(memcmp(ids, a, sizeof a) == 0 && memcmp(ids + 10, b, sizeof b) == 0);
+    CHECK(memcmp(both, ref_a, 10 * slot) == 0);
+    CHECK(memcmp(both + 10 * slot, ref_b, 6 * slot) == 0);
+
+    /* Cancel a run after one batch: its batches with buffers come out marked, the rest are
+     * dropped from the sequence, and the run queued behind it reads normally. */
+    int64_t long_order[40];
+    for (int i = 0; i < 40; i++)
+        long_order[i] = a[i % 10];
+    uint64_t rl;
+    REQUIRE_OK(mx8_engine_submit(e, long_order, 40, AUG_SEED, &rl, &first, &n_batches, &err), &err);
+    CHECK_INT(first, ==, 5);
+    CHECK_INT(n_batches, ==, 10);
+    REQUIRE_OK(mx8_engine_submit(e, b, 6, AUG_SEED, &rb, &first, &n_batches, &err), &err);
+    CHECK_INT(first, ==, 15);
+    for (int i = 0; i < 2; i++)
+        REQUIRE_OK(mx8_engine_provide(e, bufs[(5 + i) % 2].images, sizeof bufs[0].images, bufs[(5 + i) % 2].labels,
+                                      bufs[(5 + i) % 2].ids, NULL, &err), &err);
+    int has;
+    mx8_batch_info info;
+    REQUIRE_OK(mx8_engine_next(e, -1, &has, &info, &err), &err);
+    CHECK_INT(info.batch, ==, 5);
+    CHECK(info.run == rl && !info.cancelled);
+    CHECK_INT(mx8_engine_cancel(e, rl), ==, 1); /* batch 6 has a buffer: still to come, marked */
+    CHECK_INT(mx8_engine_queued_batches(e), ==, 7 + 2);
+    got = 0;
+    CHECK_INT(drain(e, bufs, ids, both, &got), ==, 1);
+    CHECK_INT(got, ==, 6);
+    CHECK(memcmp(ids, b, sizeof b) == 0);
+    CHECK(memcmp(both, ref_b, 6 * slot) == 0);
+    CHECK_INT(mx8_engine_cancel(e, rl), ==, 0); /* gone */
+    mx8_engine_free(e);
+    free(ref_a);
+    free(ref_b);
+    free(both);
     free_fixture(&f);
 }

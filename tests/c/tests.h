@@ -42,6 +42,7 @@
     X(test_engine_order_determinism_and_skip)       \
     X(test_engine_raw_mode_and_limits)              \
     X(test_engine_stop_with_work_pending)           \
+    X(test_engine_runs_back_to_back_and_cancel)     \
     X(test_buffer_pool_reuse_and_lifetime) \
     X(test_transform_odd_sizes)                     \
     X(test_s3_sign_aws_doc_get_object)              \
@@ -55,6 +56,7 @@
     X(test_s3_xml_rejects_malformed) \
     X(test_s3_xml_result_text_and_error_in_200)    \
     X(test_remote_reader_coalesces_within_budget_and_cap) \
+    X(test_remote_reader_skips_an_order_cut_short)  \
     X(test_remote_reader_retries_then_succeeds)     \
     X(test_remote_reader_missing_object_fails_naming_it) \
     X(test_remote_reader_truncated_object_fails_only_the_cut_sample) \
