@@ -212,8 +212,11 @@ static void finish(io_thread *io, CURL *h, CURLcode cc) {
     uint64_t now = mx8_s3_now_ns();
     mx8_s3_error_info e;
     mx8_s3_verdict v = mx8_s3_attempt_verdict(&c->conf, cc, r, t->attempts, &e);
+    long connects = 0; /* new connections this attempt made (0: it reused one) */
+    curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
     pthread_mutex_lock(&c->mu);
     record_request(&c->stats, now - t->started_ns, t->op.body_len);
+    c->stats.connections += connects > 0 ? (uint64_t)connects : 0;
     if (v == MX8_S3_RETRY_KEYS && !t->keys_refused_ns)
         t->keys_refused_ns = now;
     int attempts_left = t->attempts < c->conf.max_attempts ||

@@ -62,6 +62,7 @@ typedef struct {
     uint64_t transfers; /* transfers ended (succeeded or failed for good) */
     uint64_t bytes_in;  /* response body bytes of successful transfers */
     uint64_t bytes_out; /* request body bytes sent, retries included */
+    uint64_t connections; /* connections opened (the rest of the requests reused one) */
     uint64_t latency_sum_ns, latency_max_ns; /* per request, from start to last byte */
     uint64_t latency_hist[MX8_LATENCY_BUCKETS];
 } mx8_s3_stats;

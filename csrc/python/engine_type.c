@@ -1,5 +1,5 @@
-/* mx8._core.Engine: drives a core engine from Python. The Python layer (mx8/dataset.py)
- * allocates the batch tensors and provides their pointers; this type keeps each provided
+/* mx8._core.Engine: drives a core engine from Python. The Python layer (mx8/stream.py)
+ * submits orders, allocates the batch tensors and provides their pointers; this type keeps each provided
  * batch's owner alive until the batch is taken or the engine is closed, so the C threads
  * never write into freed memory.
  *
@@ -209,17 +209,23 @@ static int parse_normalize(PyObject *kw, mx8_engine_config *cfg) {
     return 0;
 }
 
+static int check_open(EngineObject *self) {
+    if (self->closed) {
+        PyErr_SetString(mx8_state_from_type(Py_TYPE(self))->Error, "the engine is closed");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"manifest", "paths", "order", "threads", "batch_size", "depth", "raw",
-                             "skip_errors", "aug_seed", "transform", "s3", NULL};
+    static char *kwlist[] = {"manifest", "paths", "threads", "batch_size", "depth", "raw", "skip_errors",
+                             "transform", "s3", NULL};
     mx8_state *st = mx8_state_from_type(type);
     PyObject *manifest, *paths, *transform = NULL, *s3 = NULL;
-    Py_buffer order;
     int threads, batch_size, depth, raw = 0, skip = 0;
-    unsigned long long aug_seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!Oy*iii|ppKO!O:Engine", kwlist, st->ManifestType,
-                                     &manifest, &paths, &order, &threads, &batch_size, &depth, &raw,
-                                     &skip, &aug_seed, &PyDict_Type, &transform, &s3))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!Oiii|ppO!O:Engine", kwlist, st->ManifestType, &manifest,
+                                     &paths, &threads, &batch_size, &depth, &raw, &skip, &PyDict_Type, &transform,
+                                     &s3))
         return NULL;
     EngineObject *self = NULL;
     mx8_engine_config cfg;
@@ -229,16 +235,11 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     cfg.depth = depth;
     cfg.output = raw ? MX8_OUTPUT_RAW : MX8_OUTPUT_DECODED;
     cfg.skip_errors = skip;
-    cfg.aug_seed = aug_seed;
-    if (order.len % (Py_ssize_t)sizeof(int64_t) != 0) {
-        PyErr_SetString(PyExc_ValueError, "order must hold int64 sample ids");
-        goto fail;
-    }
     if (transform && (parse_transform(transform, &cfg.transform) < 0 || parse_normalize(transform, &cfg) < 0))
-        goto fail;
+        return NULL;
     self = (EngineObject *)type->tp_alloc(type, 0);
     if (!self)
-        goto fail;
+        return NULL;
     self->manifest = Py_NewRef(manifest);
     self->depth = depth > 0 ? depth : 1;
     self->owners = calloc((size_t)self->depth, sizeof(PyObject *));
@@ -262,18 +263,50 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     mx8_error err;
     mx8_error_clear(&err);
     self->pid = getpid();
-    self->e = mx8_engine_new(m, (const char *const *)self->paths, order.buf,
-                             (size_t)order.len / sizeof(int64_t), &cfg, &err);
+    self->e = mx8_engine_new(m, (const char *const *)self->paths, &cfg, &err);
     if (!self->e) {
         mx8_raise(st, &err);
         goto fail;
     }
-    PyBuffer_Release(&order);
     return (PyObject *)self;
 fail:
-    PyBuffer_Release(&order);
     Py_XDECREF(self);
     return NULL;
+}
+
+/* submit(order, aug_seed) -> (run, first_batch, n_batches): queues an order (int64 sample
+ * ids, any buffer) as a run after the runs queued before. */
+static PyObject *Engine_submit(EngineObject *self, PyObject *args) {
+    Py_buffer order;
+    unsigned long long aug_seed = 0;
+    if (!PyArg_ParseTuple(args, "y*K:submit", &order, &aug_seed))
+        return NULL;
+    PyObject *out = NULL;
+    if (order.len % (Py_ssize_t)sizeof(int64_t) != 0) {
+        PyErr_SetString(PyExc_ValueError, "order must hold int64 sample ids");
+    } else if (check_open(self) == 0) {
+        mx8_error err;
+        mx8_error_clear(&err);
+        uint64_t run = 0;
+        size_t first = 0, n = 0;
+        if (mx8_engine_submit(self->e, order.buf, (size_t)order.len / sizeof(int64_t), aug_seed, &run, &first, &n,
+                              &err))
+            mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
+        else
+            out = Py_BuildValue("(Knn)", (unsigned long long)run, (Py_ssize_t)first, (Py_ssize_t)n);
+    }
+    PyBuffer_Release(&order);
+    return out;
+}
+
+/* cancel(run) -> batches of it still to come out of next(), marked cancelled. */
+static PyObject *Engine_cancel(EngineObject *self, PyObject *arg) {
+    unsigned long long run = PyLong_AsUnsignedLongLong(arg);
+    if (run == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromSize_t(mx8_engine_cancel(self->e, run));
 }
 
 static void release_owners(EngineObject *self) {
@@ -328,14 +361,6 @@ static void Engine_dealloc(EngineObject *self) {
     Py_DECREF(tp);
 }
 
-static int check_open(EngineObject *self) {
-    if (self->closed) {
-        PyErr_SetString(mx8_state_from_type(Py_TYPE(self))->Error, "the engine is closed");
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *Engine_provide(EngineObject *self, PyObject *args) {
     PyObject *p_img, *p_lab, *p_ids, *p_off, *owner;
     Py_ssize_t cap;
@@ -367,25 +392,32 @@ static PyObject *Engine_start(EngineObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* next() -> None at the end, else (batch_index, count, skipped). Waits in short slices
+/* next(timeout_ms=-1) -> None when every queued batch was delivered, False when timeout_ms
+ * passed first, else (batch, count, skipped, run, cancelled). Waits in short slices
  * with the GIL released so Ctrl-C still interrupts a long wait. */
-static PyObject *Engine_next(EngineObject *self, PyObject *unused) {
-    (void)unused;
+static PyObject *Engine_next(EngineObject *self, PyObject *args) {
+    int timeout_ms = -1;
+    if (!PyArg_ParseTuple(args, "|i:next", &timeout_ms))
+        return NULL;
     if (check_open(self) < 0)
         return NULL;
     mx8_state *st = mx8_state_from_type(Py_TYPE(self));
     mx8_batch_info info;
     mx8_error err;
-    int has = -1, rc = 0;
+    int has = -1, rc = 0, waited = 0;
     while (has == -1) {
+        int slice = timeout_ms >= 0 && timeout_ms - waited < 100 ? timeout_ms - waited : 100;
         mx8_error_clear(&err);
         Py_BEGIN_ALLOW_THREADS
-        rc = mx8_engine_next(self->e, 100, &has, &info, &err);
+        rc = mx8_engine_next(self->e, slice, &has, &info, &err);
         Py_END_ALLOW_THREADS
         if (rc)
             return mx8_raise(st, &err);
+        waited += slice;
         if (has == -1 && PyErr_CheckSignals() < 0)
             return NULL;
+        if (has == -1 && timeout_ms >= 0 && waited >= timeout_ms)
+            Py_RETURN_FALSE;
     }
     if (!has)
         Py_RETURN_NONE;
@@ -394,7 +426,8 @@ static PyObject *Engine_next(EngineObject *self, PyObject *unused) {
         const mx8_manifest *m = ((ManifestObject *)self->manifest)->m;
         return mx8_raise_sample(st, &info.error, m->locations[info.error.location]);
     }
-    return Py_BuildValue("(nnn)", (Py_ssize_t)info.batch, (Py_ssize_t)info.count, (Py_ssize_t)info.skipped);
+    return Py_BuildValue("(nnnKO)", (Py_ssize_t)info.batch, (Py_ssize_t)info.count, (Py_ssize_t)info.skipped,
+                         (unsigned long long)info.run, info.cancelled ? Py_True : Py_False);
 }
 
 /* close(wait_ms=1000) -> None when every thread stopped; else (abandoned, sample_id,
@@ -455,20 +488,24 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *unused) {
                                   "p50", mx8_s3_latency_quantile_ms(f, 0.5), "p99", mx8_s3_latency_quantile_ms(f, 0.99),
                                   "max", f->latency_max_ns / 1e6);
     PyObject *held = PyLong_FromUnsignedLongLong(s.s3_held_max);
-    if (!lat || !held || PyDict_SetItemString(d, "s3_latency_ms", lat) < 0 ||
-        PyDict_SetItemString(d, "s3_held_max_bytes", held) < 0)
+    PyObject *conns = PyLong_FromUnsignedLongLong(f->connections);
+    if (!lat || !held || !conns || PyDict_SetItemString(d, "s3_latency_ms", lat) < 0 ||
+        PyDict_SetItemString(d, "s3_held_max_bytes", held) < 0 || PyDict_SetItemString(d, "s3_connections_opened", conns) < 0)
         Py_CLEAR(d);
     Py_XDECREF(lat);
     Py_XDECREF(held);
+    Py_XDECREF(conns);
     return d;
 }
 
-static PyObject *Engine_batch_bytes_bounds(EngineObject *self, PyObject *unused) {
-    (void)unused;
+static PyObject *Engine_run_bytes_bounds(EngineObject *self, PyObject *arg) {
+    unsigned long long run = PyLong_AsUnsignedLongLong(arg);
+    if (run == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
     uint64_t max = 0, total = 0;
     mx8_error err;
     mx8_error_clear(&err);
-    if (mx8_engine_batch_bytes_bounds(self->e, &max, &total, &err))
+    if (mx8_engine_run_bytes_bounds(self->e, run, &max, &total, &err))
         return mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
     return Py_BuildValue("(KK)", (unsigned long long)max, (unsigned long long)total);
 }
@@ -490,10 +527,11 @@ static PyObject *Engine_largest_sample(EngineObject *self, PyObject *arg) {
     size_t b = PyLong_AsSize_t(arg);
     if (b == (size_t)-1 && PyErr_Occurred())
         return NULL;
-    if (b >= mx8_engine_num_batches(self->e))
-        return PyErr_Format(PyExc_IndexError, "batch %zu of %zu", b, mx8_engine_num_batches(self->e));
+    int64_t id = mx8_engine_largest_sample(self->e, b);
+    if (id < 0)
+        return PyErr_Format(PyExc_IndexError, "batch %zu is not queued, or empty", b);
     const mx8_manifest *m = ((ManifestObject *)self->manifest)->m;
-    const mx8_record *r = &m->records[mx8_engine_largest_sample(self->e, b)];
+    const mx8_record *r = &m->records[id];
     return Py_BuildValue("(LO&KK)", (long long)(r - m->records), PyUnicode_DecodeFSDefault,
                          m->locations[r->location], (unsigned long long)r->offset, (unsigned long long)r->length);
 }
@@ -505,9 +543,9 @@ static PyObject *Engine_batch_len(EngineObject *self, PyObject *arg) {
     return PyLong_FromSize_t(b < 0 ? 0 : mx8_engine_batch_len(self->e, (size_t)b));
 }
 
-static PyObject *Engine_get_num_batches(EngineObject *self, void *c) {
+static PyObject *Engine_get_queued(EngineObject *self, void *c) {
     (void)c;
-    return PyLong_FromSize_t(mx8_engine_num_batches(self->e));
+    return PyLong_FromSize_t(mx8_engine_queued_batches(self->e));
 }
 
 static PyObject *Engine_get_next_to_provide(EngineObject *self, void *c) {
@@ -519,13 +557,19 @@ static PyMethodDef Engine_methods[] = {
     {"provide", (PyCFunction)Engine_provide, METH_VARARGS,
      "provide(images_ptr, nbytes, labels_ptr, ids_ptr, offsets_ptr|None, owner): buffers of the next batch"},
     {"start", (PyCFunction)Engine_start, METH_NOARGS, "start the worker threads"},
-    {"next", (PyCFunction)Engine_next, METH_NOARGS, "wait for the next batch: (index, count, skipped) or None"},
+    {"submit", (PyCFunction)Engine_submit, METH_VARARGS,
+     "submit(order, aug_seed) -> (run, first_batch, n_batches): queue an order of int64 sample ids"},
+    {"cancel", (PyCFunction)Engine_cancel, METH_O,
+     "cancel(run) -> batches of the run still to come out of next(), marked cancelled"},
+    {"next", (PyCFunction)Engine_next, METH_VARARGS,
+     "next(timeout_ms=-1): the next batch, (batch, count, skipped, run, cancelled); None when none is "
+     "queued; False when timeout_ms passed first"},
     {"close", (PyCFunction)(void (*)(void))Engine_close, METH_VARARGS | METH_KEYWORDS,
      "close(wait_ms=1000): stop the threads; None, or (abandoned, sample_id, location, offset, length)"},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters as a dict"},
     {"required_bytes", (PyCFunction)Engine_required_bytes, METH_O, "bytes the image buffer of batch b needs"},
-    {"batch_bytes_bounds", (PyCFunction)Engine_batch_bytes_bounds, METH_NOARGS,
-     "batch_bytes_bounds() -> (largest, total) required_bytes over the epoch's batches"},
+    {"run_bytes_bounds", (PyCFunction)Engine_run_bytes_bounds, METH_O,
+     "run_bytes_bounds(run) -> (largest, total) required_bytes over the run's batches"},
     {"batch_len", (PyCFunction)Engine_batch_len, METH_O, "samples in batch b before skips"},
     {"largest_sample", (PyCFunction)Engine_largest_sample, METH_O,
      "(sample_id, location, offset, length) of batch b's sample with the largest byte length"},
@@ -533,7 +577,7 @@ static PyMethodDef Engine_methods[] = {
 };
 
 static PyGetSetDef Engine_getset[] = {
-    {"num_batches", (getter)Engine_get_num_batches, NULL, "batches in this engine's order", NULL},
+    {"queued", (getter)Engine_get_queued, NULL, "batch numbers queued in all (the end of the sequence)", NULL},
     {"next_to_provide", (getter)Engine_get_next_to_provide, NULL, "index of the next batch without buffers", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -543,8 +587,9 @@ static PyType_Slot Engine_slots[] = {
     {Py_tp_dealloc, Engine_dealloc},
     {Py_tp_methods, Engine_methods},
     {Py_tp_getset, Engine_getset},
-    {Py_tp_doc, "Engine(manifest, paths, order, threads, batch_size, depth, raw=False, skip_errors=False, "
-                "aug_seed=0, transform=None): native batch engine (internal; use mx8.Dataset)."},
+    {Py_tp_doc, "Engine(manifest, paths, threads, batch_size, depth, raw=False, skip_errors=False, "
+                "transform=None, s3=None): a long-lived native batch engine that reads submitted orders one "
+                "after another (internal; use mx8.Dataset)."},
     {0, NULL},
 };
 
