@@ -6,23 +6,21 @@ fills them with the GIL released. Nothing is allocated per image in Python.
 """
 from __future__ import annotations
 
-import errno
 import os
 import threading
-import warnings
 import weakref
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import _core
 from .distributed import World, current_world
 from .envvars import env_bool, env_int
-from .errors import ReadError, SnapshotMismatchError, StuckReadWarning, UsageError
+from .errors import SnapshotMismatchError, UsageError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
 from .s3config import S3Config, s3_config
 from .sharding import consumed_after, derive_seed, plan
+from .stream import Batch, BatchStream, RawBatch, Run, _Closed  # noqa: F401  (Batch, RawBatch: public here)
 
 STATE_FORMAT = "mx8.Dataset/1"
 
@@ -31,22 +29,6 @@ DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 LAYOUTS = {"NCHW": 0, "NHWC": 1}
 ON_ERROR = ("raise", "skip")
 MODES = ("train", "lease")
-
-
-class Batch(NamedTuple):
-    """Decoded images: uint8 or float32, (N, 3, H, W) or (N, H, W, 3); labels and sample_ids
-    int64 (N,)."""
-    images: torch.Tensor
-    labels: torch.Tensor
-    sample_ids: torch.Tensor
-
-
-class RawBatch(NamedTuple):
-    """Encoded bytes back to back: sample i is data[offsets[i]:offsets[i+1]]."""
-    data: torch.Tensor
-    offsets: torch.Tensor
-    labels: torch.Tensor
-    sample_ids: torch.Tensor
 
 
 def _pair(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -186,7 +168,11 @@ class Dataset(torch.utils.data.IterableDataset):
         if not 1 <= self.s3_io_threads <= 64:
             raise ValueError(f"s3_io_threads must be within 1..64, got {self.s3_io_threads}")
         self._rank, self._world_size = rank, world_size
-        self._engine: Optional[_core.Engine] = None  # of the current/last iteration, for stats()
+        # The engine, kept across epochs (threads, decoders, connections, batch buffers), and
+        # the process that made it: a fork()ed child makes its own.
+        self._stream: Optional[BatchStream] = None
+        self._stream_pid = 0
+        self._stats_base: Dict[str, Any] = {}  # the engine's counters when this iteration began
         self._iterator: Optional["weakref.ref[_BatchIterator]"] = None  # the current one, to close it
         self._plan_info: Dict[str, int] = {}
         self._start = 0  # global positions of this epoch already consumed (mid-epoch resume)
@@ -214,7 +200,8 @@ class Dataset(torch.utils.data.IterableDataset):
         # Native objects do not cross processes: a DataLoader worker re-resolves the pinned URI.
         state = self.__dict__.copy()
         state["_snapshot"] = None
-        state["_engine"] = None
+        state["_stream"] = None
+        state["_stats_base"] = {}
         state["_iterator"] = None
         state["_progress"] = None
         return state
@@ -281,7 +268,9 @@ class Dataset(torch.utils.data.IterableDataset):
                 "mean": self.mean, "std": self.std}
 
     def __iter__(self) -> Iterator[Union[Batch, RawBatch]]:
-        self.close()
+        it = self._iterator() if self._iterator is not None else None
+        if it is not None:
+            it.close()  # ends its run; the engine stays for this one
         world = current_world(self._rank, self._world_size)
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -294,18 +283,27 @@ class Dataset(torch.utils.data.IterableDataset):
         # The next iteration (same epoch, no new checkpoint loaded) starts from the beginning.
         self._start = 0
         self._progress = _Progress(start, world.world_size)
-        snap = self.snapshot
-        paths, s3 = self._sources(snap)
-        engine = _core.Engine(snap.manifest, paths, p.positions, self.threads,
-                              self.batch_size, self._depth(), not self.decode, self.on_error == "skip",
-                              derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
-                              self._transform() if self.decode else {}, s3)
-        self._engine = engine
-        # The iterator does not reference the Dataset: dropping it closes the engine at once.
-        it = _BatchIterator(engine, self._image_shape(), DTYPES[self.dtype], self._depth(), self._pin(),
-                            self._progress)
+        stream = self._stream_for_iteration()
+        self._stats_base = stream.stats()
+        run = stream.submit(p.positions, derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"))
+        # The iterator does not reference the Dataset: dropping it ends the run at once.
+        it = _BatchIterator(stream, run, self._progress)
         self._iterator = weakref.ref(it)
         return it
+
+    def _stream_for_iteration(self) -> BatchStream:
+        """The Dataset's engine, made at the first iteration and kept for the next ones (a new
+        one after close(), a hung read, or in a fork()ed child)."""
+        st = self._stream
+        if st is None or st.closed or self._stream_pid != os.getpid():
+            snap = self.snapshot
+            paths, s3 = self._sources(snap)
+            st = BatchStream(snap.manifest, paths, threads=self.threads, batch_size=self.batch_size,
+                             depth=self._depth(), raw=not self.decode, skip_errors=self.on_error == "skip",
+                             transform=self._transform() if self.decode else {}, s3=s3,
+                             image_shape=self._image_shape(), dtype=DTYPES[self.dtype], pin=self._pin())
+            self._stream, self._stream_pid = st, os.getpid()
+        return st
 
     # -- what an engine needs (also used by mx8.LeaseDataset) -----------------------------
 
@@ -344,18 +342,19 @@ class Dataset(torch.utils.data.IterableDataset):
         """Counters of the current (or last) iteration: images, bytes_read, errors, skipped,
         batches, read_s/decode_s (summed over threads), wait_s (consumer blocked), padded."""
         out: Dict[str, Any] = dict(self._plan_info)
-        if self._engine is not None:
-            out.update(self._engine.stats())
+        if self._stream is not None:
+            out.update(counters_since(self._stream.stats(), self._stats_base))
         return out
 
     def close(self) -> None:
-        """Stops and joins the native threads of the current iteration; from any thread. An
-        unfinished iterator's next() then raises mx8.UsageError instead of ending quietly."""
+        """Stops and joins the native threads (kept across epochs until now); from any
+        thread. An unfinished iterator's next() then raises mx8.UsageError instead of ending
+        quietly. The next iteration starts new threads."""
         it = self._iterator() if self._iterator is not None else None
         if it is not None:
             it.close()
-        elif self._engine is not None:
-            close_engine(self._engine)
+        if self._stream is not None and self._stream_pid == os.getpid():
+            self._stream.close()
 
     def __enter__(self) -> "Dataset":
         return self
@@ -389,82 +388,15 @@ class _Progress:
 
 
 class _BatchIterator:
-    """Keeps up to `depth` batches provided to the engine and yields them in order."""
+    """Yields the batches of one run (an epoch) of a Dataset's stream, in order."""
 
-    def __init__(self, engine: "_core.Engine", image_shape: Optional[Tuple[int, int, int]], dtype: torch.dtype,
-                 depth: int, pin: bool, progress: _Progress) -> None:
-        self.engine = engine
-        self.dtype = dtype
-        self.progress = progress
-        self.image_shape = image_shape  # per sample; None for raw batches
-        self.depth = depth
-        self.pin = pin
-        # Pageable decoded batches come from a pool of recycled buffers: a buffer returns when
-        # torch frees the last view of the batch handed out, so nothing is ever overwritten
-        # under the user, and steady state has no allocation and no page faults. Pinned
-        # batches use torch's caching host allocator, which recycles the same way.
-        # Raw batches too, sized for the epoch's largest, when batches are of similar sizes: a
-        # few outsized samples must not make every pooled buffer their size.
-        self.pool = None
-        if image_shape is not None and not pin:
-            nbytes = (max(engine.batch_len(0), 1) * image_shape[0] * image_shape[1] * image_shape[2]
-                      * dtype.itemsize)
-            self.pool = _core.BufferPool(nbytes, depth + 2)
-        elif not pin and engine.num_batches:
-            largest, total = engine.batch_bytes_bounds()
-            if 0 < largest <= 2 * total / engine.num_batches:
-                self.pool = _core.BufferPool(largest, depth + 2)
-        self.pending: Dict[int, Tuple[torch.Tensor, ...]] = {}
+    def __init__(self, stream: BatchStream, run: Run, progress: _Progress) -> None:
+        self.stream, self.run, self.progress = stream, run, progress
+        self.remaining = run.batches
         self.closed = False
         self.interrupted = False  # closed before the epoch ended: next() then raises UsageError
         self._lock = threading.Lock()  # one thread in next()
-        self._state = threading.Lock()  # close() from another thread vs next() taking a batch's buffers
         self._pid = os.getpid()
-        self._fill()
-        engine.start()
-
-    def _alloc(self, b: int) -> Tuple[torch.Tensor, ...]:
-        n = self.engine.batch_len(b)
-        ids = torch.empty(n, dtype=torch.int64)
-        labels = torch.empty(n, dtype=torch.int64)
-        if self.image_shape is not None:  # decoded: pooled, or pinned by torch's caching allocator
-            images = (self.pool.acquire() if self.pool is not None
-                      else torch.empty((n,) + self.image_shape, dtype=self.dtype, pin_memory=True))
-            return images, labels, ids
-        offsets = torch.empty(n + 1, dtype=torch.int64)
-        try:
-            data = (self.pool.acquire() if self.pool is not None
-                    else torch.empty(max(self.engine.required_bytes(b), 1), dtype=torch.uint8, pin_memory=self.pin))
-        except (RuntimeError, MemoryError):
-            raise self._raw_batch_too_large(b, self.engine.required_bytes(b)) from None
-        return data, labels, ids, offsets
-
-    def _raw_batch_too_large(self, b: int, nbytes: int) -> ReadError:
-        """A raw batch is allocated from its samples' manifest byte lengths before any read; a
-        manifest may declare more than this machine has (each length up to the 1 GiB limit)."""
-        sample_id, location, offset, length = self.engine.largest_sample(b)
-        e = ReadError(errno.ENOMEM, f"raw batch {b} cannot be allocated: its samples' manifest byte lengths "
-                                    f"add up to {nbytes} bytes; the largest is sample {sample_id} "
-                                    f"({shorten(location)} @ {offset}+{length}). Check the manifest, or lower "
-                                    f"batch_size")
-        e.sample_id, e.location, e.offset, e.length = sample_id, location, offset, length
-        return e
-
-    def _fill(self) -> None:
-        while (self.engine.next_to_provide < self.engine.num_batches
-               and len(self.pending) < self.depth):
-            self._provide(self.engine.next_to_provide)
-
-    def _provide(self, b: int) -> None:
-        """Allocates batch b's buffers and hands them to the engine."""
-        bufs = self._alloc(b)
-        offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
-        if isinstance(bufs[0], torch.Tensor):
-            ptr, nbytes = bufs[0].data_ptr(), bufs[0].numel() * bufs[0].element_size()
-        else:
-            ptr, nbytes = bufs[0].ptr, bufs[0].nbytes
-        self.engine.provide(ptr, nbytes, bufs[1].data_ptr(), bufs[2].data_ptr(), offsets, bufs)
-        self.pending[b] = bufs
 
     def __iter__(self) -> "_BatchIterator":
         return self
@@ -491,55 +423,67 @@ class _BatchIterator:
                     raise UsageError("this mx8 iterator was closed before its epoch ended (Dataset.close(), "
                                      "or a new iter(dataset), from this or another thread)")
                 raise StopIteration
+            if self.remaining == 0:
+                self.closed = True
+                raise StopIteration
             try:
-                got = self.engine.next()
+                taken = self.stream.take()
+            except _Closed:
+                raise UsageError(_CLOSED_WHILE_WAITING) from None
             except BaseException:
                 was_closed = self.closed  # by close() from another thread, while we waited
-                self.close(interrupted=False)  # the error ends the epoch
+                self._end(interrupted=False, owner=True)  # the error ends the epoch
                 if was_closed:
                     raise UsageError(_CLOSED_WHILE_WAITING) from None
                 raise
-            if got is None:
-                self.close(interrupted=False)
-                raise StopIteration
-            b, count, _skipped = got
-            with self._state:
-                if self.closed:  # by another thread, just as this batch completed
-                    raise UsageError(_CLOSED_WHILE_WAITING)
-                bufs = self.pending.pop(b)
-                self._fill()
+            if taken is None or taken.run != self.run.id:  # the stream was closed under us
+                raise UsageError(_CLOSED_WHILE_WAITING)
+            self.remaining -= 1
             self.progress.batches += 1
+            batch = taken.batch
             # on_error="skip" and every sample failed: no empty batch for the model. Under DDP it
             # is yielded all the same, so that every rank takes the same number of steps.
-            if count or self.progress.world_size != 1:
-                break
-        if len(bufs) == 3:
-            images = bufs[0]
-            if not isinstance(images, torch.Tensor):
-                images = torch.from_dlpack(images.export((count,) + self.image_shape,
-                                                         self.dtype == torch.float32))
-            return Batch(images[:count], bufs[1][:count], bufs[2][:count])
-        data, labels, ids, offsets = bufs
-        used = int(offsets[count])
-        if not isinstance(data, torch.Tensor):  # pooled: the tensor's deleter gives the buffer back
-            return RawBatch(torch.from_dlpack(data.export((used,))), offsets[:count + 1], labels[:count],
-                            ids[:count])
-        return RawBatch(data[:used], offsets[:count + 1], labels[:count], ids[:count])
+            if len(batch.sample_ids) or self.progress.world_size != 1:
+                return batch
+
+    def _end(self, interrupted: bool, owner: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.interrupted = interrupted
+        if self.remaining == 0 or self._pid != os.getpid():
+            return  # in a forked child the stream is the parent's: nothing to end here
+        if owner:
+            self.stream.cancel(self.run)  # the engine stays for the next epoch
+        else:
+            self.stream.close()  # another thread is inside next(): stop the engine under it
 
     def close(self, interrupted: bool = True) -> None:
-        """Stops the native threads; safe from any thread, and more than once. ``interrupted``:
-        the epoch did not end here, so a later next() raises instead of ending quietly."""
-        with self._state:
-            if self.closed:
-                return
-            self.closed = True
-            self.interrupted = interrupted
-        close_engine(self.engine)  # in a forked child this only marks it closed (engine_type.c)
-        with self._state:
-            self.pending.clear()
+        """Ends the epoch here; safe from any thread, and more than once. From the thread that
+        iterates (or when none is inside next()) the run is cancelled and the engine kept for
+        the next epoch; while another thread waits in next() the engine is stopped.
+        ``interrupted``: a later next() raises instead of ending quietly."""
+        owner = self._lock.acquire(blocking=False)
+        try:
+            self._end(interrupted, owner)
+        finally:
+            if owner:
+                self._lock.release()
 
     def __del__(self) -> None:
         self.close()
+
+
+def counters_since(now: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
+    """An engine's counters since ``base`` (counts and times subtract; maxima and latency
+    summaries are the engine's whole life)."""
+    out = dict(now)
+    for k, v in now.items():
+        b = base.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(b, (int, float)) \
+                and not k.endswith("_max_bytes"):
+            out[k] = round(v - b, 9) if isinstance(v, float) else v - b
+    return out
 
 
 # The defaults: baseline JPEG, and images decoded whole (PNG, progressive JPEG); each ~1 s of
@@ -554,31 +498,8 @@ def pixel_limits(max_pixels: Optional[int]) -> Dict[str, int]:
     return {"max_pixels": int(max_pixels), "max_buffered_pixels": int(max_pixels)}
 
 
-def shorten(location: str) -> str:
-    """At most ~400 characters of a location for a message (a hostile manifest's may be MBs)."""
-    return location if len(location) <= 400 else location[:300] + "..." + location[-60:]
-
-
 _CLOSED_WHILE_WAITING = ("this mx8 iterator was closed (Dataset.close() or a new iter(dataset) in another "
                          "thread) while next() waited for a batch")
-STOP_WAIT_MS = 1000  # how long close() waits for a worker inside a sample before abandoning it
-
-
-def close_engine(engine: "_core.Engine") -> None:
-    """Stops an engine's threads. One still inside a sample after STOP_WAIT_MS is blocked in a
-    read that does not return (a hung network mount): it is abandoned, not waited for, and
-    reported with a StuckReadWarning (engine_type.c keeps its memory until it leaves)."""
-    stuck = engine.close(STOP_WAIT_MS)
-    if stuck is None:
-        return
-    n, sample_id, location, offset, length = stuck
-    where = f" {shorten(location)!r}" if location is not None else ""
-    if offset is not None:
-        where += f" @ {offset}+{length}"
-    what = f"sample {sample_id}{where}" if sample_id >= 0 else "a sample"
-    warnings.warn(f"mx8: {n} native worker thread(s) still blocked after {STOP_WAIT_MS / 1000:g} s, one "
-                  f"reading {what}; abandoned rather than waited for (the thread leaves once its read "
-                  f"returns). A hung network mount?", StuckReadWarning, stacklevel=3)
 
 
 def to_device(batch: Union[Batch, RawBatch], device: Union[str, torch.device],

@@ -206,6 +206,47 @@ def test_no_threads_before_iter_and_none_after_close(packed):
     assert native_threads() == base
 
 
+def native_thread_ids():
+    """The ids of mx8's own threads in this process (see native_threads)."""
+    out = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("mx8-"):
+                    out.add(int(tid))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def test_epochs_run_on_one_engine_without_new_threads(packed):
+    """An engine lives as long as its Dataset: epoch after epoch (each iterated to the end,
+    or left early) runs on the same native threads, and the batches are those of a fresh
+    Dataset for that epoch. close() stops them; the next epoch starts new ones."""
+    kw = dict(batch_size=16, size=32, crop="random", flip=True, shuffle=True, threads=3)
+    ds = mx8.Dataset(str(packed), **kw)
+    seen, epochs = [], []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        ids = []
+        for k, b in enumerate(ds):
+            seen.append(native_thread_ids())
+            ids.append((b.sample_ids.clone(), b.images.clone()))
+            if epoch == 1 and k == 2:
+                break  # left early: the run is cancelled, the engine kept
+        epochs.append(ids)
+        assert ds.stats()["images"] == sum(len(i) for i, _ in ids) or epoch == 1
+    assert len(seen[0]) >= 3 and all(t == seen[0] for t in seen), "no thread started after the first epoch"
+    for epoch in (0, 2):
+        fresh = mx8.Dataset(str(packed), epoch=epoch, **kw)
+        want = [(b.sample_ids.clone(), b.images.clone()) for b in fresh]
+        fresh.close()
+        assert len(want) == len(epochs[epoch])
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(epochs[epoch], want))
+    ds.close()
+    assert not native_thread_ids() & seen[0]
+
+
 def test_stats(packed):
     ds = mx8.Dataset(str(packed), batch_size=50, size=32)
     n = sum(len(b.sample_ids) for b in ds)

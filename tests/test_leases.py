@@ -235,6 +235,23 @@ def test_plan_ranges_resumes_partial_ranges():
     assert plan_ranges(10, 4, [(0, 10)], whole_ranges=True) == []
 
 
+def test_ranges_run_on_one_engine_without_new_threads(tiny10k):
+    """A lease worker reads range after range on one engine: 20 ranges (the next one queued
+    behind the current, prefetch_leases=1) start no thread after the first, and every sample
+    comes once, in ascending order within its range."""
+    from test_dataset import native_thread_ids
+    ds = mx8.LeaseDataset(tiny10k, job="threads", batch_size=100, range_size=500, decode=False, threads=2)
+    seen, ids = [], []
+    for batch in ds:
+        seen.append(native_thread_ids())
+        ids += batch.sample_ids.tolist()
+        ds.ack(batch)
+    st = ds.stats()
+    assert sorted(ids) == list(range(N)) and st["leases_completed"] == 20
+    assert len(seen[0]) >= 2 and all(t == seen[0] for t in seen), "no thread started after the first range"
+    assert not native_thread_ids() & seen[0], "the end of the job stops them"
+
+
 def test_whole_ranges_record_a_range_once_and_redo_it_whole(tiny10k, tmp_path):
     """whole_ranges=True: a range whose batches were only partly acknowledged when the job
     stopped left nothing in the store or the log and is redone from its first sample; a log

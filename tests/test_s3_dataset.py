@@ -160,6 +160,27 @@ def test_fork_dataloader_workers_read_s3_after_the_parent_did(aws, packed, uploa
     assert workers == parent == list(range(mx8.resolve(str(packed)).samples))
 
 
+def test_epochs_reuse_the_engines_connections(aws, packed, uploaded):
+    """A Dataset's engine, and so its S3 transport, lives across epochs: after the first
+    epoch no epoch (one of them left early) opens a connection where the server keeps them
+    alive (radosgw). moto's server closes every connection after its answer, so there the
+    check is that mx8 opens no more than one connection a request."""
+    ds = mx8.Dataset(uploaded, batch_size=16, decode=False, shuffle=True, s3_connections=4)
+    opened, requests = [], []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for k, _ in enumerate(ds):
+            if epoch == 1 and k == 1:
+                break
+        st = ds.stats()  # this epoch's counters
+        opened.append(st["s3_connections_opened"])
+        requests.append(st["s3_requests"])
+    ds.close()
+    assert opened[0] >= 1 and all(o <= r for o, r in zip(opened, requests)), (opened, requests)
+    if opened[0] < requests[0]:  # the server keeps connections alive
+        assert opened[1:] == [0, 0], (opened, requests)
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_s3_batches_are_bit_identical_to_local(aws, packed, uploaded, shuffle):
     snap = mx8.resolve(uploaded)

@@ -17,14 +17,14 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from .. import _core
-from ..dataset import DTYPES, Batch, Dataset, RawBatch, _BatchIterator, _Progress
+from ..dataset import DTYPES, Batch, Dataset, RawBatch
+from ..stream import BatchStream, Run
 from ..envvars import env_bool, env_int
 from ..resolve import Snapshot
 from ..sharding import derive_seed
 from .coordinator import Coordinator, Lease
 from .log import LeaseLog
-from .pacing import PaceFenced, Pacer
+from .pacing import PaceFenced
 from .store import open_store
 
 DEFAULT_RANGE = 512
@@ -180,50 +180,13 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         self.close()
 
 
-class _RangeBatches(_BatchIterator):
-    """The engine over one lease's samples; with a pacer, a batch is given to the engine only
-    once the cluster-wide caps allow its reads."""
-
-    def __init__(self, engine: "_core.Engine", shape, dtype, depth: int, pin: bool, pacer: Optional[Pacer],
-                 costs: Optional[List[Tuple[int, int]]]) -> None:
-        self.pacer, self.costs = pacer, costs
-        self.reserved: Dict[int, int] = {}
-        super().__init__(engine, shape, dtype, depth, pin, _Progress(0, 1))
-
-    def _paced_fill(self, block: bool) -> None:
-        for b in [b for b in self.reserved if b not in self.pending]:
-            self.pacer.release(self.reserved.pop(b))  # type: ignore[union-attr]
-        e = self.engine
-        while e.next_to_provide < e.num_batches and len(self.pending) < self.depth:
-            b = e.next_to_provide
-            if self.pacer is not None and self.costs is not None:
-                n, nbytes = self.costs[b]
-                if not self.pacer.acquire(n, nbytes, block and not self.pending):
-                    return
-                self.reserved[b] = nbytes
-            self._provide(b)
-
-    def _fill(self) -> None:
-        self._paced_fill(block=False)
-
-    def __next__(self):
-        if not self.closed and not self.pending and self.engine.next_to_provide < self.engine.num_batches:
-            self._paced_fill(block=True)
-        return super().__next__()
-
-    def close(self, interrupted: bool = True) -> None:
-        super().close(interrupted)
-        if self.pacer is not None:
-            for nbytes in self.reserved.values():
-                self.pacer.release(nbytes)
-            self.reserved.clear()
-
-
 class _Active:
-    """A lease being read: its engine and the position of the next batch it yields."""
+    """A lease being read: its run on the stream and the position of the next batch it yields."""
 
-    def __init__(self, lease: Lease, batches: _RangeBatches, first: int) -> None:
-        self.lease, self.batches, self.next_pos = lease, batches, first
+    def __init__(self, lease: Lease, run: Run, costs: Optional[List[Tuple[int, int]]]) -> None:
+        self.lease, self.run, self.costs = lease, run, costs
+        self.next_pos = lease.acked
+        self.left = run.batches
 
 
 class _LeaseIterator:
@@ -243,57 +206,67 @@ class _LeaseIterator:
                                  samples=len(self.snap.manifest), range_size=ds.range_size,
                                  timeout_s=ds.lease_timeout_s, attempt=attempt, log=log,
                                  log_interval_s=ds.log_interval_s, pace=pace, whole_ranges=ds.whole_ranges)
-        self.paths, self.s3 = plain._sources(self.snap)
+        paths, s3 = plain._sources(self.snap)
         self.decode = plain.decode
-        self.shape = plain._image_shape()
-        self.depth = plain._depth()
-        self.pin = plain._pin()
-        self.transform = plain._transform() if self.decode else {}
+        # One engine for every range this worker reads: its threads and connections go from
+        # one lease's run straight into the next.
+        self.stream = BatchStream(self.snap.manifest, paths, threads=plain.threads, batch_size=plain.batch_size,
+                                  depth=plain._depth(), raw=not self.decode, skip_errors=plain.on_error == "skip",
+                                  transform=plain._transform() if self.decode else {}, s3=s3,
+                                  image_shape=plain._image_shape(), dtype=DTYPES[plain.dtype], pin=plain._pin())
+        self.reserved: Dict[int, int] = {}  # batch number -> bytes the pacer reserved for it
+        if self.coord.pacer is not None:
+            self.stream.gate = self._gate
         self.aug_seed = derive_seed(self.snap.manifest_hash, plain.seed, 0, "augment")
-        self.active: Optional[_Active] = None
-        self.ahead: Optional[_Active] = None
+        self.leases: List[_Active] = []  # submitted, in run order: [0] is being delivered
         self.delivered: Dict[int, Tuple[Lease, int, int, torch.Tensor]] = {}  # id(sample_ids) -> ...
         self.warned_unacked = False
         self.last: Optional[Union[Batch, RawBatch]] = None
         self.closed = False
-        self.engine_totals: Dict[str, float] = {}
         self.counters = {"batches": 0, "samples_delivered": 0, "duplicates": 0, "wait_for_work_s": 0.0,
                          "leases_dropped": 0}
         self.started = time.monotonic()
 
     # -- ranges -------------------------------------------------------------------------
 
-    def _start(self, lease: Optional[Lease]) -> Optional[_Active]:
+    def _submit(self, lease: Optional[Lease]) -> bool:
+        """Queues a lease's unacknowledged samples as a run on the stream."""
         if lease is None:
-            return None
-        plain = self.ds._plain
-        first = lease.acked
-        positions = array.array("q", range(first, lease.end))  # int64 ids, as the engine takes
+            return False
+        positions = array.array("q", range(lease.acked, lease.end))  # int64 ids, as the engine takes
         costs = None
-        pacer = self.coord.pacer
-        if pacer is not None:
+        if self.coord.pacer is not None:
             man = self.snap.manifest
             lengths = [man.record(i)[2] or 0 for i in positions]
-            bs = plain.batch_size
+            bs = self.ds.batch_size
             costs = [(len(lengths[k:k + bs]), sum(lengths[k:k + bs])) for k in range(0, len(lengths), bs)]
-        engine = _core.Engine(self.snap.manifest, self.paths, positions, plain.threads, plain.batch_size,
-                              self.depth, not self.decode, plain.on_error == "skip", self.aug_seed,
-                              self.transform, self.s3)
-        return _Active(lease, _RangeBatches(engine, self.shape, DTYPES[plain.dtype], self.depth, self.pin,
-                                            pacer, costs), first)
+        self.leases.append(_Active(lease, self.stream.submit(positions, self.aug_seed, fill=False), costs))
+        self.stream.fill()  # after the lease is known: the gate asks for its costs
+        return True
 
-    def _retire(self, a: Optional[_Active]) -> None:
-        if a is None:
-            return
-        a.batches.close()
-        for k, v in a.batches.engine.stats().items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.engine_totals[k] = self.engine_totals.get(k, 0) + v
+    def _gate(self, run: int, b: int, block: bool) -> bool:
+        """The pacer's say on providing batch number b: its reads start only within the caps."""
+        a = next(a for a in self.leases if a.run.id == run)
+        n, nbytes = a.costs[b - self.stream.runs[run].first]  # type: ignore[index]
+        if not self.coord.pacer.acquire(n, nbytes, block):  # type: ignore[union-attr]
+            return False
+        self.reserved[b] = nbytes
+        return True
+
+    def _release_reservations(self) -> None:
+        """Gives the pacer back the bytes of batches no longer being read."""
+        for b in [b for b in self.reserved if b not in self.stream.pending]:
+            self.coord.pacer.release(self.reserved.pop(b))  # type: ignore[union-attr]
+
+    def _cancel(self, a: _Active) -> None:
+        if a.left:
+            self.stream.cancel(a.run)
+        self.leases.remove(a)
+        self._release_reservations()
 
     def _drop_all(self) -> None:
-        for a in (self.active, self.ahead):
-            self._retire(a)
-        self.active = self.ahead = None
+        for a in list(self.leases):
+            self._cancel(a)
         self.delivered.clear()
         self.last = None
 
@@ -326,35 +299,37 @@ class _LeaseIterator:
                 self._drop_all()
                 self.coord.rejoin()
             try:
-                if self.active is None:
-                    self.active, self.ahead = self.ahead or self._start(self.coord.acquire(scan=True)), None
-                    if self.active is None:
-                        if self.coord.finished():
-                            self._finish()
-                            raise StopIteration
-                        waited_since = waited_since or time.monotonic()
-                        self._warn_if_waiting_on_own_acks(waited_since)
-                        time.sleep(poll)
-                        continue
-                a = self.active
+                if not self.leases and not self._submit(self.coord.acquire(scan=True)):
+                    if self.coord.finished():
+                        self._finish()
+                        raise StopIteration
+                    waited_since = waited_since or time.monotonic()
+                    self._warn_if_waiting_on_own_acks(waited_since)
+                    time.sleep(poll)
+                    continue
+                a = self.leases[0]
                 if a.lease.lost:
                     self.counters["leases_dropped"] += 1
-                    self._retire(a)
-                    self.active = None
+                    self._cancel(a)
                     continue
-                try:
-                    batch = next(a.batches)
-                except StopIteration:
-                    self._retire(a)
-                    self.active = None
+                if a.left == 0:
+                    self.leases.pop(0)
                     continue
+                taken = self.stream.take()
+                self._release_reservations()
             except PaceFenced:
                 self.coord.fenced = True
                 continue
+            if taken is None or taken.run != a.run.id:
+                raise AssertionError(f"lease run {a.run} expected, stream gave {taken}")  # runs come in order
+            a.left -= 1
             bstart = a.next_pos
             bend = min(bstart + self.ds.batch_size, a.lease.end)
             a.next_pos = bend
-            if not self.coord.deliver(a.lease, bend):
+            if a.left == 0:
+                self.leases.pop(0)
+            batch = taken.batch
+            if batch is None or not self.coord.deliver(a.lease, bend):
                 continue  # expired under us: the batch is someone else's to deliver now
             if waited_since is not None:
                 self.counters["wait_for_work_s"] += time.monotonic() - waited_since
@@ -365,10 +340,11 @@ class _LeaseIterator:
             self.counters["batches"] += 1
             self.counters["samples_delivered"] += n
             self.delivered[id(ids)] = (a.lease, bstart, bend, ids)
-            if (self.ahead is None and self.ds.prefetch_leases > 0
-                    and a.batches.engine.next_to_provide >= a.batches.engine.num_batches):
-                try:
-                    self.ahead = self._start(self.coord.acquire(scan=False))
+            tail = self.stream.runs.get(self.leases[-1].run.id) if self.leases else None
+            if (len(self.leases) <= 1 and self.ds.prefetch_leases > 0 and tail is not None
+                    and self.stream.engine.next_to_provide >= tail.first + tail.batches):
+                try:  # the next range queued behind this one: the workers go straight on
+                    self._submit(self.coord.acquire(scan=False))
                 except PaceFenced:
                     self.coord.fenced = True
             if self.ds.auto_ack:
@@ -400,6 +376,7 @@ class _LeaseIterator:
         if not self.closed:
             self.closed = True
             self._drop_all()
+            self.stream.close()
             # The process serving the store lingers until the others are gone (or dead).
             self.coord.leave(wait_for_others_s=2 * self.coord.timeout_s if wait and self.hosting else 0.0)
 
@@ -413,12 +390,7 @@ class _LeaseIterator:
         self._finish()
 
     def stats(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = dict(self.engine_totals)
-        for a in (self.active, self.ahead):
-            if a is not None:
-                for k, v in a.batches.engine.stats().items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        out[k] = out.get(k, 0) + v
+        out: Dict[str, Any] = self.stream.stats()
         out.update(self.coord.stats())
         out.update(self.counters)
         out.update(job=self.ds.job, store=self.store_desc, elapsed_s=round(time.monotonic() - self.started, 3))
