@@ -19,15 +19,24 @@ except ImportError as e:
         "libssl3; Fedora/RHEL: dnf install libjpeg-turbo libpng libcurl openssl-libs) or install the "
         "manylinux wheel.") from e
 
-from .dataset import Batch, Dataset, RawBatch, to_device
+from .dataset import Dataset, to_device
 from .errors import (CredentialsError, DecodeError, Error, ImageTooLargeError, LeaseLogMismatchError, ManifestError, PackError,
                      RangeError, ReadError, RendezvousError, SnapshotMismatchError, StuckReadWarning,
                      UsageError)
-from .leases import LeaseDataset, LeaseInfo
 from .pack import PackResult, pack
 from .resolve import Snapshot, resolve
+from .stream import Batch, RawBatch
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lease mode (mx8/leases/) loads on first use: the training path never imports it.
+    if name in ("LeaseDataset", "LeaseInfo"):
+        from . import leases
+        return getattr(leases, name)
+    raise AttributeError(f"module 'mx8' has no attribute {name!r}")
+
 
 __all__ = [
     "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch", "to_device",

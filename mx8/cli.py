@@ -72,7 +72,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     r = timed_epochs(make_iter, a.epochs, lambda batch: len(batch.sample_ids), warmup_iter=lambda: make_iter(0),
                      warmup_batches=a.warmup, end_warmup=ds.close)
     first = "-" if r["first_batch_s"] is None else f"{r['first_batch_s']:.2f}"
-    print(f"best: {r['rate']:.0f} img/s ({ds.threads} threads), first batch {first} s")
+    print(f"best: {r['rate']:.0f} img/s ({ds.spec.threads} threads), first batch {first} s")
     print(load_note(load0, loadavg(), cores()))
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -18,31 +18,14 @@ from .envvars import env_bool, env_int
 from .errors import SnapshotMismatchError, UsageError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
-from .s3config import S3Config, s3_config
+from .s3config import S3Config
 from .sharding import consumed_after, derive_seed, plan
-from .stream import Batch, BatchStream, RawBatch, Run, _Closed  # noqa: F401  (Batch, RawBatch: public here)
+from .spec import ReadSpec, open_snapshot
+from .stream import Batch, BatchStream, RawBatch, Run, StreamClosed
 
 STATE_FORMAT = "mx8.Dataset/1"
 
-CROP_MODES = {"none": 0, "center": 1, "random": 2}
-DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
-LAYOUTS = {"NCHW": 0, "NHWC": 1}
-ON_ERROR = ("raise", "skip")
 MODES = ("train", "lease")
-
-
-def _pair(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return int(h), int(w)
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 class Dataset(torch.utils.data.IterableDataset):
@@ -122,51 +105,21 @@ class Dataset(torch.utils.data.IterableDataset):
                  rank: Optional[int] = None, world_size: Optional[int] = None,
                  mode: Optional[str] = None) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if crop not in CROP_MODES:
-            raise ValueError(f"crop must be one of {tuple(CROP_MODES)}, got {crop!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {layout!r}")
-        if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
-        if dtype == "uint8" and (mean is not None or std is not None):
-            raise ValueError("mean/std normalise float output: pass dtype='float32' with them")
-        mean = tuple(float(m) for m in (mean if mean is not None else (0.0, 0.0, 0.0)))
-        std = tuple(float(x) for x in (std if std is not None else (1.0, 1.0, 1.0)))
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std need 3 values each, std positive; got {mean}, {std}")
-        if not (0 < scale[0] <= scale[1] <= 1.0) or not (0 < ratio[0] <= ratio[1]):
-            raise ValueError(f"bad scale {scale} or ratio {ratio}")
-        if isinstance(uri, Snapshot):
-            self._snapshot: Optional[Snapshot] = uri
-            self.uri = uri.pinned_uri
-        else:
-            self._snapshot = resolve(os.fspath(uri), s3=s3)
-            self.uri = self._snapshot.pinned_uri  # workers re-resolve exactly this snapshot
-        # ... with the same S3 settings (a Snapshot's config is that of its resolve()).
-        self._s3 = self._snapshot.s3.config if self._snapshot.s3 is not None else s3
+        # How to read (validated once, shared with lease mode); the order lives here.
+        self.spec = ReadSpec.of(batch_size=batch_size, size=size, crop=crop, resize=resize, scale=scale, ratio=ratio,
+                                flip=flip, on_error=on_error, prefetch_mb=prefetch_mb, threads=threads,
+                                layout=layout, decode=decode, dtype=dtype, mean=mean, std=std,
+                                pin_memory=pin_memory, max_pixels=max_pixels, crop_aware=crop_aware,
+                                dct_scaling=dct_scaling, s3_connections=s3_connections,
+                                s3_io_threads=s3_io_threads)
+        self._snapshot: Optional[Snapshot]
+        self._snapshot, self._s3 = open_snapshot(uri, s3)
+        self.uri = self._snapshot.pinned_uri  # workers re-resolve exactly this snapshot, with _s3
         self.batch_size = batch_size
-        self.size = _pair(size) if size is not None else None
-        self.decode = decode and self.size is not None
-        self.crop, self.resize, self.scale, self.ratio, self.flip = crop, resize, scale, ratio, flip
         self.shuffle = env_bool("MX8_SHUFFLE", False) if shuffle is None else bool(shuffle)
         self.seed = env_int("MX8_SEED", 0) if seed is None else int(seed)
         self.epoch = env_int("MX8_EPOCH", 0) if epoch is None else int(epoch)
-        self.drop_last, self.on_error, self.prefetch_mb = drop_last, on_error, prefetch_mb
-        self.threads = threads or _default_threads()
-        self.layout, self.max_pixels = layout, max_pixels
-        self.dtype, self.mean, self.std = dtype, mean, std
-        self.crop_aware, self.dct_scaling = crop_aware, dct_scaling
-        self.pin_memory = pin_memory
-        self.s3_connections = env_int("MX8_S3_CONNECTIONS", 16) if s3_connections is None else int(s3_connections)
-        if not 1 <= self.s3_connections <= 1024:
-            raise ValueError(f"s3_connections must be within 1..1024, got {self.s3_connections}")
-        self.s3_io_threads = env_int("MX8_S3_IO_THREADS", 2) if s3_io_threads is None else int(s3_io_threads)
-        if not 1 <= self.s3_io_threads <= 64:
-            raise ValueError(f"s3_io_threads must be within 1..64, got {self.s3_io_threads}")
+        self.drop_last = drop_last
         self._rank, self._world_size = rank, world_size
         # The engine, kept across epochs (threads, decoders, connections, batch buffers), and
         # the process that made it: a fork()ed child makes its own.
@@ -256,17 +209,6 @@ class Dataset(torch.utils.data.IterableDataset):
         self._start = int(state["position"])
         self._progress = None
 
-    def _transform(self) -> Dict[str, Any]:
-        assert self.size is not None
-        h, w = self.size
-        return {"out_h": h, "out_w": w, "crop_mode": CROP_MODES[self.crop],
-                "resize_short": self.resize or 0, "scale_min": float(self.scale[0]),
-                "scale_max": float(self.scale[1]), "ratio_min": float(self.ratio[0]),
-                "ratio_max": float(self.ratio[1]), "flip": int(self.flip), "layout": LAYOUTS[self.layout],
-                **pixel_limits(self.max_pixels), "crop_aware": int(self.crop_aware),
-                "dct_scaling": int(self.dct_scaling), "out_float": self.dtype == "float32",
-                "mean": self.mean, "std": self.std}
-
     def __iter__(self) -> Iterator[Union[Batch, RawBatch]]:
         it = self._iterator() if self._iterator is not None else None
         if it is not None:
@@ -296,41 +238,9 @@ class Dataset(torch.utils.data.IterableDataset):
         one after close(), a hung read, or in a fork()ed child)."""
         st = self._stream
         if st is None or st.closed or self._stream_pid != os.getpid():
-            snap = self.snapshot
-            paths, s3 = self._sources(snap)
-            st = BatchStream(snap.manifest, paths, threads=self.threads, batch_size=self.batch_size,
-                             depth=self._depth(), raw=not self.decode, skip_errors=self.on_error == "skip",
-                             transform=self._transform() if self.decode else {}, s3=s3,
-                             image_shape=self._image_shape(), dtype=DTYPES[self.dtype], pin=self._pin())
+            st = self.spec.open_stream(self.snapshot)
             self._stream, self._stream_pid = st, os.getpid()
         return st
-
-    # -- what an engine needs (also used by mx8.LeaseDataset) -----------------------------
-
-    def _image_shape(self) -> Optional[Tuple[int, int, int]]:
-        """One decoded sample's shape, None for raw batches."""
-        if not self.decode:
-            return None
-        h, w = self.size  # type: ignore[misc]
-        return (3, h, w) if self.layout == "NCHW" else (h, w, 3)
-
-    def _depth(self) -> int:
-        """Batches in flight: prefetch_mb of them, within 2..16 (raw batches count ~128 KB a sample)."""
-        itemsize = 4 if self.dtype == "float32" else 1
-        shape = self._image_shape()
-        per_sample = shape[0] * shape[1] * shape[2] * itemsize if shape else 1 << 17
-        return max(2, min(16, (self.prefetch_mb << 20) // max(self.batch_size * per_sample, 1)))
-
-    def _pin(self) -> bool:
-        return torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
-
-    def _sources(self, snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
-        """The engine's paths and S3 options, with this Dataset's S3 read settings."""
-        paths, s3 = _sources(snap)
-        if s3 is not None:
-            s3.update(prefetch_bytes=self.prefetch_mb << 20, max_connections=self.s3_connections,
-                      io_threads=self.s3_io_threads)
-        return paths, s3
 
     def _rendezvous(self, world: World, start: int) -> bool:
         return agree(
@@ -361,21 +271,6 @@ class Dataset(torch.utils.data.IterableDataset):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _sources(snap: Snapshot) -> Tuple[List[str], Optional[Dict[str, Any]]]:
-    """What the engine reads: local paths, or "bucket/key" per location plus the S3 options
-    when the snapshot lives on S3 (the engine then plans ranged GETs of many neighbouring
-    samples each and fetches them ahead on its S3 client's I/O threads)."""
-    if snap.s3 is None and not any(loc.startswith("s3://") for loc in snap.manifest.locations):
-        return snap.location_paths(), None
-    cfg = snap.s3.config if snap.s3 is not None else s3_config()
-    paths = [f"{bucket}/{key}" for bucket, key in snap.location_objects()]
-    # The keys travel as a shared native object that this process's feed keeps refreshed.
-    return paths, {"endpoint": cfg.endpoint, "region": cfg.region, "credentials": cfg.native_credentials(),
-                   "unsigned": cfg.unsigned, "requester_pays": cfg.requester_pays,
-                   "max_attempts": cfg.max_attempts or 0,
-                   "virtual_host": cfg.virtual_host, "ca_file": cfg.ca_bundle}
 
 
 class _Progress:
@@ -428,7 +323,7 @@ class _BatchIterator:
                 raise StopIteration
             try:
                 taken = self.stream.take()
-            except _Closed:
+            except StreamClosed:
                 raise UsageError(_CLOSED_WHILE_WAITING) from None
             except BaseException:
                 was_closed = self.closed  # by close() from another thread, while we waited
@@ -484,18 +379,6 @@ def counters_since(now: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
                 and not k.endswith("_max_bytes"):
             out[k] = round(v - b, 9) if isinstance(v, float) else v - b
     return out
-
-
-# The defaults: baseline JPEG, and images decoded whole (PNG, progressive JPEG); each ~1 s of
-# CPU and <300 MB at its limit.
-MAX_PIXELS = {"jpeg": 100_000_000, "buffered": 30_000_000}
-
-
-def pixel_limits(max_pixels: Optional[int]) -> Dict[str, int]:
-    """The engine's pixel limits: the per-format defaults, or one limit for both."""
-    if max_pixels is None:
-        return {"max_pixels": MAX_PIXELS["jpeg"], "max_buffered_pixels": MAX_PIXELS["buffered"]}
-    return {"max_pixels": int(max_pixels), "max_buffered_pixels": int(max_pixels)}
 
 
 _CLOSED_WHILE_WAITING = ("this mx8 iterator was closed (Dataset.close() or a new iter(dataset) in another "

@@ -197,7 +197,7 @@ class BatchStream:
 
     def take(self) -> Optional[Taken]:
         """Waits for the next batch (of whichever run comes first); None when no batch is
-        queued. Raises the batch's error (on_error="raise"), or _Closed when the stream was
+        queued. Raises the batch's error (on_error="raise"), or StreamClosed when the stream was
         closed by another thread as the batch completed."""
         return self._take_one(timeout_ms=-1)
 
@@ -216,7 +216,7 @@ class BatchStream:
         b, count, skipped, run, cancelled = got
         with self._state:
             if self.closed:
-                raise _Closed()
+                raise StreamClosed()
             bufs = self.pending.pop(b)
         r = self.runs.get(run)
         if r is not None and b == r.first + r.batches - 1:
@@ -268,7 +268,7 @@ class BatchStream:
                       f"returns). A hung network mount?", StuckReadWarning, stacklevel=3)
 
 
-class _Closed(Exception):
+class StreamClosed(Exception):
     """The stream was closed (by another thread) as a batch completed."""
 
 

@@ -339,6 +339,11 @@ def test_options_and_environment(tiny10k, monkeypatch):
         mx8.LeaseDataset(tiny10k, batch_size=10)
     with pytest.raises(ValueError, match="shuffle"):
         mx8.LeaseDataset(tiny10k, job="j", batch_size=10, shuffle=True)
+    with pytest.raises(ValueError, match="world_size"):
+        mx8.LeaseDataset(tiny10k, job="j", batch_size=10, world_size=2)
+    mx8.LeaseDataset(tiny10k, job="j", batch_size=10, world_size=1, rank=0)  # the defaults are allowed
+    with pytest.raises(ValueError, match="crop"):  # the reading options are validated as mx8.Dataset's
+        mx8.LeaseDataset(tiny10k, job="j", batch_size=10, size=8, crop="diagonal")
     monkeypatch.setenv("MX8_LEASE_JOB", "envjob")
     monkeypatch.setenv("MX8_LEASE_RANGE", "300")
     monkeypatch.setenv("MX8_LEASE_TIMEOUT_S", "7.5")

@@ -32,7 +32,7 @@ from datetime import timedelta
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ..errors import Error, LeaseLogMismatchError
-from .log import LeaseLog, LogWriter, _safe
+from .log import LeaseLog, LogWriter, safe_name
 from .pacing import Pacer
 
 FREE, HELD, DONE = "free", "held", "done"
@@ -75,7 +75,7 @@ class Lease:
 
 
 def _worker_name() -> str:
-    return _safe(f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(24):06x}")
+    return safe_name(f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(24):06x}")
 
 
 class Coordinator:
@@ -90,7 +90,7 @@ class Coordinator:
         self.store = store
         self.job, self.manifest_hash, self.samples = job, manifest_hash, samples
         self.range_size, self.timeout_s = range_size, float(timeout_s)
-        self.prefix = f"mx8/lease/{_safe(job)}/{manifest_hash[:16]}/{attempt}/"
+        self.prefix = f"mx8/lease/{safe_name(job)}/{manifest_hash[:16]}/{attempt}/"
         self.log, self.log_interval_s = log, log_interval_s
         self.pace_opts = dict(pace or {})
         self.init_timeout_s = init_timeout_s

@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..dataset import DTYPES, Batch, Dataset, RawBatch
-from ..stream import BatchStream, Run
 from ..envvars import env_bool, env_int
-from ..resolve import Snapshot
+from ..resolve import Snapshot, resolve
+from ..spec import ReadSpec, open_snapshot
+from ..stream import Batch, RawBatch, Run
 from ..sharding import derive_seed
 from .coordinator import Coordinator, Lease
 from .log import LeaseLog
@@ -101,12 +101,16 @@ class LeaseDataset(torch.utils.data.IterableDataset):
                  **options: Any) -> None:
         super().__init__()
         unused = {k: options.pop(k) for k in _NOT_FOR_LEASES if k in options}
-        bad = [k for k, v in unused.items() if v not in (None, False, 0) or (k == "world_size" and v not in (None, 1))]
+        bad = [k for k, v in unused.items() if v not in ((None, 1) if k == "world_size" else (None, False, 0))]
         if bad:
             raise ValueError(f"{', '.join(bad)}: not used in lease mode (ranges are read in sample-id order)")
-        # validates the options
-        self._plain = Dataset(uri, batch_size=batch_size, shuffle=False, mode="train", **options)
-        self.uri = self._plain.uri
+        seed = options.pop("seed", None)
+        self.seed = env_int("MX8_SEED", 0) if seed is None else int(seed)  # of the augmentation
+        s3 = options.pop("s3", None)
+        self.spec = ReadSpec.of(batch_size=batch_size, **options)  # how to read: as mx8.Dataset does
+        self._snapshot: Optional[Snapshot]
+        self._snapshot, self._s3 = open_snapshot(uri, s3)
+        self.uri = self._snapshot.pinned_uri
         self.batch_size = batch_size
         self.job = job or os.environ.get("MX8_LEASE_JOB") or ""
         if not self.job:
@@ -130,11 +134,20 @@ class LeaseDataset(torch.utils.data.IterableDataset):
 
     @property
     def snapshot(self) -> Snapshot:
-        return self._plain.snapshot
+        if self._snapshot is None:
+            self._snapshot = resolve(self.uri, s3=self._s3)
+        return self._snapshot
 
     @property
     def manifest_hash(self) -> str:
-        return self._plain.manifest_hash
+        return self.snapshot.manifest_hash
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Native objects do not cross processes: a worker re-resolves the pinned URI.
+        state = self.__dict__.copy()
+        state["_snapshot"] = None
+        state["_it"] = None
+        return state
 
     def __iter__(self) -> "_LeaseIterator":
         self.close()
@@ -192,8 +205,7 @@ class _Active:
 class _LeaseIterator:
     def __init__(self, ds: LeaseDataset) -> None:
         self.ds = ds
-        plain = ds._plain
-        self.snap = plain.snapshot
+        self.snap = ds.snapshot
         store, self.store_desc, attempt = open_store(ds.store_spec, ds.host_store)
         self.store = store
         self.hosting = self.store_desc.startswith(("hosting", "private"))
@@ -206,18 +218,14 @@ class _LeaseIterator:
                                  samples=len(self.snap.manifest), range_size=ds.range_size,
                                  timeout_s=ds.lease_timeout_s, attempt=attempt, log=log,
                                  log_interval_s=ds.log_interval_s, pace=pace, whole_ranges=ds.whole_ranges)
-        paths, s3 = plain._sources(self.snap)
-        self.decode = plain.decode
+        self.decode = ds.spec.decode
         # One engine for every range this worker reads: its threads and connections go from
         # one lease's run straight into the next.
-        self.stream = BatchStream(self.snap.manifest, paths, threads=plain.threads, batch_size=plain.batch_size,
-                                  depth=plain._depth(), raw=not self.decode, skip_errors=plain.on_error == "skip",
-                                  transform=plain._transform() if self.decode else {}, s3=s3,
-                                  image_shape=plain._image_shape(), dtype=DTYPES[plain.dtype], pin=plain._pin())
+        self.stream = ds.spec.open_stream(self.snap)
         self.reserved: Dict[int, int] = {}  # batch number -> bytes the pacer reserved for it
         if self.coord.pacer is not None:
             self.stream.gate = self._gate
-        self.aug_seed = derive_seed(self.snap.manifest_hash, plain.seed, 0, "augment")
+        self.aug_seed = derive_seed(self.snap.manifest_hash, ds.seed, 0, "augment")
         self.leases: List[_Active] = []  # submitted, in run order: [0] is being delivered
         self.delivered: Dict[int, Tuple[Lease, int, int, torch.Tensor]] = {}  # id(sample_ids) -> ...
         self.warned_unacked = False

@@ -36,7 +36,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 Interval = Tuple[int, int]
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return _SAFE.sub("_", name) or "_"
 
 
@@ -162,7 +162,7 @@ class LeaseLog:
     # -- writing ------------------------------------------------------------------------
 
     def writer(self, worker: str) -> "LogWriter":
-        return LogWriter(self, _safe(worker))
+        return LogWriter(self, safe_name(worker))
 
 
 class LogWriter:
