@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "buffer_pool.h"
+#include "s3_client.h"
 
 #define NO_UNIT UINT32_MAX
 
@@ -27,7 +28,7 @@ typedef struct unit {
 typedef struct remote_fetch {
     mx8_s3_transfer t; /* first: the transfer's address is the fetch's */
     struct unit *unit;
-    char bucket[64];
+    char bucket[MX8_S3_BUCKET_MAX + 1];
 } remote_fetch;
 
 typedef struct window {
@@ -242,11 +243,6 @@ static void on_fetch_done(void *ud, mx8_s3_transfer *t) {
     pthread_mutex_unlock(&r->mu);
 }
 
-static void fail_unit(unit_t *u, int code, const char *msg, const char *path) {
-    u->state = U_FAILED;
-    u->fetch->t.rc = mx8_error_set(&u->fetch->t.err, code, "%s: '%.200s'", msg, path);
-}
-
 /* Issues a unit's request. Called with r->mu held. */
 static void submit(mx8_remote_reader *r, unit_t *u) {
     u->state = U_FETCHING;
@@ -261,18 +257,18 @@ static void submit(mx8_remote_reader *r, unit_t *u) {
         u->state = U_FAILED;
         return; /* acquire reports it as out of memory */
     }
-    const char *path = r->paths[u->location], *slash = strchr(path, '/');
-    if (!slash || slash == path || (size_t)(slash - path) >= sizeof u->fetch->bucket || !slash[1]) {
-        fail_unit(u, MX8_ERR_ARG, "S3 location is not bucket/key", path);
+    const char *key;
+    if (mx8_s3_split_location(r->paths[u->location], u->fetch->bucket, &key, &u->fetch->t.err)) {
+        u->state = U_FAILED;
+        u->fetch->t.rc = u->fetch->t.err.code;
         return;
     }
     if (u->span == 0) { /* only empty samples: nothing to fetch */
         u->state = U_READY;
         return;
     }
-    memcpy(u->fetch->bucket, path, (size_t)(slash - path));
     mx8_s3_transfer *t = &u->fetch->t;
-    mx8_s3_op_range(&t->op, u->fetch->bucket, slash + 1, u->offset, (size_t)u->span, u->data);
+    mx8_s3_op_range(&t->op, u->fetch->bucket, key, u->offset, (size_t)u->span, u->data);
     t->on_done = on_fetch_done;
     t->user = r;
     u->fetch->unit = u;

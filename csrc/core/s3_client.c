@@ -121,3 +121,14 @@ int mx8_s3_list(mx8_s3_client *c, const char *bucket, const char *prefix, const 
     }
     return rc;
 }
+
+int mx8_s3_split_location(const char *path, char bucket[MX8_S3_BUCKET_MAX + 1], const char **key,
+                          mx8_error *err) {
+    const char *slash = strchr(path, '/');
+    if (!slash || slash == path || (size_t)(slash - path) > MX8_S3_BUCKET_MAX || !slash[1])
+        return mx8_error_set(err, MX8_ERR_ARG, "S3 location '%.200s' is not bucket/key", path);
+    memcpy(bucket, path, (size_t)(slash - path));
+    bucket[slash - path] = '\0';
+    *key = slash + 1;
+    return MX8_OK;
+}

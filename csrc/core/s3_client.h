@@ -17,8 +17,15 @@
 #include <stdint.h>
 
 #include "mx8_error.h"
+#include "s3_sign.h"
 #include "s3_transport.h"
 #include "s3_xml.h"
+
+/* An engine location, "bucket/key", split: the bucket copied into `bucket`, *key pointing
+ * into path. Fails (naming the location) unless both parts are non-empty and the bucket
+ * fits MX8_S3_BUCKET_MAX. */
+int mx8_s3_split_location(const char *path, char bucket[MX8_S3_BUCKET_MAX + 1], const char **key,
+                          mx8_error *err);
 
 /* HEAD: object size and ETag (quotes kept, as S3 sends it; etag may be NULL). */
 int mx8_s3_head(mx8_s3_client *c, const char *bucket, const char *key, uint64_t *size, char etag[128],

@@ -165,7 +165,7 @@ static int valid_amz_date(const char *d) {
 }
 
 static int valid_bucket(const char *b) {
-    if (!b || !*b || strlen(b) > 255)
+    if (!b || !*b || strlen(b) > MX8_S3_BUCKET_MAX)
         return 0;
     for (const char *c = b; *c; c++)
         if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.' && *c != '_')

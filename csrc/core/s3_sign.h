@@ -12,6 +12,10 @@
 
 #include "mx8_error.h"
 
+/* The longest bucket name S3 has allowed (legacy us-east-1 names, and botocore's rule);
+ * names of new buckets stop at 63. Every layer checks against this one limit. */
+#define MX8_S3_BUCKET_MAX 255
+
 #define MX8_S3_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 
 typedef struct {

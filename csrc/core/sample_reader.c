@@ -15,26 +15,18 @@ void mx8_sample_reader_close(mx8_sample_reader *r) {
     r->s3 = NULL;
 }
 
-/* "bucket/key" -> bucket (copied into buf) and key (points into the path). */
-static int split(mx8_sample_reader *r, uint32_t loc, char *bucket, size_t cap, const char **key,
-                 mx8_error *err) {
+static int split(mx8_sample_reader *r, uint32_t loc, char *bucket, const char **key, mx8_error *err) {
     if (loc >= r->n_paths)
         return mx8_error_set(err, MX8_ERR_ARG, "location index %u out of range", loc);
-    const char *p = r->paths[loc], *slash = strchr(p, '/');
-    if (!slash || slash == p || (size_t)(slash - p) >= cap || !slash[1])
-        return mx8_error_set(err, MX8_ERR_ARG, "S3 location '%.200s' is not bucket/key", p);
-    memcpy(bucket, p, (size_t)(slash - p));
-    bucket[slash - p] = '\0';
-    *key = slash + 1;
-    return MX8_OK;
+    return mx8_s3_split_location(r->paths[loc], bucket, key, err);
 }
 
 int mx8_sample_reader_size(mx8_sample_reader *r, uint32_t loc, uint64_t *size, mx8_error *err) {
     if (!r->s3)
         return mx8_file_size(&r->file, loc, size, err);
-    char bucket[64];
+    char bucket[MX8_S3_BUCKET_MAX + 1];
     const char *key = NULL;
-    int rc = split(r, loc, bucket, sizeof bucket, &key, err);
+    int rc = split(r, loc, bucket, &key, err);
     return rc ? rc : mx8_s3_head(r->s3, bucket, key, size, NULL, err);
 }
 
@@ -42,8 +34,8 @@ int mx8_sample_reader_read(mx8_sample_reader *r, uint32_t loc, uint64_t off, uin
                            mx8_error *err) {
     if (!r->s3)
         return mx8_file_pread(&r->file, loc, off, len, dst, err);
-    char bucket[64];
+    char bucket[MX8_S3_BUCKET_MAX + 1];
     const char *key = NULL;
-    int rc = split(r, loc, bucket, sizeof bucket, &key, err);
+    int rc = split(r, loc, bucket, &key, err);
     return rc ? rc : mx8_s3_get_range(r->s3, bucket, key, off, (size_t)len, dst, err);
 }
