@@ -153,12 +153,9 @@ class BatchStream:
             if self.gate is not None and not self.gate(self._run_of(b).id, b, block and not self.pending):
                 return
             bufs = self._alloc(b)
-            offsets = bufs[3].data_ptr() if len(bufs) == 4 else None
-            if isinstance(bufs[0], torch.Tensor):
-                ptr, nbytes = bufs[0].data_ptr(), bufs[0].numel() * bufs[0].element_size()
-            else:
-                ptr, nbytes = bufs[0].ptr, bufs[0].nbytes
-            e.provide(ptr, nbytes, bufs[1].data_ptr(), bufs[2].data_ptr(), offsets, bufs)
+            # The engine takes the memory from these objects and holds them while it may write:
+            # PooledBuffers as they are, tensors as DLPack capsules (which keep them alive).
+            e.provide(*(x.__dlpack__() if isinstance(x, torch.Tensor) else x for x in bufs))
             self.pending[b] = bufs
 
     def _run_of(self, b: int) -> Run:

@@ -304,3 +304,36 @@ def test_to_device_keeps_the_batch_type(packed):
     b = next(iter(mx8.Dataset(str(packed), batch_size=4, size=16)))
     moved = mx8.to_device(b, "cpu")
     assert isinstance(moved, mx8.Batch) and torch.equal(moved.images, b.images)
+
+
+def test_engine_takes_batch_memory_only_as_objects_it_can_hold(packed):
+    """provide() takes the memory from the objects themselves (a PooledBuffer, or a tensor's
+    DLPack capsule, which keeps the tensor alive while the engine holds it), never from an
+    integer; memory that is too small, strided, or not an object it can hold is refused.
+    The batch then comes out in the tensors provided, even with Python's own references to
+    them dropped."""
+    snap = mx8.resolve(str(packed))
+    e = _core.Engine(snap.manifest, snap.location_paths(), 2, 4, 2, False, False,
+                     {"out_h": 8, "out_w": 8, "crop_mode": 0})
+    run, first, n = e.submit(torch.arange(4, dtype=torch.int64).numpy().tobytes(), 7)
+    assert (first, n) == (0, 1)
+    ids, labels = torch.empty(4, dtype=torch.int64), torch.empty(4, dtype=torch.int64)
+    images = torch.empty(4, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="PooledBuffer or a tensor"):
+        e.provide(images.data_ptr(), labels.__dlpack__(), ids.__dlpack__())
+    with pytest.raises(ValueError, match="not contiguous"):
+        e.provide(torch.empty(8, 3, 8, 8, dtype=torch.uint8)[::2].__dlpack__(), labels.__dlpack__(),
+                  ids.__dlpack__())
+    with pytest.raises(ValueError, match="needs labels and ids"):
+        e.provide(images.__dlpack__(), labels[:2].__dlpack__(), ids.__dlpack__())
+    with pytest.raises(ValueError, match="needs 768 bytes"):
+        e.provide(images[:2].__dlpack__(), labels.__dlpack__(), ids.__dlpack__())
+    keep = ids.untyped_storage().data_ptr()
+    e.provide(images.__dlpack__(), labels.__dlpack__(), ids.__dlpack__())
+    del images, labels  # only the engine holds them now
+    e.start()
+    b, count, skipped, got_run, cancelled = e.next()
+    assert (b, count, skipped, got_run, cancelled) == (0, 4, 0, run, False)
+    assert ids.tolist() == [0, 1, 2, 3] and ids.untyped_storage().data_ptr() == keep
+    assert e.next() is None
+    e.close()

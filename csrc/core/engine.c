@@ -136,6 +136,14 @@ static run_t *run_of_batch(const mx8_engine *e, size_t b) {
     return NULL;
 }
 
+/* The queued run with this id (NULL: none). e->mu held. */
+static run_t *run_by_id(const mx8_engine *e, uint64_t run) {
+    run_t *r = e->runs;
+    while (r && r->id != run)
+        r = r->next;
+    return r;
+}
+
 static size_t run_batch_len(const mx8_engine *e, const run_t *r, size_t local) {
     size_t first = local * (size_t)e->cfg.batch_size;
     if (first >= r->n)
@@ -193,9 +201,7 @@ int mx8_engine_run_bytes_bounds(mx8_engine *e, uint64_t run, uint64_t *max, uint
     *max = *total = 0;
     int rc = MX8_OK;
     pthread_mutex_lock(&e->mu);
-    const run_t *r = e->runs;
-    while (r && r->id != run)
-        r = r->next;
+    const run_t *r = run_by_id(e, run);
     if (!r)
         rc = mx8_error_set(err, MX8_ERR_ARG, "run %llu is not queued", (unsigned long long)run);
     for (size_t b = 0; r && !rc && b < r->n_batches; b++) {
@@ -206,6 +212,27 @@ int mx8_engine_run_bytes_bounds(mx8_engine *e, uint64_t run, uint64_t *max, uint
             *max = n;
         if (!mx8_add_u64(*total, n, total))
             rc = mx8_error_set(err, MX8_ERR_TOO_LARGE, "the run's batch bytes overflow");
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int mx8_engine_run_costs(mx8_engine *e, uint64_t run, int64_t *out, size_t n_batches, mx8_error *err) {
+    int rc = MX8_OK;
+    pthread_mutex_lock(&e->mu);
+    const run_t *r = run_by_id(e, run);
+    if (!r || r->n_batches != n_batches)
+        rc = mx8_error_set(err, MX8_ERR_ARG, "run %llu is not queued with %zu batches", (unsigned long long)run,
+                           n_batches);
+    for (size_t b = 0; !rc && b < n_batches; b++) {
+        size_t n = run_batch_len(e, r, b);
+        int64_t bytes = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t len = e->m->records[r->order[b * (size_t)e->cfg.batch_size + i]].length;
+            bytes += len == MX8_LENGTH_WHOLE || len > MAX_SAMPLE_BYTES ? 0 : (int64_t)len;
+        }
+        out[2 * b] = (int64_t)n;
+        out[2 * b + 1] = bytes;
     }
     pthread_mutex_unlock(&e->mu);
     return rc;
@@ -366,9 +393,7 @@ static void run_free(mx8_engine *e, run_t *r) {
 size_t mx8_engine_cancel(mx8_engine *e, uint64_t run) {
     size_t bs = (size_t)e->cfg.batch_size;
     pthread_mutex_lock(&e->mu);
-    run_t *r = e->runs;
-    while (r && r->id != run)
-        r = r->next;
+    run_t *r = run_by_id(e, run);
     if (!r || r->cancelled) {
         size_t left = r ? r->batch0 + r->n_batches - e->delivered : 0;
         pthread_mutex_unlock(&e->mu);

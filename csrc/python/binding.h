@@ -67,7 +67,8 @@ struct mx8_s3_credentials *mx8_s3_credentials_of(PyObject *obj);
 /* s3_client_type.c: curl_global_init (once, at import) and the S3Client type */
 int mx8_s3_init(PyObject *module);
 
-/* Reads a pointer-sized integer (e.g. tensor.data_ptr()). */
-int mx8_ptr_from_object(PyObject *o, void **out);
+/* buffer_pool_type.c: a PooledBuffer's memory (-1 + exception when o is not one, or was
+ * exported). */
+int mx8_pooled_buffer_memory(PyObject *o, void **ptr, size_t *nbytes);
 
 #endif

@@ -102,6 +102,17 @@ static void PooledBuffer_dealloc(PooledBufferObject *self) {
     Py_DECREF(tp);
 }
 
+int mx8_pooled_buffer_memory(PyObject *o, void **ptr, size_t *nbytes) {
+    PooledBufferObject *self = (PooledBufferObject *)o;
+    if (!self->buf) {
+        PyErr_SetString(PyExc_ValueError, "buffer already exported");
+        return -1;
+    }
+    *ptr = self->buf;
+    *nbytes = mx8_pool_buf_bytes(self->pool);
+    return 0;
+}
+
 static PyObject *PooledBuffer_get_ptr(PooledBufferObject *self, void *c) {
     (void)c;
     if (!self->buf) {

@@ -33,6 +33,7 @@ typedef struct DLManagedTensor {
 } DLManagedTensor;
 
 #define MX8_DL_CPU 1
+#define MX8_DL_CUDA_HOST 3 /* pinned host memory, as some frameworks label it */
 #define MX8_DL_UINT 1
 #define MX8_DL_FLOAT 2
 

@@ -1,13 +1,16 @@
 /* mx8._core.Engine: drives a core engine from Python. The Python layer (mx8/stream.py)
- * submits orders, allocates the batch tensors and provides their pointers; this type keeps each provided
- * batch's owner alive until the batch is taken or the engine is closed, so the C threads
- * never write into freed memory.
+ * submits orders, allocates each batch's memory and provides it as objects: PooledBuffers,
+ * or DLPack capsules of tensors (tensor.__dlpack__()). This type takes the pointers from
+ * those very objects and holds references to them until the batch is taken or the engine
+ * is closed, so the C threads never write into freed memory (the one place that
+ * guarantee lives).
  *
  * A close() whose stop abandons threads (blocked in a read that does not return: a hung
  * network mount) puts the engine on the module's `abandoned` list instead: the engine, its
  * manifest, paths and the owners of untaken batches stay alive until those threads leave.
  * Each later Engine() or close() sweeps the list, so the memory goes once the reads return. */
 #include "binding.h"
+#include "dlpack_abi.h"
 
 #include <unistd.h>
 
@@ -361,23 +364,61 @@ static void Engine_dealloc(EngineObject *self) {
     Py_DECREF(tp);
 }
 
+/* The writable CPU memory of a provided object: a PooledBuffer, or a "dltensor" capsule of a
+ * compact CPU (or pinned host) tensor, which stays valid while the capsule lives. */
+static int memory_of(mx8_state *st, PyObject *o, const char *what, void **ptr, size_t *nbytes) {
+    if (PyObject_TypeCheck(o, st->PooledBufferType))
+        return mx8_pooled_buffer_memory(o, ptr, nbytes);
+    if (!PyCapsule_IsValid(o, "dltensor")) {
+        PyErr_Format(PyExc_TypeError, "provide(): %s must be a PooledBuffer or a tensor's __dlpack__() capsule", what);
+        return -1;
+    }
+    const DLTensor *t = &((DLManagedTensor *)PyCapsule_GetPointer(o, "dltensor"))->dl_tensor;
+    if (t->device.device_type != MX8_DL_CPU && t->device.device_type != MX8_DL_CUDA_HOST) {
+        PyErr_Format(PyExc_ValueError, "provide(): %s is not in host memory", what);
+        return -1;
+    }
+    uint64_t n = ((uint64_t)t->dtype.bits * t->dtype.lanes + 7) / 8, stride = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] < 0 || (t->strides && t->shape[d] > 1 && t->strides[d] != (int64_t)stride)) {
+            PyErr_Format(PyExc_ValueError, "provide(): %s is not contiguous", what);
+            return -1;
+        }
+        stride *= (uint64_t)t->shape[d];
+    }
+    *ptr = (char *)t->data + t->byte_offset;
+    *nbytes = (size_t)(n * stride);
+    return 0;
+}
+
+/* provide(images, labels, ids, offsets=None): the memory of the next batch that has none. */
 static PyObject *Engine_provide(EngineObject *self, PyObject *args) {
-    PyObject *p_img, *p_lab, *p_ids, *p_off, *owner;
-    Py_ssize_t cap;
-    if (!PyArg_ParseTuple(args, "OnOOOO:provide", &p_img, &cap, &p_lab, &p_ids, &p_off, &owner))
+    PyObject *o_img, *o_lab, *o_ids, *o_off = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O:provide", &o_img, &o_lab, &o_ids, &o_off))
         return NULL;
     if (check_open(self) < 0)
         return NULL;
+    mx8_state *st = mx8_state_from_type(Py_TYPE(self));
     void *img, *lab, *ids, *off = NULL;
-    if (mx8_ptr_from_object(p_img, &img) < 0 || mx8_ptr_from_object(p_lab, &lab) < 0 ||
-        mx8_ptr_from_object(p_ids, &ids) < 0 || (p_off != Py_None && mx8_ptr_from_object(p_off, &off) < 0))
+    size_t cap, n_lab, n_ids, n_off = 0;
+    if (memory_of(st, o_img, "images", &img, &cap) < 0 || memory_of(st, o_lab, "labels", &lab, &n_lab) < 0 ||
+        memory_of(st, o_ids, "ids", &ids, &n_ids) < 0 ||
+        (o_off != Py_None && memory_of(st, o_off, "offsets", &off, &n_off) < 0))
         return NULL;
-    size_t b = mx8_engine_next_to_provide(self->e);
+    size_t b = mx8_engine_next_to_provide(self->e), n = mx8_engine_batch_len(self->e, b);
+    if (n_lab < n * 8 || n_ids < n * 8 || (off && n_off < (n + 1) * 8))
+        return PyErr_Format(PyExc_ValueError, "provide(): batch %zu of %zu samples needs labels and ids of %zu "
+                            "int64 (and %zu offsets)", b, n, n, n + 1);
+    PyObject *held = PyTuple_Pack(4, o_img, o_lab, o_ids, o_off); /* what the threads will write into */
+    if (!held)
+        return NULL;
     mx8_error err;
     mx8_error_clear(&err);
-    if (mx8_engine_provide(self->e, img, (size_t)cap, lab, ids, off, &err))
-        return mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
-    Py_XSETREF(self->owners[b % (size_t)self->depth], Py_NewRef(owner));
+    if (mx8_engine_provide(self->e, img, cap, lab, ids, off, &err)) {
+        Py_DECREF(held);
+        return mx8_raise(st, &err);
+    }
+    Py_XSETREF(self->owners[b % (size_t)self->depth], held);
     Py_RETURN_NONE;
 }
 
@@ -510,6 +551,26 @@ static PyObject *Engine_run_bytes_bounds(EngineObject *self, PyObject *arg) {
     return Py_BuildValue("(KK)", (unsigned long long)max, (unsigned long long)total);
 }
 
+/* run_costs(run, n_batches) -> bytes: per batch, int64 (samples, manifest bytes). */
+static PyObject *Engine_run_costs(EngineObject *self, PyObject *args) {
+    unsigned long long run;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "Kn:run_costs", &run, &n))
+        return NULL;
+    if (n < 0 || (size_t)n > PY_SSIZE_T_MAX / 16)
+        return PyErr_Format(PyExc_ValueError, "bad batch count %zd", n);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 16);
+    if (!out)
+        return NULL;
+    mx8_error err;
+    mx8_error_clear(&err);
+    if (mx8_engine_run_costs(self->e, run, (int64_t *)PyBytes_AS_STRING(out), (size_t)n, &err)) {
+        Py_DECREF(out);
+        return mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
+    }
+    return out;
+}
+
 static PyObject *Engine_required_bytes(EngineObject *self, PyObject *arg) {
     Py_ssize_t b = PyLong_AsSsize_t(arg);
     if (b == -1 && PyErr_Occurred())
@@ -555,7 +616,8 @@ static PyObject *Engine_get_next_to_provide(EngineObject *self, void *c) {
 
 static PyMethodDef Engine_methods[] = {
     {"provide", (PyCFunction)Engine_provide, METH_VARARGS,
-     "provide(images_ptr, nbytes, labels_ptr, ids_ptr, offsets_ptr|None, owner): buffers of the next batch"},
+     "provide(images, labels, ids, offsets=None): the next batch's memory, each a PooledBuffer or a "
+     "tensor.__dlpack__() capsule, held until the batch is taken"},
     {"start", (PyCFunction)Engine_start, METH_NOARGS, "start the worker threads"},
     {"submit", (PyCFunction)Engine_submit, METH_VARARGS,
      "submit(order, aug_seed) -> (run, first_batch, n_batches): queue an order of int64 sample ids"},
@@ -568,6 +630,8 @@ static PyMethodDef Engine_methods[] = {
      "close(wait_ms=1000): stop the threads; None, or (abandoned, sample_id, location, offset, length)"},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "counters as a dict"},
     {"required_bytes", (PyCFunction)Engine_required_bytes, METH_O, "bytes the image buffer of batch b needs"},
+    {"run_costs", (PyCFunction)Engine_run_costs, METH_VARARGS,
+     "run_costs(run, n_batches) -> bytes of int64 pairs: each batch's samples and manifest bytes"},
     {"run_bytes_bounds", (PyCFunction)Engine_run_bytes_bounds, METH_O,
      "run_bytes_bounds(run) -> (largest, total) required_bytes over the run's batches"},
     {"batch_len", (PyCFunction)Engine_batch_len, METH_O, "samples in batch b before skips"},

@@ -4,18 +4,6 @@
 #include "epoch_order.h"
 #include "image_transform.h"
 
-int mx8_ptr_from_object(PyObject *o, void **out) {
-    unsigned long long v = PyLong_AsUnsignedLongLong(o);
-    if (v == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    if (v == 0) {
-        PyErr_SetString(PyExc_ValueError, "null buffer pointer");
-        return -1;
-    }
-    *out = (void *)(uintptr_t)v;
-    return 0;
-}
-
 static const char *format_name(int f) { return f == MX8_FMT_JPEG ? "jpeg" : f == MX8_FMT_PNG ? "png" : "unknown"; }
 
 static PyObject *probe_image(PyObject *module, PyObject *arg) {

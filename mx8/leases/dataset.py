@@ -196,7 +196,7 @@ class LeaseDataset(torch.utils.data.IterableDataset):
 class _Active:
     """A lease being read: its run on the stream and the position of the next batch it yields."""
 
-    def __init__(self, lease: Lease, run: Run, costs: Optional[List[Tuple[int, int]]]) -> None:
+    def __init__(self, lease: Lease, run: Run, costs: Optional[memoryview]) -> None:
         self.lease, self.run, self.costs = lease, run, costs
         self.next_pos = lease.acked
         self.left = run.batches
@@ -242,20 +242,19 @@ class _LeaseIterator:
         if lease is None:
             return False
         positions = array.array("q", range(lease.acked, lease.end))  # int64 ids, as the engine takes
+        run = self.stream.submit(positions, self.aug_seed, fill=False)
         costs = None
-        if self.coord.pacer is not None:
-            man = self.snap.manifest
-            lengths = [man.record(i)[2] or 0 for i in positions]
-            bs = self.ds.batch_size
-            costs = [(len(lengths[k:k + bs]), sum(lengths[k:k + bs])) for k in range(0, len(lengths), bs)]
-        self.leases.append(_Active(lease, self.stream.submit(positions, self.aug_seed, fill=False), costs))
+        if self.coord.pacer is not None:  # per batch (samples, bytes), from the engine
+            costs = memoryview(self.stream.engine.run_costs(run.id, run.batches)).cast("q")
+        self.leases.append(_Active(lease, run, costs))
         self.stream.fill()  # after the lease is known: the gate asks for its costs
         return True
 
     def _gate(self, run: int, b: int, block: bool) -> bool:
         """The pacer's say on providing batch number b: its reads start only within the caps."""
         a = next(a for a in self.leases if a.run.id == run)
-        n, nbytes = a.costs[b - self.stream.runs[run].first]  # type: ignore[index]
+        k = 2 * (b - self.stream.runs[run].first)
+        n, nbytes = a.costs[k], a.costs[k + 1]  # type: ignore[index]
         if not self.coord.pacer.acquire(n, nbytes, block):  # type: ignore[union-attr]
             return False
         self.reserved[b] = nbytes
