@@ -91,20 +91,18 @@ typedef struct {
     int64_t labels[4], ids[4];
 } batch_buf;
 
-/* Runs the whole order; returns images of every delivered sample concatenated by position,
- * and the ids delivered. Stops at the first failed batch (raise mode). */
-static int run(fixture *f, const mx8_engine_config *c, const int64_t *order, size_t n, uint8_t *all,
-               int64_t *ids_out, size_t *n_out, mx8_batch_info *fail) {
+/* Takes every batch left in the queue into bufs (depth 2), providing as it goes; appends the
+ * delivered ids and images (slot by slot) at *got. Stops at a failed batch (raise mode),
+ * copying its info to *fail (may be NULL) and returning -1; else returns the batches that
+ * came out marked cancelled. */
+static long drain(mx8_engine *e, batch_buf *bufs, int64_t *ids, uint8_t *images, size_t *got, mx8_batch_info *fail) {
     mx8_error err;
-    mx8_engine *e = engine_with_order(f, order, n, c, &err);
-    if (!e)
-        return -1;
-    batch_buf bufs[2];
-    size_t got = 0;
-    int failed = 0;
-    for (int i = 0; i < 2; i++)
-        mx8_engine_provide(e, bufs[i].images, sizeof bufs[i].images, bufs[i].labels, bufs[i].ids, NULL, &err);
-    mx8_engine_start(e, &err);
+    size_t slot = sizeof bufs[0].images / 4;
+    long cancelled = 0;
+    for (size_t b; (b = mx8_engine_next_to_provide(e)) < mx8_engine_queued_batches(e);)
+        if (mx8_engine_provide(e, bufs[b % 2].images, sizeof bufs[0].images, bufs[b % 2].labels, bufs[b % 2].ids,
+                               NULL, &err))
+            break; /* depth reached */
     for (;;) {
         int has;
         mx8_batch_info info;
@@ -112,22 +110,40 @@ static int run(fixture *f, const mx8_engine_config *c, const int64_t *order, siz
             break;
         batch_buf *b = &bufs[info.batch % 2];
         if (info.failed) {
-            *fail = info;
-            failed = 1;
-            break;
+            if (fail)
+                *fail = info;
+            return -1;
         }
-        for (size_t i = 0; i < info.count; i++) {
+        if (info.cancelled)
+            cancelled++;
+        for (size_t i = 0; !info.cancelled && i < info.count; i++, (*got)++) {
             CHECK_INT(b->labels[i], ==, b->ids[i] % 3);
-            ids_out[got] = b->ids[i];
-            memcpy(all + got * sizeof b->images / 4, b->images + i * sizeof b->images / 4, sizeof b->images / 4);
-            got++;
+            ids[*got] = b->ids[i];
+            memcpy(images + *got * slot, b->images + i * slot, slot);
         }
-        if (mx8_engine_next_to_provide(e) < mx8_engine_queued_batches(e))
-            mx8_engine_provide(e, b->images, sizeof b->images, b->labels, b->ids, NULL, &err);
+        size_t nb = mx8_engine_next_to_provide(e);
+        if (nb < mx8_engine_queued_batches(e))
+            mx8_engine_provide(e, bufs[nb % 2].images, sizeof bufs[0].images, bufs[nb % 2].labels, bufs[nb % 2].ids,
+                               NULL, &err);
     }
-    *n_out = got;
+    return cancelled;
+}
+
+/* Runs the whole order on a fresh engine; returns images of every delivered sample
+ * concatenated by position, and the ids delivered. Stops at the first failed batch (raise
+ * mode): returns 1 with its info in *fail. */
+static int run(fixture *f, const mx8_engine_config *c, const int64_t *order, size_t n, uint8_t *all,
+               int64_t *ids_out, size_t *n_out, mx8_batch_info *fail) {
+    mx8_error err;
+    mx8_engine *e = engine_with_order(f, order, n, c, &err);
+    if (!e)
+        return -1;
+    batch_buf bufs[2];
+    *n_out = 0;
+    mx8_engine_start(e, &err);
+    long rc = drain(e, bufs, ids_out, all, n_out, fail);
     mx8_engine_free(e);
-    return failed;
+    return rc < 0;
 }
 
 void test_engine_order_determinism_and_skip(void) {
@@ -250,39 +266,6 @@ void test_engine_stop_with_work_pending(void) {
     free_fixture(&f);
 }
 
-/* Takes every batch left in the queue into bufs (depth 2), providing as it goes; appends the
- * delivered ids and images. Returns the batches delivered marked cancelled. */
-static size_t drain(mx8_engine *e, batch_buf *bufs, int64_t *ids, uint8_t *images, size_t *got) {
-    mx8_error err;
-    size_t cancelled = 0, slot = sizeof bufs[0].images / 4;
-    while (mx8_engine_next_to_provide(e) < mx8_engine_queued_batches(e)) {
-        size_t b = mx8_engine_next_to_provide(e);
-        if (mx8_engine_provide(e, bufs[b % 2].images, sizeof bufs[0].images, bufs[b % 2].labels, bufs[b % 2].ids,
-                               NULL, &err))
-            break; /* depth reached */
-    }
-    for (;;) {
-        int has;
-        mx8_batch_info info;
-        if (mx8_engine_next(e, -1, &has, &info, &err) || !has)
-            break;
-        batch_buf *b = &bufs[info.batch % 2];
-        if (info.cancelled) {
-            cancelled++;
-        } else {
-            for (size_t i = 0; i < info.count; i++, (*got)++) {
-                ids[*got] = b->ids[i];
-                memcpy(images + *got * slot, b->images + i * slot, slot);
-            }
-        }
-        size_t nb = mx8_engine_next_to_provide(e);
-        if (nb < mx8_engine_queued_batches(e))
-            mx8_engine_provide(e, bufs[nb % 2].images, sizeof bufs[0].images, bufs[nb % 2].labels, bufs[nb % 2].ids,
-                               NULL, &err);
-    }
-    return cancelled;
-}
-
 void test_engine_runs_back_to_back_and_cancel(void) {
     fixture f;
     mx8_error err;
@@ -311,7 +294,7 @@ void test_engine_runs_back_to_back_and_cancel(void) {
     CHECK_INT(first, ==, 3);
     CHECK_INT(n_batches, ==, 2);
     batch_buf bufs[2];
-    CHECK_INT(drain(e, bufs, ids, both, &got), ==, 0);
+    CHECK_INT(drain(e, bufs, ids, both, &got, NULL), ==, 0);
     CHECK_INT(got, ==, 16);
     CHECK(memcmp(ids, a, sizeof a) == 0 && memcmp(ids + 10, b, sizeof b) == 0);
     CHECK(memcmp(both, ref_a, 10 * slot) == 0);
@@ -339,7 +322,7 @@ void test_engine_runs_back_to_back_and_cancel(void) {
     CHECK_INT(mx8_engine_cancel(e, rl), ==, 1); /* batch 6 has a buffer: still to come, marked */
     CHECK_INT(mx8_engine_queued_batches(e), ==, 7 + 2);
     got = 0;
-    CHECK_INT(drain(e, bufs, ids, both, &got), ==, 1);
+    CHECK_INT(drain(e, bufs, ids, both, &got, NULL), ==, 1);
     CHECK_INT(got, ==, 6);
     CHECK(memcmp(ids, b, sizeof b) == 0);
     CHECK(memcmp(both, ref_b, 6 * slot) == 0);
