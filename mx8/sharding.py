@@ -37,33 +37,14 @@ class Plan:
 def plan(n: int, *, manifest_hash: str, seed: int, epoch: int, shuffle: bool, rank: int, world_size: int,
          batch_size: int, drop_last: bool, start: int = 0, worker: int = 0, num_workers: int = 1) -> Plan:
     """This consumer's share of the epoch, skipping the first ``start`` global positions
-    (already consumed before a mid-epoch resume, possibly by a different world size)."""
-    order = memoryview(_core.epoch_order(n, derive_seed(manifest_hash, seed, epoch, "order"), shuffle,
-                                         SHUFFLE_BLOCK, SHUFFLE_WINDOW)).cast("q")
-    rest = order[min(start, n):]
-    m = len(rest)
-    padded = dropped = 0
-    if drop_last:
-        per_rank = (m // world_size) // batch_size * batch_size
-        dropped = m - per_rank * world_size
-        rest = rest[:per_rank * world_size]
-    elif m % world_size:
-        per_rank = -(-m // world_size)
-        padded = per_rank * world_size - m
-        # Pad with the epoch's first samples, cycling when the epoch is shorter than the pad.
-        whole = order.tobytes()
-        tail = (whole * (padded // n + 1))[:padded * 8]
-        rest = memoryview(rest.tobytes() + tail).cast("q")
-    mine = rest[rank::world_size]
-    if num_workers > 1:
-        # DataLoader workers take whole batches round-robin; the loader interleaves them back
-        # in the same order, so the stream equals the single-process one.
-        chunks = [mine[b:b + batch_size].tobytes() for b in range(worker * batch_size, len(mine),
-                                                                    num_workers * batch_size)]
-        data = b"".join(chunks)
-    else:
-        data = mine.tobytes()
-    return Plan(data, len(data) // 8, padded, dropped)
+    (already consumed before a mid-epoch resume, possibly by a different world size).
+    Computed in C (csrc/core/epoch_order.c, mx8_epoch_share) in one pass, without copies of
+    the epoch order here. DataLoader workers take whole batches round-robin; the loader
+    interleaves them back in the same order, so the stream equals the single-process one."""
+    ids, padded, dropped = _core.epoch_share(n, derive_seed(manifest_hash, seed, epoch, "order"), shuffle,
+                                             SHUFFLE_BLOCK, SHUFFLE_WINDOW, start, rank, world_size, batch_size,
+                                             drop_last, worker, num_workers)
+    return Plan(ids, len(ids) // 8, padded, dropped)
 
 
 def consumed_after(start: int, batches: int, batch_size: int, world_size: int, n: int) -> int:

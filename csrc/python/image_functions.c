@@ -114,6 +114,33 @@ static PyObject *epoch_order(PyObject *module, PyObject *args, PyObject *kwds) {
     return out;
 }
 
+/* epoch_share(n, seed, shuffle, block, window, start, rank, world, batch, drop_last, worker,
+ * workers) -> (bytes of int64 sample ids, padded, dropped): one consumer's share. */
+static PyObject *epoch_share(PyObject *module, PyObject *args) {
+    mx8_share_spec sp;
+    memset(&sp, 0, sizeof sp);
+    unsigned long long v[11];
+    int shuffle, drop_last;
+    if (!PyArg_ParseTuple(args, "KKpKKKKKKpKK:epoch_share", &v[0], &v[1], &shuffle, &v[2], &v[3], &v[4], &v[5],
+                          &v[6], &v[7], &drop_last, &v[8], &v[9]))
+        return NULL;
+    sp.n = v[0], sp.seed = v[1], sp.shuffle = shuffle, sp.block = v[2], sp.window = v[3], sp.start = v[4];
+    sp.rank = v[5], sp.world = v[6], sp.batch = v[7], sp.drop_last = drop_last, sp.worker = v[8], sp.workers = v[9];
+    mx8_share sh;
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_epoch_share(&sp, &sh, &err);
+    Py_END_ALLOW_THREADS
+    if (rc)
+        return mx8_raise(mx8_get_state(module), &err);
+    PyObject *out = Py_BuildValue("(y#KK)", (const char *)sh.ids, (Py_ssize_t)(sh.count * 8),
+                                  (unsigned long long)sh.padded, (unsigned long long)sh.dropped);
+    free(sh.ids);
+    return out;
+}
+
 PyMethodDef mx8_image_methods[] = {
     {"probe_image", (PyCFunction)probe_image, METH_O, "probe_image(data) -> (format, width, height)"},
     {"decode_image", (PyCFunction)(void (*)(void))decode_image, METH_VARARGS | METH_KEYWORDS,
@@ -122,5 +149,8 @@ PyMethodDef mx8_image_methods[] = {
      "transform_image(data, out_h, out_w, ...) -> uint8 bytes of 3*out_h*out_w"},
     {"epoch_order", (PyCFunction)(void (*)(void))epoch_order, METH_VARARGS | METH_KEYWORDS,
      "epoch_order(n, seed, shuffle, block=64, window=16) -> bytes of n int64 sample ids"},
+    {"epoch_share", (PyCFunction)epoch_share, METH_VARARGS,
+     "epoch_share(n, seed, shuffle, block, window, start, rank, world, batch, drop_last, worker, workers) "
+     "-> (bytes of int64 sample ids, padded, dropped)"},
     {NULL, NULL, 0, NULL},
 };

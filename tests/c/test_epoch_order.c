@@ -70,3 +70,30 @@ void test_epoch_order_batches_mix_blocks(void) {
     CHECK_INT(distinct, <=, 16);
     free(a);
 }
+
+void test_epoch_share_slices_pads_and_drops(void) {
+    mx8_error err;
+    mx8_share sh;
+    /* 10 ids in order, 3 ranks, batch 2: rank 1 takes 1, 4, 7 and one pad (the epoch's first id). */
+    mx8_share_spec s = {.n = 10, .seed = 1, .block = 64, .window = 16, .rank = 1, .world = 3, .batch = 2,
+                        .workers = 1};
+    REQUIRE_OK(mx8_epoch_share(&s, &sh, &err), &err);
+    CHECK_INT(sh.count, ==, 4);
+    CHECK_INT(sh.padded, ==, 2);
+    CHECK(sh.ids[0] == 1 && sh.ids[1] == 4 && sh.ids[2] == 7 && sh.ids[3] == 0);
+    free(sh.ids);
+    /* drop_last with batch 1: 3 ids a rank (0, 3, 6 for rank 0), 1 dropped; worker 1 of 2 takes
+     * the rank's second batch, id 3. */
+    s.drop_last = 1;
+    s.rank = 0;
+    s.worker = 1;
+    s.workers = 2;
+    s.batch = 1;
+    REQUIRE_OK(mx8_epoch_share(&s, &sh, &err), &err);
+    CHECK_INT(sh.dropped, ==, 1);
+    CHECK_INT(sh.count, ==, 1);
+    CHECK_INT(sh.ids[0], ==, 3);
+    free(sh.ids);
+    s.rank = 3; /* of 3 */
+    CHECK_INT(mx8_epoch_share(&s, &sh, &err), ==, MX8_ERR_ARG);
+}
