@@ -1,8 +1,9 @@
 """``mx8.Dataset``: an IterableDataset that yields ready batches decoded in native threads.
 
 Python's part is small: resolve the snapshot, compute this consumer's sample order
-(mx8/sharding.py), allocate batch tensors and hand their pointers to the C engine, which
-fills them with the GIL released. Nothing is allocated per image in Python.
+(mx8/sharding.py) and submit it, epoch after epoch, to the Dataset's batch stream
+(mx8/stream.py), whose C engine fills the batch tensors with the GIL released. Nothing is
+allocated per image in Python.
 """
 from __future__ import annotations
 
@@ -331,8 +332,8 @@ class _BatchIterator:
                 if was_closed:
                     raise UsageError(_CLOSED_WHILE_WAITING) from None
                 raise
-            if taken is None or taken.run != self.run.id:  # the stream was closed under us
-                raise UsageError(_CLOSED_WHILE_WAITING)
+            if taken is None or taken.run != self.run.id:
+                raise AssertionError(f"epoch run {self.run} expected, the stream gave {taken}")  # one run at a time
             self.remaining -= 1
             self.progress.batches += 1
             batch = taken.batch
@@ -345,13 +346,16 @@ class _BatchIterator:
         if self.closed:
             return
         self.closed = True
-        self.interrupted = interrupted
+        self.interrupted = interrupted and self.remaining > 0  # after the last batch: the epoch ended
         if self.remaining == 0 or self._pid != os.getpid():
             return  # in a forked child the stream is the parent's: nothing to end here
-        if owner:
-            self.stream.cancel(self.run)  # the engine stays for the next epoch
-        else:
+        if not owner:
             self.stream.close()  # another thread is inside next(): stop the engine under it
+            return
+        try:
+            self.stream.cancel(self.run)  # the engine stays for the next epoch
+        except Exception:  # noqa: BLE001 - the stream closed itself; the next epoch makes a new one
+            pass
 
     def close(self, interrupted: bool = True) -> None:
         """Ends the epoch here; safe from any thread, and more than once. From the thread that

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -92,9 +93,14 @@ class BatchStream:
         self.pending: Dict[int, Tuple[Any, ...]] = {}  # batch number -> its buffers
         self.runs: Dict[int, Run] = {}
         self.gate: Optional[Gate] = None
+        self.failed: Optional[Tuple[int, int]] = None  # (run, batch number) of the last failed batch
+        # How long a cancel waits for the samples in flight: past it a worker is taken to be
+        # stuck in a read. On S3 a sample's GET may queue behind the cancelled run's prefetch.
+        self.cancel_wait_s = 15.0 if s3 is not None else STOP_WAIT_MS / 1000
         self.closed = False
         self.stuck = False  # a close abandoned a thread blocked in a read
         self._state = threading.Lock()  # close() from another thread vs take() handing out buffers
+        self._consumer = threading.RLock()  # submit, fill, take and cancel, one thread at a time
         self.engine.start()
 
     # -- runs ---------------------------------------------------------------------------
@@ -102,14 +108,15 @@ class BatchStream:
     def submit(self, order: Union[bytes, memoryview, Any], aug_seed: int, fill: bool = True) -> Run:
         """Queues an order of int64 sample ids (any buffer) after those queued before, and
         (``fill``) provides buffers to its first batches if there is room."""
-        run = Run(*self.engine.submit(order, aug_seed))
-        if run.batches:
-            self.runs[run.id] = run
-            if self.image_shape is None and not self.pin:
-                self._size_raw_pool(run)
-        if fill:
-            self.fill()
-        return run
+        with self._consumer:
+            run = Run(*self.engine.submit(order, aug_seed))
+            if run.batches:
+                self.runs[run.id] = run
+                if self.image_shape is None and not self.pin:
+                    self._size_raw_pool(run)
+            if fill:
+                self.fill()
+            return run
 
     def _size_raw_pool(self, run: Run) -> None:
         largest, total = self.engine.run_bytes_bounds(run.id)
@@ -118,47 +125,55 @@ class BatchStream:
         if self.pool is None or self.pool_nbytes < largest:
             self.pool, self.pool_nbytes = _core.BufferPool(largest, self.depth + 2), largest
 
-    def cancel(self, run: Run, wait_s: float = STOP_WAIT_MS / 1000) -> bool:
+    def cancel(self, run: Run, wait_s: Optional[float] = None) -> bool:
         """Ends a run early: batches of it that have buffers come back (dropped here) once
         the samples being read are done; the rest are never read, and the runs queued after
-        it move down by as many batch numbers (``runs`` has their current numbers). False when a worker stayed
-        inside a sample past ``wait_s`` (a hung read): the stream is then closed."""
-        if self.closed or run.id not in self.runs:
-            return not self.stuck
-        queued = self.engine.queued
-        left = self.engine.cancel(run.id)
-        self.runs.pop(run.id, None)
-        dropped = queued - self.engine.queued  # its batches without buffers: later runs move down
-        for r in [r for r in self.runs.values() if r.first > run.first]:
-            self.runs[r.id] = r._replace(first=r.first - dropped)
-        deadline = _deadline(wait_s)
-        while left > 0:
-            if _expired(deadline):
-                self.close()
-                return False
-            taken = self._take_one(timeout_ms=100)
-            if taken is None:
-                continue
-            if taken[0] == run.id:
-                left -= 1
-        return True
+        it move down by as many batch numbers (``runs`` has their current numbers). False
+        when a worker stayed inside a sample past ``wait_s`` (default: ~1 s locally, longer
+        on S3, where a sample's GET may queue behind the cancelled run's prefetch and the
+        transport's own timeouts bound a hung request): the stream is then closed."""
+        with self._consumer:
+            if self.closed or run.id not in self.runs:
+                return not self.stuck
+            current = self.runs.pop(run.id)
+            queued = self.engine.queued
+            left = self.engine.cancel(run.id)
+            dropped = queued - self.engine.queued  # its batches without buffers: later runs move down
+            for r in [r for r in self.runs.values() if r.first > current.first]:
+                self.runs[r.id] = r._replace(first=r.first - dropped)
+            deadline = time.monotonic() + (wait_s if wait_s is not None else self.cancel_wait_s)
+            try:
+                while left > 0 and not self.closed:
+                    if time.monotonic() > deadline:
+                        self.close()
+                        return False
+                    taken = self._take_one(timeout_ms=100)
+                    if taken is not None and taken.run == run.id:
+                        left -= 1
+            except BaseException:
+                self.close()  # the engine's state is no longer known here: the next reader makes a new one
+                raise
+            return not self.closed
 
     # -- batches ------------------------------------------------------------------------
 
     def fill(self, block: bool = False) -> None:
         """Provides buffers to the next batches, across runs, up to ``depth`` in flight."""
-        e = self.engine
-        while e.next_to_provide < e.queued and len(self.pending) < self.depth:
-            b = e.next_to_provide
-            if self.gate is not None and not self.gate(self._run_of(b).id, b, block and not self.pending):
-                return
-            bufs = self._alloc(b)
-            # The engine takes the memory from these objects and holds them while it may write:
-            # PooledBuffers as they are, tensors as DLPack capsules (which keep them alive).
-            e.provide(*(x.__dlpack__() if isinstance(x, torch.Tensor) else x for x in bufs))
-            self.pending[b] = bufs
+        with self._consumer:
+            e = self.engine
+            while not self.closed and e.next_to_provide < e.queued and len(self.pending) < self.depth:
+                b = e.next_to_provide
+                if self.gate is not None and not self.gate(self.run_of(b).id, b, block and not self.pending):
+                    return
+                bufs = self._alloc(b)
+                # The engine takes the memory from these objects and holds them while it may
+                # write: PooledBuffers as they are, tensors as DLPack capsules (which keep them
+                # alive). A PooledBuffer is exported to torch only after its batch is taken.
+                e.provide(*(x.__dlpack__() if isinstance(x, torch.Tensor) else x for x in bufs))
+                self.pending[b] = bufs
 
-    def _run_of(self, b: int) -> Run:
+    def run_of(self, b: int) -> Run:
+        """The run batch number b belongs to."""
         for run in self.runs.values():
             if run.first <= b < run.first + run.batches:
                 return run
@@ -185,7 +200,7 @@ class BatchStream:
         """A raw batch is allocated from its samples' manifest byte lengths before any read; a
         manifest may declare more than this machine has (each length up to the 1 GiB limit)."""
         sample_id, location, offset, length = self.engine.largest_sample(b)
-        e = ReadError(errno.ENOMEM, f"raw batch {b - self._run_of(b).first} cannot be allocated: its samples' "
+        e = ReadError(errno.ENOMEM, f"raw batch {b - self.run_of(b).first} cannot be allocated: its samples' "
                                     f"manifest byte lengths add up to {nbytes} bytes; the largest is sample "
                                     f"{sample_id} ({shorten(location)} @ {offset}+{length}). Check the manifest, "
                                     f"or lower batch_size")
@@ -194,34 +209,49 @@ class BatchStream:
 
     def take(self) -> Optional[Taken]:
         """Waits for the next batch (of whichever run comes first); None when no batch is
-        queued. Raises the batch's error (on_error="raise"), or StreamClosed when the stream was
-        closed by another thread as the batch completed."""
+        queued. Raises the batch's error (on_error="raise"; ``failed`` then names its run and
+        number), or StreamClosed when the stream was closed by another thread as the batch
+        completed."""
         return self._take_one(timeout_ms=-1)
 
     def _take_one(self, timeout_ms: int) -> Optional[Taken]:
-        if not self.pending:
-            self.fill(block=True)
-        try:
-            got = self.engine.next(timeout_ms)
-        except BaseException:
-            with self._state:  # a failed batch (on_error="raise") is the earliest pending one
-                if self.pending and not self.closed:
-                    self.pending.pop(min(self.pending))
-            raise
-        if not got:  # None: nothing queued; False: timed out
-            return None
-        b, count, skipped, run, cancelled = got
+        with self._consumer:
+            if not self.pending:
+                self.fill(block=True)
+            try:
+                got = self.engine.next(timeout_ms)
+            except Exception as e:
+                if getattr(e, "sample_id", None) is not None:  # a failed batch: the earliest pending one
+                    self._drop_failed()
+                raise
+            if not got:  # None: nothing queued; False: timed out
+                return None
+            b, count, skipped, run, cancelled = got
+            with self._state:
+                if self.closed:
+                    raise StreamClosed()
+                bufs = self.pending.pop(b)
+            self._ended(run, b)
+            self.fill()
+            if cancelled:
+                return Taken(run, b, None, 0)
+            return Taken(run, b, self._wrap(bufs, count), skipped)
+
+    def _drop_failed(self) -> None:
         with self._state:
-            if self.closed:
-                raise StreamClosed()
-            bufs = self.pending.pop(b)
+            if self.closed or not self.pending:
+                return
+            b = min(self.pending)
+            del self.pending[b]
+        run = self.run_of(b)
+        self.failed = (run.id, b)
+        self._ended(run.id, b)
+
+    def _ended(self, run: int, b: int) -> None:
+        """Batch b of run was taken: the run is gone from ``runs`` after its last."""
         r = self.runs.get(run)
         if r is not None and b == r.first + r.batches - 1:
             del self.runs[run]
-        self.fill()
-        if cancelled:
-            return Taken(run, b, None, 0)
-        return Taken(run, b, self._wrap(bufs, count), skipped)
 
     def _wrap(self, bufs: Tuple[Any, ...], count: int) -> Union[Batch, RawBatch]:
         if len(bufs) == 3:
@@ -267,16 +297,6 @@ class BatchStream:
 
 class StreamClosed(Exception):
     """The stream was closed (by another thread) as a batch completed."""
-
-
-def _deadline(wait_s: float) -> float:
-    import time
-    return time.monotonic() + wait_s
-
-
-def _expired(deadline: float) -> bool:
-    import time
-    return time.monotonic() > deadline
 
 
 def shorten(location: str) -> str:

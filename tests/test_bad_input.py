@@ -164,3 +164,42 @@ def test_error_in_later_batch_does_not_lose_earlier_batches(tmp_path):
         for b in mx8.Dataset(str(root), batch_size=4, size=32):
             got += b.sample_ids.tolist()
     assert got == list(range(sid - sid % 4))  # every batch before the bad one was delivered
+
+
+def test_after_a_failed_batch_the_engine_reads_the_next_epochs_whole(tmp_path):
+    """on_error="raise": the batch's error ends its epoch; the Dataset's engine (kept across
+    epochs) then reads every later epoch whole, the failure again at its place, and a new
+    iter() after a caught error starts cleanly."""
+    root, sid, _, _ = make_dataset(tmp_path, "corrupt.jpg")
+    ds = mx8.Dataset(str(root), batch_size=3, size=16, threads=2)
+    for _ in range(3):
+        seen = []
+        with pytest.raises(mx8.DecodeError) as ei:
+            for b in ds:
+                seen += b.sample_ids.tolist()
+        assert ei.value.sample_id == sid and seen == list(range(9))  # batch 3 holds the bad sample
+    ds.close()
+
+
+def test_lease_mode_gives_a_failed_range_back(tmp_path):
+    """on_error="raise" in lease mode: the error reaches the caller, the range is given back at
+    once (another worker, or this one, meets the same error: loud, never a hang), and the
+    worker's engine keeps serving the other ranges."""
+    root, sid, _, _ = make_dataset(tmp_path, "corrupt.jpg")
+    ds = mx8.LeaseDataset(str(root), job="fail", batch_size=2, range_size=4, size=16, threads=2)
+    got, errors = [], 0
+    it = iter(ds)
+    while errors < 3:
+        try:
+            b = next(it)
+        except mx8.DecodeError as e:
+            assert e.sample_id == sid
+            errors += 1
+            continue
+        got += b.sample_ids.tolist()
+        ds.ack(b)
+    # ranges of 4: [0, 4) and [4, 8) complete; [8, 11) delivers 8 and 9, then fails at sid 10
+    assert sid == 10 and sorted(set(got)) == list(range(10))
+    st = ds.stats()
+    assert st["leases_released"] >= 3 and st["leases_completed"] == 2
+    ds.close()

@@ -337,3 +337,22 @@ def test_engine_takes_batch_memory_only_as_objects_it_can_hold(packed):
     assert ids.tolist() == [0, 1, 2, 3] and ids.untyped_storage().data_ptr() == keep
     assert e.next() is None
     e.close()
+
+
+def test_ctrl_c_while_waiting_ends_the_epoch_and_the_next_reads_whole(packed):
+    """A KeyboardInterrupt raised while next() waits for a batch (Ctrl-C) ends the epoch; the
+    engine is kept, and the next epoch delivers every sample once (no buffer lost in the
+    stream's bookkeeping)."""
+    import _thread
+    import threading
+    ds = mx8.Dataset(str(packed), batch_size=64, size=128, threads=1)
+    n = mx8.resolve(str(packed)).samples
+    it = iter(ds)
+    next(it)
+    threading.Timer(0.05, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in it:
+            pass
+    ids = sorted(i for b in ds for i in b.sample_ids.tolist())
+    assert ids == list(range(n))
+    ds.close()

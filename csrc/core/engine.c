@@ -26,7 +26,8 @@
 
 /* A submitted order. Its positions are claimed in order; its batches are numbers
  * [batch0, batch0 + n_batches) of the engine's sequence. Freed once its last batch is
- * delivered (every sample of it is then done: no worker holds it). */
+ * delivered, or by a cancel that leaves none of its batches to deliver (either way every
+ * sample of it is done: no worker holds it). */
 typedef struct run {
     uint64_t id;
     int64_t *order;
@@ -421,8 +422,8 @@ size_t mx8_engine_cancel(mx8_engine *e, uint64_t run) {
         slot_for(e, b)->cancelled = 1;
     size_t skip_from = r->claimed;
     r->claimed = r->n;
-    if (e->remote && skip_from < r->n)
-        mx8_remote_skip(e->remote, r->remote_base + skip_from, r->remote_base + r->n);
+    if (e->remote) /* positions below skip_from are held by workers: their waits end now */
+        mx8_remote_skip(e->remote, r->remote_base, r->remote_base + skip_from, r->remote_base + r->n);
     size_t end = r->batch0 + keep, left = end > e->delivered ? end - e->delivered : 0;
     if (!left) /* nothing of it left in flight */
         run_free(e, r);
@@ -646,11 +647,16 @@ static void *worker_main(void *arg) {
     size_t bs = (size_t)e->cfg.batch_size;
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        uint64_t idle0 = now_ns();
         run_t *r = NULL;
-        while (!e->stop && !(r = claimable(e)))
+        while (!e->stop && !(r = claimable(e))) {
+            /* Starving: a run has positions left but no buffer for them (waiting between runs,
+             * with nothing queued, is not counted). */
+            int starving = e->cursor != NULL;
+            uint64_t idle0 = now_ns();
             pthread_cond_wait(&e->work_cv, &e->mu);
-        atomic_fetch_add(&e->starve_ns, now_ns() - idle0);
+            if (starving)
+                atomic_fetch_add(&e->starve_ns, now_ns() - idle0);
+        }
         if (e->stop)
             break;
         size_t pos = r->claimed++;
@@ -665,7 +671,7 @@ static void *worker_main(void *arg) {
         int64_t id = atomic_exchange(&w->busy_id, -1);
 
         pthread_mutex_lock(&e->mu);
-        if (rc)
+        if (rc && !s->cancelled) /* a cancelled batch's failures (abandoned waits) are nobody's */
             record_failure(e, s, pos % bs, id, &err);
         if (++s->done == s->len)
             pthread_cond_broadcast(&e->ready_cv);

@@ -15,8 +15,9 @@
  * timing or on the runs before it.
  *
  * Worker threads never call back into the caller; they record (code, sample, message) in
- * the batch and the consumer, in mx8_engine_next, reports it. One consumer thread submits,
- * provides, cancels and takes batches; mx8_engine_stop may come from any thread. */
+ * the batch and the consumer, in mx8_engine_next, reports it. One consumer at a time
+ * submits, provides, cancels and takes batches (mx8/stream.py serialises them);
+ * mx8_engine_stop may come from any thread. */
 #ifndef MX8_ENGINE_H
 #define MX8_ENGINE_H
 

@@ -66,6 +66,8 @@ struct mx8_remote_reader {
     size_t planned_end;
     uint64_t held, held_max;
     uint64_t fetches, bytes; /* requests ended, and bytes of the successful ones */
+    size_t abandon_lo, abandon_hi; /* positions whose samples nobody wants any more (a cancelled
+                                      order's, being read): their waits end at once */
     int stop;
     int plan_rc; /* sticky planning failure (out of memory) */
     mx8_error plan_err;
@@ -394,11 +396,15 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
     }
     unit_t *u = &w->units[w->unit_of[pos - w->start]];
     const mx8_record *rec = &r->m->records[w->ids[pos - w->start]];
-    pump(r, u->state == U_PLANNED ? pos : SIZE_MAX);
-    while (!r->stop && u->state == U_FETCHING)
+#define ABANDONED(r, pos) ((pos) >= (r)->abandon_lo && (pos) < (r)->abandon_hi)
+    if (!ABANDONED(r, pos))
+        pump(r, u->state == U_PLANNED ? pos : SIZE_MAX);
+    while (!r->stop && !ABANDONED(r, pos) && u->state == U_FETCHING)
         pthread_cond_wait(&r->cv, &r->mu);
     if (r->stop)
         rc = mx8_error_set(err, MX8_ERR_CLOSED, "the S3 reader was stopped");
+    else if (ABANDONED(r, pos) && u->state != U_READY)
+        rc = mx8_error_set(err, MX8_ERR_CLOSED, "position %zu is no longer wanted", pos);
     else if (u->state == U_FREED)
         rc = mx8_error_set(err, MX8_ERR_CLOSED, "position %zu was skipped", pos);
     else if (u->state == U_FAILED && !u->fetch)
@@ -412,9 +418,8 @@ int mx8_remote_acquire(mx8_remote_reader *r, size_t pos, const uint8_t **data, m
     return rc;
 }
 
-/* One reference of position pos (in window w, unit id) is given back. r->mu held. */
-static void release_locked(mx8_remote_reader *r, window_t *w, size_t pos, uint32_t id) {
-    (void)pos;
+/* One reference of a position (in window w, unit id) is given back. r->mu held. */
+static void release_locked(mx8_remote_reader *r, window_t *w, uint32_t id) {
     if (id == NO_UNIT || w->units[id].state == U_FREED || w->units[id].refs == 0)
         return;
     unit_t *u = &w->units[id];
@@ -426,24 +431,27 @@ void mx8_remote_release(mx8_remote_reader *r, size_t pos) {
     pthread_mutex_lock(&r->mu);
     window_t *w = window_of(r, pos);
     uint32_t id = w ? w->unit_of[pos - w->start] : NO_UNIT;
-    release_locked(r, w, pos, id);
+    release_locked(r, w, id);
     drop_done_windows(r);
     if (!r->stop)
         pump(r, SIZE_MAX);
     pthread_mutex_unlock(&r->mu);
 }
 
-void mx8_remote_skip(mx8_remote_reader *r, size_t lo, size_t hi) {
+void mx8_remote_skip(mx8_remote_reader *r, size_t held_lo, size_t lo, size_t hi) {
     pthread_mutex_lock(&r->mu);
-    size_t planned = r->planned_end;
-    if (planned < hi) /* the unplanned part is never planned */
+    r->abandon_lo = held_lo;
+    r->abandon_hi = lo;
+    pthread_cond_broadcast(&r->cv); /* a holder waiting for one of them stops waiting */
+    if (r->planned_end < hi) /* the unplanned part is never planned (held positions below lo
+                                    that were not planned yet are abandoned, so never acquired) */
         r->planned_end = hi;
     for (window_t *w = r->head; w; w = w->next) {
         if (w->end <= lo || w->start >= hi)
             continue;
         size_t a = w->start > lo ? w->start : lo, b = w->end < hi ? w->end : hi;
         for (size_t p = a; p < b; p++)
-            release_locked(r, w, p, w->unit_of[p - w->start]);
+            release_locked(r, w, w->unit_of[p - w->start]);
         if (w->start >= lo && w->end <= hi)
             w->next_submit = w->n_units; /* what is left unissued was freed above */
     }

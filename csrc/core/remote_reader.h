@@ -56,10 +56,12 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
  * spans two orders. */
 int mx8_remote_append(mx8_remote_reader *r, const int64_t *order, size_t n, size_t *base, mx8_error *err);
 
-/* Positions [lo, hi), none of them acquired, will never be: their requests are not issued,
- * or their buffers are given back (a request in flight is dropped when it ends). For an
- * order cut short (an epoch left early, a lost lease). */
-void mx8_remote_skip(mx8_remote_reader *r, size_t lo, size_t hi);
+/* An order cut short (an epoch left early, a lost lease): positions [lo, hi), none of them
+ * acquired, will never be: their requests are not issued, or their buffers are given back
+ * (a request in flight is dropped when it ends). Positions [held_lo, lo) are held by
+ * readers that will release them: a wait for one of them ends now (MX8_ERR_CLOSED) rather
+ * than when its request, queued behind the prefetch of the order's tail, completes. */
+void mx8_remote_skip(mx8_remote_reader *r, size_t held_lo, size_t lo, size_t hi);
 
 /* Waits until the bytes of the sample at position pos are fetched; *data points at its
  * record length of bytes, valid until mx8_remote_release(pos). On failure the error names

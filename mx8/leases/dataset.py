@@ -2,10 +2,11 @@
 that must keep draining when workers die or join.
 
 Each iteration joins the job's lease table (mx8/leases/coordinator.py), takes a lease on a
-contiguous range of sample ids, runs the ordinary native engine over the range's unacknowledged
-samples (the same engine, options and batch types as :class:`mx8.Dataset`) and yields its
-batches; the next range is claimed and its engine started while the current one finishes.
-Iteration ends when every range of the job is done, by any worker.
+contiguous range of sample ids, submits the range's unacknowledged samples as a run to its
+one batch stream (mx8/stream.py: the same engine, options and batch types as
+:class:`mx8.Dataset`) and yields its batches; the next range is claimed and queued behind the
+current one while it finishes. Iteration ends when every range of the job is done, by any
+worker.
 """
 from __future__ import annotations
 
@@ -176,7 +177,7 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         """Lease counters (leases_taken/completed/reclaimed/lost/released, duplicates,
         samples_delivered/acked, acks_refused, workers_declared_dead), pacing (this worker's
         requests and bytes in flight and its share of the cluster's), and the engines'
-        counters (images, bytes_read, errors, skipped, read_s, decode_s, ...) summed over ranges."""
+        counters (images, bytes_read, errors, skipped, read_s, decode_s, ...) over all ranges."""
         return self._it.stats() if self._it is not None else dict(self._last_stats)
 
     def close(self) -> None:
@@ -219,14 +220,10 @@ class _LeaseIterator:
                                  timeout_s=ds.lease_timeout_s, attempt=attempt, log=log,
                                  log_interval_s=ds.log_interval_s, pace=pace, whole_ranges=ds.whole_ranges)
         self.decode = ds.spec.decode
-        # One engine for every range this worker reads: its threads and connections go from
-        # one lease's run straight into the next.
-        self.stream = ds.spec.open_stream(self.snap)
         self.reserved: Dict[int, int] = {}  # batch number -> bytes the pacer reserved for it
-        if self.coord.pacer is not None:
-            self.stream.gate = self._gate
-        self.aug_seed = derive_seed(self.snap.manifest_hash, ds.seed, 0, "augment")
         self.leases: List[_Active] = []  # submitted, in run order: [0] is being delivered
+        self._open_stream()
+        self.aug_seed = derive_seed(self.snap.manifest_hash, ds.seed, 0, "augment")
         self.delivered: Dict[int, Tuple[Lease, int, int, torch.Tensor]] = {}  # id(sample_ids) -> ...
         self.warned_unacked = False
         self.last: Optional[Union[Batch, RawBatch]] = None
@@ -252,7 +249,7 @@ class _LeaseIterator:
 
     def _gate(self, run: int, b: int, block: bool) -> bool:
         """The pacer's say on providing batch number b: its reads start only within the caps."""
-        a = next(a for a in self.leases if a.run.id == run)
+        a = self._lease_of_run(run)
         k = 2 * (b - self.stream.runs[run].first)
         n, nbytes = a.costs[k], a.costs[k + 1]  # type: ignore[index]
         if not self.coord.pacer.acquire(n, nbytes, block):  # type: ignore[union-attr]
@@ -265,11 +262,53 @@ class _LeaseIterator:
         for b in [b for b in self.reserved if b not in self.stream.pending]:
             self.coord.pacer.release(self.reserved.pop(b))  # type: ignore[union-attr]
 
+    def _lease_of_run(self, run: int) -> _Active:
+        for a in self.leases:
+            if a.run.id == run:
+                return a
+        raise AssertionError(f"run {run} belongs to no lease of this worker")
+
     def _cancel(self, a: _Active) -> None:
+        """Stops reading a lease (lost, or given up): its run is cancelled. Should the stream
+        close on the way (a sample stuck past the cancel's wait), every other lease queued on
+        it is given back too, and a new stream serves the next ones."""
+        ok = True
         if a.left:
-            self.stream.cancel(a.run)
+            try:
+                ok = self.stream.cancel(a.run)
+            except Exception:  # noqa: BLE001 - the stream closed itself
+                ok = False
         self.leases.remove(a)
+        if ok and not self.stream.closed:
+            self._release_reservations()
+            return
+        for other in list(self.leases):
+            self.coord.release(other.lease)
+        self.leases.clear()
+        if self.coord.pacer is not None:
+            for nbytes in self.reserved.values():
+                self.coord.pacer.release(nbytes)
+        self.reserved.clear()
+        self._open_stream()
+
+    def _open_stream(self) -> None:
+        # One engine for every range this worker reads: its threads and connections go from
+        # one lease's run straight into the next.
+        self.stream = self.ds.spec.open_stream(self.snap)
+        if self.coord.pacer is not None:
+            self.stream.gate = self._gate
+
+    def _failed_batch(self) -> None:
+        """A batch failed (on_error="raise"): its lease cannot complete here. The rest of its
+        run is cancelled and the lease given back at once, from its acknowledged position, so
+        the job does not wait on it (whoever takes it meets the same error, loudly)."""
+        failed = self.stream.failed
         self._release_reservations()
+        a = self._lease_of_run(failed[0]) if failed else None
+        if a is not None:
+            a.left -= 1
+            self._cancel(a)
+            self.coord.release(a.lease)
 
     def _drop_all(self) -> None:
         for a in list(self.leases):
@@ -322,7 +361,12 @@ class _LeaseIterator:
                 if a.left == 0:
                     self.leases.pop(0)
                     continue
-                taken = self.stream.take()
+                try:
+                    taken = self.stream.take()
+                except Exception as e:
+                    if getattr(e, "sample_id", None) is not None:  # on_error="raise": a batch failed
+                        self._failed_batch()
+                    raise
                 self._release_reservations()
             except PaceFenced:
                 self.coord.fenced = True

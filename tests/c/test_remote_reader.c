@@ -248,7 +248,7 @@ static void *drain_main(void *arg) {
     int p;
     while ((p = atomic_fetch_add(&t->next, 1)) < N) {
         if (p == t->skip_lo && t->skip_hi > p) { /* an order cut short, mid-window */
-            mx8_remote_skip(t->r, (size_t)p, (size_t)t->skip_hi);
+            mx8_remote_skip(t->r, (size_t)p, (size_t)p, (size_t)t->skip_hi);
             atomic_store(&t->next, t->skip_hi);
             continue;
         }
