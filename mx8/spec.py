@@ -14,14 +14,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import _core
 from .envvars import env_int
 from .resolve import Snapshot, resolve
 from .s3config import S3Config, s3_config
 from .stream import BatchStream
 
-# The engine's codes (csrc/core/image_transform.h: mx8_crop_mode, mx8_layout).
-CROP_MODES = {"none": 0, "center": 1, "random": 2}
-LAYOUTS = {"NCHW": 0, "NHWC": 1}
+# The engine's codes, from the extension (csrc/core/image_transform.h: mx8_crop_mode, mx8_layout).
+CROP_MODES: Dict[str, int] = dict(_core.CROP_MODES)
+LAYOUTS: Dict[str, int] = dict(_core.LAYOUTS)
 DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 ON_ERROR = ("raise", "skip")
 

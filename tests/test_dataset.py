@@ -356,3 +356,19 @@ def test_ctrl_c_while_waiting_ends_the_epoch_and_the_next_reads_whole(packed):
     ids = sorted(i for b in ds for i in b.sample_ids.tolist())
     assert ids == list(range(n))
     ds.close()
+
+
+def test_transform_options_are_named_once_and_a_misspelt_one_is_refused(packed):
+    """The engine and transform_image take the same option names (csrc/python/
+    transform_options.c) and refuse a name they do not know, rather than using a default;
+    the crop and layout codes come from the extension."""
+    from mx8.spec import CROP_MODES, LAYOUTS, ReadSpec
+    assert CROP_MODES == _core.CROP_MODES == {"none": 0, "center": 1, "random": 2}
+    assert LAYOUTS == _core.LAYOUTS == {"NCHW": 0, "NHWC": 1}
+    with pytest.raises(TypeError, match="unknown transform option 'crop_mod'"):
+        _core.transform_image(b"\xff\xd8", 8, 8, crop_mod=1)
+    snap = mx8.resolve(str(packed))
+    opts = ReadSpec.of(batch_size=4, size=8).transform()
+    _core.Engine(snap.manifest, snap.location_paths(), 1, 4, 2, False, False, opts).close()
+    with pytest.raises(TypeError, match="Engine: unknown transform option 'flipp'"):
+        _core.Engine(snap.manifest, snap.location_paths(), 1, 4, 2, False, False, {**opts, "flipp": 1})

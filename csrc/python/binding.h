@@ -67,6 +67,11 @@ struct mx8_s3_credentials *mx8_s3_credentials_of(PyObject *obj);
 /* s3_client_type.c: curl_global_init (once, at import) and the S3Client type */
 int mx8_s3_init(PyObject *module);
 
+/* transform_options.c: a transform options dict into t (fields absent from it keep their
+ * value; an unknown key: TypeError naming `who`), and the CROP_MODES / LAYOUTS codes. */
+int mx8_transform_from_dict(PyObject *d, mx8_transform *t, const char *who);
+int mx8_transform_constants_init(PyObject *module);
+
 /* buffer_pool_type.c: a PooledBuffer's memory (-1 + exception when o is not one, or was
  * exported). */
 int mx8_pooled_buffer_memory(PyObject *o, void **ptr, size_t *nbytes);

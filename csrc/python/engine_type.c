@@ -155,33 +155,6 @@ static int copy_paths(EngineObject *self, PyObject *seq, size_t expect) {
     return 0;
 }
 
-static int parse_transform(PyObject *kw, mx8_transform *t) {
-    /* Transform options come as a dict so mx8/dataset.py names them once, in one place. */
-    static const char *ints[] = {"out_h", "out_w", "crop_mode", "resize_short", "flip", "layout",
-                                 "crop_aware", "dct_scaling", NULL};
-    int *dst[] = {&t->out_h, &t->out_w, &t->crop_mode, &t->resize_short, &t->flip, &t->layout,
-                  &t->crop_aware, &t->dct_scaling};
-    static const char *dbls[] = {"scale_min", "scale_max", "ratio_min", "ratio_max", NULL};
-    double *ddst[] = {&t->scale_min, &t->scale_max, &t->ratio_min, &t->ratio_max};
-    for (int i = 0; ints[i]; i++) {
-        PyObject *v = PyDict_GetItemString(kw, ints[i]);
-        if (v && (*dst[i] = PyLong_AsLong(v)) == -1 && PyErr_Occurred())
-            return -1;
-    }
-    for (int i = 0; dbls[i]; i++) {
-        PyObject *v = PyDict_GetItemString(kw, dbls[i]);
-        if (v && (*ddst[i] = PyFloat_AsDouble(v)) == -1.0 && PyErr_Occurred())
-            return -1;
-    }
-    PyObject *mpp = PyDict_GetItemString(kw, "max_buffered_pixels");
-    if (mpp && (t->max_buffered_pixels = PyLong_AsUnsignedLongLong(mpp)) == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    PyObject *mp = PyDict_GetItemString(kw, "max_pixels");
-    if (mp && (t->max_pixels = PyLong_AsUnsignedLongLong(mp)) == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    return 0;
-}
-
 /* "out_float": bool, "mean"/"std": 3 floats each (torchvision Normalize, [0, 1] units). */
 static int parse_normalize(PyObject *kw, mx8_engine_config *cfg) {
     PyObject *v = PyDict_GetItemString(kw, "out_float");
@@ -238,7 +211,8 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     cfg.depth = depth;
     cfg.output = raw ? MX8_OUTPUT_RAW : MX8_OUTPUT_DECODED;
     cfg.skip_errors = skip;
-    if (transform && (parse_transform(transform, &cfg.transform) < 0 || parse_normalize(transform, &cfg) < 0))
+    if (transform && (mx8_transform_from_dict(transform, &cfg.transform, "Engine") < 0 ||
+                      parse_normalize(transform, &cfg) < 0))
         return NULL;
     self = (EngineObject *)type->tp_alloc(type, 0);
     if (!self)

@@ -45,22 +45,31 @@ static PyObject *decode_image(PyObject *module, PyObject *args, PyObject *kwds) 
     return out;
 }
 
+/* transform_image(data, out_h, out_w, seed=0, **options): one image through the engine's
+ * decode + transform, the options named as the engine's (transform_options.c). */
 static PyObject *transform_image(PyObject *module, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"data", "out_h", "out_w", "crop_mode", "resize_short", "scale_min", "scale_max",
-                             "ratio_min", "ratio_max", "flip", "layout", "max_pixels", "crop_aware",
-                             "dct_scaling", "seed", NULL};
     Py_buffer data;
-    /* RandomResizedCrop's scale/ratio defaults, but no crop and no flip unless asked */
+    /* This low-level helper's starting point: RandomResizedCrop's scale/ratio, but no crop and
+     * no flip unless asked, and one pixel limit (max_pixels) for both formats. */
     mx8_transform t = mx8_transform_random_crop(0, 0);
     t.crop_mode = MX8_CROP_NONE;
     t.flip = 0;
-    t.max_buffered_pixels = 0; /* this low-level helper has one limit, max_pixels, for both formats */
+    t.max_buffered_pixels = 0;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*ii|iiddddiiKiiK:transform_image", kwlist, &data, &t.out_h,
-                                     &t.out_w, &t.crop_mode, &t.resize_short, &t.scale_min, &t.scale_max,
-                                     &t.ratio_min, &t.ratio_max, &t.flip, &t.layout, &t.max_pixels,
-                                     &t.crop_aware, &t.dct_scaling, &seed))
+    if (!PyArg_ParseTuple(args, "y*ii|K:transform_image", &data, &t.out_h, &t.out_w, &seed))
         return NULL;
+    PyObject *opts = kwds ? PyDict_Copy(kwds) : PyDict_New();
+    PyObject *s = opts ? PyDict_GetItemString(opts, "seed") : NULL;
+    if (s && ((seed = PyLong_AsUnsignedLongLong(s)) == (unsigned long long)-1 && PyErr_Occurred()))
+        Py_CLEAR(opts);
+    if (opts && s && PyDict_DelItemString(opts, "seed") < 0)
+        Py_CLEAR(opts);
+    int bad = !opts || mx8_transform_from_dict(opts, &t, "transform_image") < 0;
+    Py_XDECREF(opts);
+    if (bad) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
     if (t.out_h <= 0 || t.out_w <= 0 || t.out_h > 65535 || t.out_w > 65535) {
         PyBuffer_Release(&data);
         return PyErr_Format(PyExc_ValueError, "output size %dx%d is out of range", t.out_h, t.out_w);
@@ -146,7 +155,8 @@ PyMethodDef mx8_image_methods[] = {
     {"decode_image", (PyCFunction)(void (*)(void))decode_image, METH_VARARGS | METH_KEYWORDS,
      "decode_image(data, max_pixels=100_000_000) -> (width, height, rgb bytes)"},
     {"transform_image", (PyCFunction)(void (*)(void))transform_image, METH_VARARGS | METH_KEYWORDS,
-     "transform_image(data, out_h, out_w, ...) -> uint8 bytes of 3*out_h*out_w"},
+     "transform_image(data, out_h, out_w, seed=0, **options) -> uint8 bytes of 3*out_h*out_w (options as the "
+     "engine's: crop_mode, resize_short, scale_min, ..., layout, max_pixels, crop_aware, dct_scaling)"},
     {"epoch_order", (PyCFunction)(void (*)(void))epoch_order, METH_VARARGS | METH_KEYWORDS,
      "epoch_order(n, seed, shuffle, block=64, window=16) -> bytes of n int64 sample ids"},
     {"epoch_share", (PyCFunction)epoch_share, METH_VARARGS,
