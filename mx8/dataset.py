@@ -7,6 +7,7 @@ allocated per image in Python.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import weakref
@@ -27,6 +28,7 @@ from .stream import Batch, BatchStream, RawBatch, Run, StreamClosed
 STATE_FORMAT = "mx8.Dataset/1"
 
 MODES = ("train", "lease")
+_SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(ReadSpec))
 
 
 class Dataset(torch.utils.data.IterableDataset):
@@ -131,6 +133,13 @@ class Dataset(torch.utils.data.IterableDataset):
         self._plan_info: Dict[str, int] = {}
         self._start = 0  # global positions of this epoch already consumed (mid-epoch resume)
         self._progress: Optional[_Progress] = None  # batches yielded by the current iteration
+
+    def __getattr__(self, name: str) -> Any:
+        # The reading options read as attributes, as before they moved into the spec:
+        # ds.threads, ds.size, ds.decode, ds.dtype, ... (read-only: the spec is frozen).
+        if name in _SPEC_FIELDS and "spec" in self.__dict__:
+            return getattr(self.spec, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- snapshot and pickling -------------------------------------------------------
 

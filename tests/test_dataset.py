@@ -372,3 +372,12 @@ def test_transform_options_are_named_once_and_a_misspelt_one_is_refused(packed):
     _core.Engine(snap.manifest, snap.location_paths(), 1, 4, 2, False, False, opts).close()
     with pytest.raises(TypeError, match="Engine: unknown transform option 'flipp'"):
         _core.Engine(snap.manifest, snap.location_paths(), 1, 4, 2, False, False, {**opts, "flipp": 1})
+
+
+def test_reading_options_read_as_attributes(packed):
+    """ds.threads, ds.size, ... (the quickstart prints ds.threads) read through the spec."""
+    ds = mx8.Dataset(str(packed), batch_size=8, size=(24, 32), threads=3, dtype="float32")
+    assert (ds.threads, ds.size, ds.decode, ds.dtype, ds.batch_size) == (3, (24, 32), True, "float32", 8)
+    assert ds.spec.threads == 3
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        ds.nope
