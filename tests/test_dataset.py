@@ -28,6 +28,16 @@ def native_threads() -> int:
     return n
 
 
+def settled_native_threads(want: int, timeout: float = 2.0) -> int:
+    """native_threads() once it equals want, or after timeout: a joined thread's /proc entry
+    outlives pthread_join by a moment (the kernel wakes the joiner before it reaps the task)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while (n := native_threads()) != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return n
+
+
 def source_bytes(snap, sid):
     loc, off, length, _ = snap.manifest.record(sid)
     with open(snap.location_paths()[loc], "rb") as f:
@@ -193,17 +203,17 @@ def test_no_threads_before_iter_and_none_after_close(packed):
     next(it)
     assert native_threads() >= base + 3
     ds.close()
-    assert native_threads() == base
+    assert settled_native_threads(base) == base
     with mx8.Dataset(str(packed), batch_size=8, size=32, threads=2) as ds2:
         for i, _ in enumerate(ds2):
             if i == 2:
                 break
-    assert native_threads() == base
+    assert settled_native_threads(base) == base
     # an abandoned iterator is cleaned up too
     it = iter(mx8.Dataset(str(packed), batch_size=8, size=32, threads=2))
     next(it)
     del it
-    assert native_threads() == base
+    assert settled_native_threads(base) == base
 
 
 def native_thread_ids(prefix: str = "mx8-worker"):
@@ -245,6 +255,10 @@ def test_epochs_run_on_one_engine_without_new_threads(packed):
         assert len(want) == len(epochs[epoch])
         assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(epochs[epoch], want))
     ds.close()
+    import time
+    deadline = time.monotonic() + 2.0  # a joined thread's /proc entry outlives the join by a moment
+    while native_thread_ids() & seen[0] and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert not native_thread_ids() & seen[0]
 
 
