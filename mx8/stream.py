@@ -119,7 +119,8 @@ class BatchStream:
             return run
 
     def _size_raw_pool(self, run: Run) -> None:
-        largest, total = self.engine.run_bytes_bounds(run.id)
+        nbytes = memoryview(self.engine.run_costs(run.id, run.batches)).cast("q")[1::2]  # a batch's raw bytes
+        largest, total = max(nbytes), sum(nbytes)
         if not 0 < largest <= 2 * total / run.batches:
             return  # outsized batches: each gets its own buffer
         if self.pool is None or self.pool_nbytes < largest:

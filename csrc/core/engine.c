@@ -198,26 +198,6 @@ int mx8_engine_required_bytes(mx8_engine *e, size_t batch, uint64_t *nbytes, mx8
     return rc;
 }
 
-int mx8_engine_run_bytes_bounds(mx8_engine *e, uint64_t run, uint64_t *max, uint64_t *total, mx8_error *err) {
-    *max = *total = 0;
-    int rc = MX8_OK;
-    pthread_mutex_lock(&e->mu);
-    const run_t *r = run_by_id(e, run);
-    if (!r)
-        rc = mx8_error_set(err, MX8_ERR_ARG, "run %llu is not queued", (unsigned long long)run);
-    for (size_t b = 0; r && !rc && b < r->n_batches; b++) {
-        uint64_t n = 0;
-        if ((rc = run_required_bytes(e, r, b, &n, err)))
-            break;
-        if (n > *max)
-            *max = n;
-        if (!mx8_add_u64(*total, n, total))
-            rc = mx8_error_set(err, MX8_ERR_TOO_LARGE, "the run's batch bytes overflow");
-    }
-    pthread_mutex_unlock(&e->mu);
-    return rc;
-}
-
 int mx8_engine_run_costs(mx8_engine *e, uint64_t run, int64_t *out, size_t n_batches, mx8_error *err) {
     int rc = MX8_OK;
     pthread_mutex_lock(&e->mu);

@@ -112,11 +112,10 @@ size_t mx8_engine_slot_bytes(const mx8_engine *e);
 /* Number of the next batch that needs a buffer, and how many bytes it needs. */
 size_t mx8_engine_next_to_provide(mx8_engine *e);
 int mx8_engine_required_bytes(mx8_engine *e, size_t batch, uint64_t *nbytes, mx8_error *err);
-/* The largest and the summed required_bytes over one run's batches. */
-int mx8_engine_run_bytes_bounds(mx8_engine *e, uint64_t run, uint64_t *max, uint64_t *total, mx8_error *err);
 /* Per batch of a run: its samples and their manifest byte lengths summed (a record without
- * a length counts 0), as out[2b] and out[2b + 1]; out holds 2 * n_batches. What a pacer
- * charges before it lets a batch's reads start. */
+ * a length, or above the 1 GiB sample limit, counts 0: a raw batch's required bytes), as
+ * out[2b] and out[2b + 1]; out holds 2 * n_batches. What a pacer charges before it lets a
+ * batch's reads start, and what sizes a raw batch pool. */
 int mx8_engine_run_costs(mx8_engine *e, uint64_t run, int64_t *out, size_t n_batches, mx8_error *err);
 /* The sample of a batch with the largest manifest byte length (-1 for an empty or unknown
  * batch): what an error about a raw batch too large to allocate names. */

@@ -113,15 +113,6 @@ int mx8_pooled_buffer_memory(PyObject *o, void **ptr, size_t *nbytes) {
     return 0;
 }
 
-static PyObject *PooledBuffer_get_ptr(PooledBufferObject *self, void *c) {
-    (void)c;
-    if (!self->buf) {
-        PyErr_SetString(PyExc_ValueError, "buffer already exported");
-        return NULL;
-    }
-    return PyLong_FromVoidPtr(self->buf);
-}
-
 static PyObject *PooledBuffer_get_nbytes(PooledBufferObject *self, void *c) {
     (void)c;
     return PyLong_FromSize_t(self->buf ? mx8_pool_buf_bytes(self->pool) : 0);
@@ -134,7 +125,6 @@ static PyMethodDef PooledBuffer_methods[] = {
 };
 
 static PyGetSetDef PooledBuffer_getset[] = {
-    {"ptr", (getter)PooledBuffer_get_ptr, NULL, "address of the buffer", NULL},
     {"nbytes", (getter)PooledBuffer_get_nbytes, NULL, "size in bytes", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -513,18 +513,6 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *unused) {
     return d;
 }
 
-static PyObject *Engine_run_bytes_bounds(EngineObject *self, PyObject *arg) {
-    unsigned long long run = PyLong_AsUnsignedLongLong(arg);
-    if (run == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    uint64_t max = 0, total = 0;
-    mx8_error err;
-    mx8_error_clear(&err);
-    if (mx8_engine_run_bytes_bounds(self->e, run, &max, &total, &err))
-        return mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
-    return Py_BuildValue("(KK)", (unsigned long long)max, (unsigned long long)total);
-}
-
 /* run_costs(run, n_batches) -> bytes: per batch, int64 (samples, manifest bytes). */
 static PyObject *Engine_run_costs(EngineObject *self, PyObject *args) {
     unsigned long long run;
@@ -606,8 +594,6 @@ static PyMethodDef Engine_methods[] = {
     {"required_bytes", (PyCFunction)Engine_required_bytes, METH_O, "bytes the image buffer of batch b needs"},
     {"run_costs", (PyCFunction)Engine_run_costs, METH_VARARGS,
      "run_costs(run, n_batches) -> bytes of int64 pairs: each batch's samples and manifest bytes"},
-    {"run_bytes_bounds", (PyCFunction)Engine_run_bytes_bounds, METH_O,
-     "run_bytes_bounds(run) -> (largest, total) required_bytes over the run's batches"},
     {"batch_len", (PyCFunction)Engine_batch_len, METH_O, "samples in batch b before skips"},
     {"largest_sample", (PyCFunction)Engine_largest_sample, METH_O,
      "(sample_id, location, offset, length) of batch b's sample with the largest byte length"},
