@@ -239,11 +239,14 @@ def test_ranges_run_on_one_engine_without_new_threads(tiny10k):
     """A lease worker reads range after range on one engine: 20 ranges (the next one queued
     behind the current, prefetch_leases=1) start no thread after the first, and every sample
     comes once, in ascending order within its range."""
+    import gc
     from test_dataset import native_thread_ids
+    gc.collect()
+    before = frozenset(native_thread_ids())
     ds = mx8.LeaseDataset(tiny10k, job="threads", batch_size=100, range_size=500, decode=False, threads=2)
     seen, ids = [], []
     for batch in ds:
-        seen.append(native_thread_ids())
+        seen.append(native_thread_ids(besides=before))
         ids += batch.sample_ids.tolist()
         ds.ack(batch)
     st = ds.stats()
