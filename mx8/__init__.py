@@ -20,9 +20,9 @@ except ImportError as e:
         "manylinux wheel.") from e
 
 from .dataset import Dataset, to_device
-from .errors import (CredentialsError, DecodeError, Error, ImageTooLargeError, LeaseLogMismatchError, ManifestError, PackError,
-                     RangeError, ReadError, RendezvousError, SnapshotMismatchError, StuckReadWarning,
-                     UsageError)
+from .errors import (CredentialsError, DecodeError, Error, ImageTooLargeError, LeaseJobMismatchError,
+                     LeaseLogError, LeaseLogMismatchError, ManifestError, PackError, RangeError, ReadError,
+                     RendezvousError, SnapshotMismatchError, StuckReadWarning, UsageError)
 from .pack import PackResult, pack
 from .resolve import Snapshot, resolve
 from .stream import Batch, RawBatch
@@ -43,5 +43,5 @@ __all__ = [
     "Error", "ManifestError", "ReadError", "RangeError", "DecodeError", "ImageTooLargeError",
     "SnapshotMismatchError", "PackError", "RendezvousError", "UsageError", "StuckReadWarning",
     "CredentialsError",
-    "LeaseDataset", "LeaseInfo", "LeaseLogMismatchError",
+    "LeaseDataset", "LeaseInfo", "LeaseLogMismatchError", "LeaseJobMismatchError", "LeaseLogError",
 ]

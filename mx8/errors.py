@@ -83,4 +83,14 @@ class LeaseLogMismatchError(SnapshotMismatchError):
     to resume from it."""
 
 
-__all__ += ["LeaseLogMismatchError"]
+class LeaseJobMismatchError(Error, ValueError):
+    """A lease worker's settings (snapshot, range_size, lease_timeout_s, whole_ranges, pacing
+    caps, fingerprint) differ from those the job's first worker recorded (names both)."""
+
+
+class LeaseLogError(Error, OSError):
+    """The lease log cannot be written or read (names its path or key): an acknowledgement
+    that cannot be made durable is not accepted."""
+
+
+__all__ += ["LeaseLogMismatchError", "LeaseJobMismatchError", "LeaseLogError"]

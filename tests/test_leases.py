@@ -189,9 +189,10 @@ def test_pacing_caps_hold_across_workers(tiny10k, store, tmp_path):
     finish(procs)
     recs = [Record(o) for o in outs]
     assert sorted(i for r in recs for i in r.ids) == list(range(N))
-    req = sorted((t, n) for r in recs for t, kind, n in r.pace if kind == "req")
+    req = sorted((t, n) for r in recs for t, kind, n, _ in r.pace if kind == "req")
     assert sum(n for _, n in req) == N
-    # Requests: the busiest 1-second window, and the whole run, stay within 10% of the cap.
+    # Requests: no one-second window (sliding, not only the slots) holds more than the cap,
+    # and the whole run keeps most of it (the slots grant m/(m+1) of it: 0.91 here).
     times = [t for t, _ in req]
     worst = 0
     j = 0
@@ -202,18 +203,17 @@ def test_pacing_caps_hold_across_workers(tiny10k, store, tmp_path):
             total -= req[j][1]
             j += 1
         worst = max(worst, total)
-    assert worst <= 1.1 * rate, f"{worst} requests within one second, cap {rate}/s"
+    assert worst <= rate, f"{worst} requests within one second, cap {rate}/s"
     span = times[-1] - times[0]
     overall = (N - req[-1][1]) / span  # grants after the first instant, over the span
-    assert 0.6 * rate <= overall <= 1.1 * rate, f"{overall:.0f} requests/s over {span:.2f}s, cap {rate}/s"
-    # Bytes in flight: replay both workers' reserve/release events in time order.
-    events = sorted((t, n) for r in recs for t, kind, n in r.pace if kind == "bytes")
-    level = peak = 0
-    for _, n in events:
-        level += n
-        peak = max(peak, level)
-    assert level == 0
-    assert 0 < peak <= 1.1 * max_bytes, f"peak {peak} bytes in flight, cap {max_bytes}"
+    assert 0.6 * rate <= overall <= rate, f"{overall:.0f} requests/s over {span:.2f}s, cap {rate}/s"
+    # Bytes in flight: the job's counter just after each reservation (the store's own figure,
+    # which every reservation raises and every release lowers) never exceeds the cap, and
+    # every reservation is released.
+    res = [(n, level) for r in recs for _, kind, n, level in r.pace if kind == "bytes"]
+    assert sum(n for n, _ in res) == 0
+    peak = max(level for n, level in res if n > 0)
+    assert 0 < peak <= max_bytes, f"peak {peak} bytes in flight, cap {max_bytes}"
     for r in recs:
         assert 0 < r.stats["pace_request_share"] <= 1 and r.stats["pace_requests"] > 0
         assert r.stats["pace_peak_bytes_in_flight"] <= max_bytes

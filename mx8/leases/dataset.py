@@ -14,11 +14,12 @@ import array
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 
 from ..envvars import env_bool, env_int
+from ..errors import UsageError
 from ..resolve import Snapshot, resolve
 from ..spec import ReadSpec, open_snapshot
 from ..stream import Batch, RawBatch, Run
@@ -26,7 +27,7 @@ from ..sharding import derive_seed
 from .coordinator import Coordinator, Lease
 from .log import LeaseLog
 from .pacing import PaceFenced
-from .store import open_store
+from .store import StoreUnreachableError, open_store
 
 DEFAULT_RANGE = 512
 DEFAULT_TIMEOUT_S = 30.0
@@ -87,6 +88,9 @@ class LeaseDataset(torch.utils.data.IterableDataset):
             acknowledged (False, default: as they come). A range partly handled when its
             worker dies (or the job stops) is then redone whole, from its first sample,
             never from the middle: for sinks that write one output per range.
+        fingerprint: a string naming whatever else the job's workers must agree on (an ETL's
+            output size and format, a model's version): recorded with the job in the store and
+            in the lease log, and a worker or a rerun with another one is refused.
         **options: everything else :class:`mx8.Dataset` takes (size, crop, decode, dtype,
             layout, threads, prefetch_mb, on_error, ...), except shuffle, epoch, drop_last,
             rank and world_size: leases fix the order (ascending sample ids within a range).
@@ -97,9 +101,9 @@ class LeaseDataset(torch.utils.data.IterableDataset):
                  lease_timeout_s: Optional[float] = None, log: Optional[str] = None,
                  log_interval_s: float = 0.0, store: Any = None, host_store: Optional[bool] = None,
                  auto_ack: Optional[bool] = None, max_requests_per_s: Optional[float] = None,
-                 max_bytes_in_flight: Optional[int] = None, pace_slot_s: float = 0.25,
+                 max_bytes_in_flight: Optional[int] = None, pace_slot_s: float = 0.1,
                  pace_trace: bool = False, prefetch_leases: int = 1, whole_ranges: bool = False,
-                 **options: Any) -> None:
+                 fingerprint: Optional[str] = None, **options: Any) -> None:
         super().__init__()
         unused = {k: options.pop(k) for k in _NOT_FOR_LEASES if k in options}
         bad = [k for k, v in unused.items() if v not in ((None, 1) if k == "world_size" else (None, False, 0))]
@@ -130,6 +134,7 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         self.pace_slot_s, self.pace_trace = pace_slot_s, pace_trace
         self.prefetch_leases = prefetch_leases
         self.whole_ranges = bool(whole_ranges)
+        self.fingerprint = fingerprint
         self._it: Optional[_LeaseIterator] = None
         self._last_stats: Dict[str, Any] = {}
 
@@ -150,10 +155,31 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         state["_it"] = None
         return state
 
-    def __iter__(self) -> "_LeaseIterator":
+    def __iter__(self) -> Iterator[Union[Batch, RawBatch]]:
+        if torch.utils.data.get_worker_info() is not None:
+            raise UsageError(
+                f"lease job {self.job!r}: LeaseDataset cannot run in DataLoader worker processes. A batch is "
+                f"acknowledged in the process that holds its lease, and a loader worker hands its batches to "
+                f"the main process through a queue, where neither ds.ack() nor a death can reach the lease "
+                f"(acknowledging as the worker hands a batch over would lose it if the main process died). Use "
+                f"DataLoader(ds, batch_size=None, num_workers=0): mx8's native threads (threads=N) already "
+                f"read and decode in parallel. For more processes, start more LeaseDataset processes with the "
+                f"same job and store.")
         self.close()
-        self._it = _LeaseIterator(self)
+        try:
+            self._it = _LeaseIterator(self)
+        except StoreUnreachableError:
+            if self.log and not self._log().plan(self.range_size, self.whole_ranges):
+                # The store is gone because the job is done: its log says every sample is.
+                self._last_stats = {"job": self.job, "finished_in_log": True}
+                return iter(())  # type: ignore[return-value]
+            raise
         return self._it
+
+    def _log(self) -> LeaseLog:
+        snap = self.snapshot
+        return LeaseLog(self.log, self.job, snap.manifest_hash, len(snap.manifest), range_size=self.range_size,
+                        whole_ranges=self.whole_ranges, fingerprint=self.fingerprint)
 
     def ack(self, batch: Union[Batch, RawBatch, torch.Tensor]) -> bool:
         """Acknowledges a delivered batch: its samples are done and will not be delivered again
@@ -164,7 +190,8 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         are acknowledged, and iteration ends only when every range is complete: acknowledge
         (or drop) what you hold before asking for the next batch at the end of a range."""
         if self._it is None:
-            raise ValueError("ack(): no iteration in progress")
+            raise ValueError("ack(): no iteration in progress in this process (a LeaseDataset is acknowledged "
+                             "by the process iterating it)")
         return self._it.ack(batch)
 
     def lease_info(self, batch: Union[Batch, RawBatch, torch.Tensor]) -> LeaseInfo:
@@ -210,7 +237,7 @@ class _LeaseIterator:
         store, self.store_desc, attempt = open_store(ds.store_spec, ds.host_store)
         self.store = store
         self.hosting = self.store_desc.startswith(("hosting", "private"))
-        log = LeaseLog(ds.log, ds.job, self.snap.manifest_hash, len(self.snap.manifest)) if ds.log else None
+        log = ds._log() if ds.log else None
         pace = {}
         if ds.max_requests_per_s or ds.max_bytes_in_flight:
             pace = {"max_requests_per_s": ds.max_requests_per_s, "max_bytes_in_flight": ds.max_bytes_in_flight,
@@ -218,7 +245,8 @@ class _LeaseIterator:
         self.coord = Coordinator(store, job=ds.job, manifest_hash=self.snap.manifest_hash,
                                  samples=len(self.snap.manifest), range_size=ds.range_size,
                                  timeout_s=ds.lease_timeout_s, attempt=attempt, log=log,
-                                 log_interval_s=ds.log_interval_s, pace=pace, whole_ranges=ds.whole_ranges)
+                                 log_interval_s=ds.log_interval_s, pace=pace, whole_ranges=ds.whole_ranges,
+                                 fingerprint=ds.fingerprint)
         self.decode = ds.spec.decode
         self.reserved: Dict[int, int] = {}  # batch number -> bytes the pacer reserved for it
         self.leases: List[_Active] = []  # submitted, in run order: [0] is being delivered
@@ -418,9 +446,6 @@ class _LeaseIterator:
             self.last = None
         lease, bstart, bend, ids = self._entry(batch)
         del self.delivered[id(ids)]
-        if self.coord.fenced:
-            self.coord.counters["acks_refused"] += 1
-            return False
         return self.coord.ack(lease, bstart, bend)
 
     def _finish(self, wait: bool = True) -> None:

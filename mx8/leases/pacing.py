@@ -7,22 +7,36 @@ cap is an upper bound on GETs). *Bytes in flight* are the encoded bytes of batch
 the engine and not yet handed to the consumer. A worker asks before it lets the engine read a
 batch, so the caps bound what the engine reads.
 
-- Requests: a token bucket in fixed time slots (``slot_s``, wall clock): the first worker to
-  ``add`` into ``req/<slot>`` beyond ``cap`` gets the part that fits and waits for the next
-  slot for the rest. Every grant goes through one atomic ``add``, so the total granted in a
-  slot never exceeds ``rate * slot_s``. Slots are aligned by wall clock: hosts must agree on
-  time (NTP) to within a small part of a slot, else the cap can be exceeded by the skew.
+- Requests: grants in fixed time slots of 1/m s (``slot_s`` rounded so a second holds a
+  whole number m of them; wall clock): the first worker to ``add`` into ``req/<slot>``
+  beyond the slot's cap gets the part that fits and waits for the next slot for the rest.
+  Every grant goes through one atomic ``add``. Any one-second window overlaps at most m + 1
+  slots, so a slot grants at most ``floor(rate / (m + 1))``: no one-second window, aligned
+  or not, holds more than the cap, and the sustained rate is m / (m + 1) of it or a little
+  less (0.91 with the default 0.1 s slots). Caps below 2 requests/s cannot be held this way
+  and are refused. Slots are aligned by wall clock: hosts must agree on time (NTP) to within
+  a small part of a slot, else the cap can be exceeded by the skew.
 - Bytes: an atomic counter ``bytes`` (reserve = ``add(+n)``, undone when it overshoots the
   cap; a batch larger than the cap runs alone). Each worker also keeps its own balance
   ``bytes/<worker>`` (changed only by compare_set); when a worker is declared dead, the worker
   that declared it swaps the balance to ``dead:...`` and gives it back to the counter, so a
   killed worker's reservation does not shrink the cap forever, and a worker that was only
-  paused finds its balance fenced and does not give it back twice.
+  paused finds its balance fenced and does not give it back twice. A worker's reservation is
+  released once its batch is in the consumer's hands.
+
+A worker waiting in either loop calls ``on_wait`` (the coordinator's scan for dead members,
+which gives a dead worker's reservation back) every few tenths of a second, and gives up with
+:class:`mx8.Error` once the job's bytes in flight have not moved for ``stall_s``.
 """
 from __future__ import annotations
 
+import math
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..errors import Error
+
+OBSERVE_EVERY_S = 0.25  # how often a waiting worker looks for dead members
 
 
 class PaceFenced(Exception):
@@ -31,13 +45,20 @@ class PaceFenced(Exception):
 
 class Pacer:
     def __init__(self, store: Any, prefix: str, worker: str, *, max_requests_per_s: Optional[float] = None,
-                 max_bytes_in_flight: Optional[int] = None, slot_s: float = 0.25, trace: bool = False) -> None:
+                 max_bytes_in_flight: Optional[int] = None, slot_s: float = 0.1, trace: bool = False,
+                 on_wait: Optional[Callable[[], Any]] = None, stall_s: float = 120.0) -> None:
         self.store, self.prefix, self.worker = store, prefix, worker
         self.rate = float(max_requests_per_s) if max_requests_per_s else None
         self.max_bytes = int(max_bytes_in_flight) if max_bytes_in_flight else None
+        self.on_wait, self.stall_s = on_wait, stall_s
+        self._observed_at = 0.0
         if self.rate is not None:
-            self.slot_cap = max(1, int(round(self.rate * slot_s)))
-            self.slot_s = self.slot_cap / self.rate  # whole requests per slot, exact rate
+            if self.rate < 2:
+                raise ValueError(f"max_requests_per_s must be at least 2, got {self.rate:g}: pacing holds the cap "
+                                 f"over every one-second window with at least two slots a second")
+            m = max(1, min(math.ceil(1.0 / slot_s), int(self.rate) - 1))  # slots a second
+            self.slot_s = 1.0 / m
+            self.slot_cap = int(self.rate // (m + 1))  # a 1 s window overlaps at most m + 1 slots
         self.credit = 0            # requests granted toward the batch being asked for
         self.full_slot = -1        # a slot this worker saw full
         self.mine_bytes = 0        # our balance, as in the store (bytes/<worker>)
@@ -46,7 +67,7 @@ class Pacer:
         self.cluster_bytes = 0     # cluster bytes in flight after our last reservation
         self.peak_bytes = 0
         self.wait_s = 0.0
-        self.events: Optional[List[Tuple[float, str, int]]] = [] if trace else None
+        self.events: Optional[List[Tuple[float, str, int, int]]] = [] if trace else None
         if self.max_bytes is not None:
             store.set(self._mine_key(worker), "0")
 
@@ -81,7 +102,7 @@ class Pacer:
                     self.requests += got
                     self.cluster_requests = self.store.add(f"{self.prefix}pace/req_total", got)
                     if self.events is not None:
-                        self.events.append((now, "req", got))
+                        self.events.append((now, "req", got, slot))
                 if need <= 0:
                     break
                 self.full_slot = slot
@@ -92,6 +113,7 @@ class Pacer:
                 t0 = time.monotonic()
                 time.sleep(pause + 0.0005)
                 self.wait_s += time.monotonic() - t0
+                self._waiting()
         self.credit -= n
         return True
 
@@ -102,16 +124,26 @@ class Pacer:
             return True
         key = f"{self.prefix}pace/bytes"
         pause = 0.001
-        t0 = time.monotonic()
+        t0 = moved_at = time.monotonic()
+        last = None
         while True:
+            asked_at = time.time()  # the trace's time of the reservation: no later than the add
             t = self.store.add(key, nbytes)
             if t - nbytes <= 0 or t <= self.max_bytes:
                 break
             self.store.add(key, -nbytes)
             if not block:
                 return False
+            now = time.monotonic()
+            if t != last:
+                last, moved_at = t, now
+            elif now - moved_at > self.stall_s:
+                raise Error(f"lease pacing: waited {now - t0:.0f} s for {nbytes} bytes under max_bytes_in_flight="
+                            f"{self.max_bytes}, and the job's {t - nbytes} bytes in flight did not move for "
+                            f"{self.stall_s:.0f} s: a worker holds them without reading or being declared dead")
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
+            self._waiting()
         self.wait_s += time.monotonic() - t0
         mine = self._mine_key(self.worker)
         want = str(self.mine_bytes + nbytes)
@@ -121,21 +153,27 @@ class Pacer:
         self.mine_bytes += nbytes
         self.cluster_bytes = t
         self.peak_bytes = max(self.peak_bytes, self.mine_bytes)
-        if self.events is not None:
-            self.events.append((time.time(), "bytes", nbytes))
+        if self.events is not None:  # with the job's bytes in flight just after our add
+            self.events.append((asked_at, "bytes", nbytes, t))
         return True
+
+    def _waiting(self) -> None:
+        now = time.monotonic()
+        if self.on_wait is not None and now - self._observed_at >= OBSERVE_EVERY_S:
+            self._observed_at = now
+            self.on_wait()
 
     def release(self, nbytes: int) -> None:
         if self.max_bytes is None or nbytes <= 0:
             return
-        if self.events is not None:
-            self.events.append((time.time(), "bytes", -nbytes))
         mine = self._mine_key(self.worker)
         want = str(self.mine_bytes - nbytes)
         if self.store.compare_set(mine, str(self.mine_bytes), want).decode() != want:
             return  # declared dead: the declarer gave our whole balance back
         self.mine_bytes -= nbytes
         self.store.add(f"{self.prefix}pace/bytes", -nbytes)
+        if self.events is not None:  # the trace's time of the release: no earlier than the add
+            self.events.append((time.time(), "bytes", -nbytes, -1))
 
     def acquire(self, requests: int, nbytes: int, block: bool) -> bool:
         """Asks for a batch's reads; False (only when not block) means: not now, ask again."""

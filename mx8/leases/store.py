@@ -21,7 +21,13 @@ import os
 from datetime import timedelta
 from typing import Optional, Tuple, Union
 
+from ..errors import Error
+
 STORE_TIMEOUT_S = 60.0
+
+
+class StoreUnreachableError(Error, ConnectionError):
+    """No lease store answers at the address (names it)."""
 
 
 def parse_address(addr: str) -> Tuple[str, int]:
@@ -40,7 +46,13 @@ def host_store(host: str, port: int, timeout_s: float = STORE_TIMEOUT_S):
 
 def connect_store(host: str, port: int, timeout_s: float = STORE_TIMEOUT_S):
     import torch.distributed as dist
-    return dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout_s))
+    try:
+        return dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout_s))
+    except (RuntimeError, OSError) as e:  # DistStoreError is a RuntimeError
+        raise StoreUnreachableError(
+            f"lease store {host}:{port}: no store answered within {timeout_s:.0f} s ({str(e).splitlines()[0]}). "
+            f"Start it first (python -m mx8.leases serve --port {port}, or one worker with host_store=True); "
+            f"a worker hosting it leaves once the job is done and the other workers are gone.") from None
 
 
 def open_store(store: Union[None, str, object] = None, host: Optional[bool] = None,
