@@ -21,8 +21,9 @@ except ImportError as e:
 
 from .dataset import Dataset, to_device
 from .errors import (CredentialsError, DecodeError, Error, ImageTooLargeError, LeaseJobMismatchError,
-                     LeaseLogError, LeaseLogMismatchError, ManifestError, PackError, RangeError, ReadError,
-                     RendezvousError, SnapshotMismatchError, StuckReadWarning, UsageError)
+                     LeaseLogError, LeaseLogMismatchError, LeaseStoreError, ManifestError, PackError,
+                     RangeError, ReadError, RendezvousError, SnapshotMismatchError, StuckReadWarning,
+                     UsageError)
 from .pack import PackResult, pack
 from .resolve import Snapshot, resolve
 from .stream import Batch, RawBatch
@@ -44,4 +45,5 @@ __all__ = [
     "SnapshotMismatchError", "PackError", "RendezvousError", "UsageError", "StuckReadWarning",
     "CredentialsError",
     "LeaseDataset", "LeaseInfo", "LeaseLogMismatchError", "LeaseJobMismatchError", "LeaseLogError",
+    "LeaseStoreError",
 ]

@@ -93,4 +93,8 @@ class LeaseLogError(Error, OSError):
     that cannot be made durable is not accepted."""
 
 
-__all__ += ["LeaseLogMismatchError", "LeaseJobMismatchError", "LeaseLogError"]
+class LeaseStoreError(Error, ConnectionError):
+    """The lease job's c10d store cannot be reached, or was lost mid-job (names it)."""
+
+
+__all__ += ["LeaseLogMismatchError", "LeaseJobMismatchError", "LeaseLogError", "LeaseStoreError"]

@@ -15,6 +15,10 @@ agent's); "{rank}" in OUT becomes the RANK torchrun gave it.
 --stall-at K: after recording batch K (0-based), write --marker and stop acknowledging:
 sleep until the marker file is removed (the test SIGKILLs or SIGSTOPs/SIGCONTs us), then
 try to acknowledge it.
+
+OUT "-" writes the records to stdout (for --fsize-limit, which caps every file this process
+writes: the lease log meets a full disk while the records still get out). MX8_LEASE_FAULT in
+the environment kills or stops the worker at a point of the ack path (mx8/leases/faults.py).
 """
 from __future__ import annotations
 
@@ -45,12 +49,20 @@ def main() -> int:
     p.add_argument("--max-requests-per-s", type=float, default=None)
     p.add_argument("--max-bytes-in-flight", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fingerprint", default=None)
+    p.add_argument("--whole-ranges", action="store_true")
+    p.add_argument("--fsize-limit", type=int, default=0, help="RLIMIT_FSIZE in bytes (EFBIG past it)")
     a = p.parse_args()
+    if a.fsize_limit:
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (a.fsize_limit, a.fsize_limit))  # Python ignores SIGXFSZ
     ds = mx8.LeaseDataset(a.uri, job=a.job, store=a.store, batch_size=a.batch_size, range_size=a.range_size,
                           lease_timeout_s=a.timeout, log=a.log, decode=False, threads=a.threads,
                           max_requests_per_s=a.max_requests_per_s, max_bytes_in_flight=a.max_bytes_in_flight,
-                          pace_trace=True, pace_slot_s=0.1)
-    with open(a.out.replace("{rank}", os.environ.get("RANK", "0")), "w", buffering=1) as out:
+                          pace_trace=True, pace_slot_s=0.1, fingerprint=a.fingerprint,
+                          whole_ranges=a.whole_ranges)
+    with (open(a.out.replace("{rank}", os.environ.get("RANK", "0")), "w", buffering=1) if a.out != "-"
+          else os.fdopen(os.dup(1), "w", buffering=1)) as out:
         for k, batch in enumerate(ds):
             ids = " ".join(map(str, batch.sample_ids.tolist()))
             out.write(f"D {ids}\n")

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 
 from ..envvars import env_bool, env_int
-from ..errors import UsageError
+from ..errors import LeaseStoreError, UsageError
 from ..resolve import Snapshot, resolve
 from ..spec import ReadSpec, open_snapshot
 from ..stream import Batch, RawBatch, Run
@@ -27,7 +27,7 @@ from ..sharding import derive_seed
 from .coordinator import Coordinator, Lease
 from .log import LeaseLog
 from .pacing import PaceFenced
-from .store import StoreUnreachableError, open_store
+from .store import open_store, store_errors
 
 DEFAULT_RANGE = 512
 DEFAULT_TIMEOUT_S = 30.0
@@ -168,7 +168,7 @@ class LeaseDataset(torch.utils.data.IterableDataset):
         self.close()
         try:
             self._it = _LeaseIterator(self)
-        except StoreUnreachableError:
+        except LeaseStoreError:
             if self.log and not self._log().plan(self.range_size, self.whole_ranges):
                 # The store is gone because the job is done: its log says every sample is.
                 self._last_stats = {"job": self.job, "finished_in_log": True}
@@ -236,6 +236,10 @@ class _LeaseIterator:
         self.snap = ds.snapshot
         store, self.store_desc, attempt = open_store(ds.store_spec, ds.host_store)
         self.store = store
+        with store_errors(self.store_desc):
+            self._start(ds, store, attempt)
+
+    def _start(self, ds: LeaseDataset, store: Any, attempt: str) -> None:
         self.hosting = self.store_desc.startswith(("hosting", "private"))
         log = ds._log() if ds.log else None
         pace = {}
@@ -361,6 +365,10 @@ class _LeaseIterator:
         return self
 
     def __next__(self) -> Union[Batch, RawBatch]:
+        with store_errors(self.store_desc):
+            return self._next()
+
+    def _next(self) -> Union[Batch, RawBatch]:
         if self.closed:
             raise StopIteration
         if self.ds.auto_ack and self.last is not None:
@@ -446,7 +454,8 @@ class _LeaseIterator:
             self.last = None
         lease, bstart, bend, ids = self._entry(batch)
         del self.delivered[id(ids)]
-        return self.coord.ack(lease, bstart, bend)
+        with store_errors(self.store_desc):
+            return self.coord.ack(lease, bstart, bend)
 
     def _finish(self, wait: bool = True) -> None:
         if not self.closed:

@@ -17,17 +17,30 @@ first, then every worker with ``MX8_LEASE_STORE=thathost:29555``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
-from typing import Optional, Tuple, Union
+from typing import Iterator, Optional, Tuple, Union
 
-from ..errors import Error
+from ..errors import Error, LeaseStoreError
 
 STORE_TIMEOUT_S = 60.0
 
 
-class StoreUnreachableError(Error, ConnectionError):
-    """No lease store answers at the address (names it)."""
+@contextlib.contextmanager
+def store_errors(where: str) -> Iterator[None]:
+    """Turns the store's own failures (its host gone, a timeout) into LeaseStoreError
+    naming the store, instead of a C++ backtrace."""
+    import torch.distributed as dist
+    try:
+        yield
+    except getattr(dist, "DistError", RuntimeError) as e:
+        if isinstance(e, Error):
+            raise
+        raise LeaseStoreError(
+            f"lease store {where}: {str(e).splitlines()[0]}. The job cannot go on without its store: what was "
+            f"acknowledged is in the lease log (if the job has one), and the job rerun against a new store "
+            f"resumes from it.") from None
 
 
 def parse_address(addr: str) -> Tuple[str, int]:
@@ -49,7 +62,7 @@ def connect_store(host: str, port: int, timeout_s: float = STORE_TIMEOUT_S):
     try:
         return dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout_s))
     except (RuntimeError, OSError) as e:  # DistStoreError is a RuntimeError
-        raise StoreUnreachableError(
+        raise LeaseStoreError(
             f"lease store {host}:{port}: no store answered within {timeout_s:.0f} s ({str(e).splitlines()[0]}). "
             f"Start it first (python -m mx8.leases serve --port {port}, or one worker with host_store=True); "
             f"a worker hosting it leaves once the job is done and the other workers are gone.") from None
