@@ -16,7 +16,10 @@ from the range's first sample). So:
   the rerun and its shard rewritten under the same name with the same bytes;
 - a range being written when the job dies left at most a temporary file, never a shard;
 - a worker that dies mid-range loses its lease after ``--lease-timeout`` seconds and another
-  worker redoes the range (same name, same bytes).
+  worker redoes the range (same name, same bytes);
+- a rerun with another ``--size``, ``--crop``, ``--quality`` or ``--range-size`` is refused
+  (the job's fingerprint and range size are in its lease log), so one output never mixes two
+  kinds of shard.
 
 Without ``--store``, this process hosts a TCPStore on 127.0.0.1 and starts ``--workers``
 worker processes (on one machine). Across machines, host a store (``python -m mx8.leases
@@ -113,7 +116,10 @@ def run_worker(a: argparse.Namespace) -> int:
     ds = mx8.LeaseDataset(a.input, job=a.job, store=a.store, batch_size=a.batch_size, range_size=a.range_size,
                           lease_timeout_s=a.lease_timeout, log=a.log, size=a.size, crop=a.crop, layout="NHWC",
                           threads=a.threads, max_requests_per_s=a.max_requests_per_s,
-                          max_bytes_in_flight=a.max_bytes_in_flight, whole_ranges=True)
+                          max_bytes_in_flight=a.max_bytes_in_flight, whole_ranges=True,
+                          # What the shards' bytes depend on: a rerun with another size, crop or
+                          # quality is refused instead of mixing two kinds of shard in one output.
+                          fingerprint=f"etl_resize size={a.size} crop={a.crop} quality={a.quality} jpeg")
     labels = ds.snapshot.labels
     sink = ShardSink(a.output, f"{socket.gethostname()}-{os.getpid()}")
     current = None  # (start, end, name, tmp, writer, [sample_ids tensors to acknowledge])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Set
 
 import pytest
+import torch
 
 import mx8
 from mx8.leases.log import LeaseLog, plan_ranges
@@ -406,3 +407,94 @@ def test_torchrun_workers_share_the_agent_store(tiny10k, tmp_path):
     assert all(r.stats["store"].startswith("torchrun agent") for r in recs), [r.stats["store"] for r in recs]
     ids = [i for r in recs for b in r.delivered for i in b]
     assert sorted(ids) == list(range(N))
+
+
+# -- accounting, mismatches, DataLoader ------------------------------------------------------
+
+
+def _die(ds) -> None:
+    """The worker stops heartbeating and never speaks again: to the others it has died."""
+    ds._it.coord._hb_stop.set()
+
+
+def test_duplicates_are_exact_after_two_deaths_and_a_graceful_leave(tiny10k, store):
+    """One range of N samples: A delivers 3 batches and acknowledges 1, then dies; B takes the
+    range over (re-delivering 2 batches), delivers 1 more and dies unacknowledged; C takes it
+    over and drains it. Each re-delivery is counted once, by whoever made it. Then a graceful
+    leave: D delivers 3 and acknowledges 1 of a fresh job, closes, and E counts the 2 batches
+    it re-delivers."""
+    kw = dict(store=f"127.0.0.1:{store.port}", batch_size=50, range_size=N, decode=False, lease_timeout_s=0.5,
+              prefetch_leases=0)
+    a = mx8.LeaseDataset(tiny10k, job="dups", **kw)
+    it = iter(a)
+    got = [next(it) for _ in range(3)]
+    a.ack(got[0])
+    _die(a)
+    b = mx8.LeaseDataset(tiny10k, job="dups", **kw)
+    it = iter(b)
+    again = [next(it).sample_ids.tolist() for _ in range(3)]
+    assert again[0][0] == 50 and again[2][-1] == 199
+    assert b.stats()["duplicates"] == 100 and b.stats()["leases_reclaimed"] == 1
+    _die(b)
+    c = mx8.LeaseDataset(tiny10k, job="dups", **kw)
+    ids = []
+    for batch in c:
+        ids += batch.sample_ids.tolist()
+        c.ack(batch)
+    assert ids == list(range(50, N))
+    assert c.stats()["duplicates"] == 150  # [50, 200): delivered before by A or B, unacknowledged
+    # Actual extra deliveries: [50, 150) three times, [150, 200) twice: 2*100 + 50 = 250 = 100 + 150.
+
+    d = mx8.LeaseDataset(tiny10k, job="dups-leave", **kw)
+    it = iter(d)
+    got = [next(it) for _ in range(3)]
+    d.ack(got[0])
+    d.close()
+    e = mx8.LeaseDataset(tiny10k, job="dups-leave", **kw)
+    ids = []
+    for batch in e:
+        ids += batch.sample_ids.tolist()
+        e.ack(batch)
+    assert ids == list(range(50, N)) and e.stats()["duplicates"] == 100
+    assert e.stats()["leases_reclaimed"] == 0  # given back, not taken from the dead
+    for ds in (a, b, c, d, e):
+        ds.close()  # while the store is up
+
+
+def test_workers_with_other_settings_are_refused_naming_both(tiny10k, store, tmp_path):
+    """A worker whose lease timeout, range size, snapshot or fingerprint differ from the job's
+    is refused with LeaseJobMismatchError naming both values, and exits cleanly (never by
+    SIGABRT); so is a rerun whose log was written with another fingerprint."""
+    kw = dict(store=f"127.0.0.1:{store.port}", batch_size=50, decode=False)
+    first = mx8.LeaseDataset(tiny10k, job="settings", lease_timeout_s=5, **kw)
+    it = iter(first)
+    next(it)
+    for other, want in [(dict(lease_timeout_s=9), "lease_timeout_s: 5.0 in the job, 9.0 here"),
+                        (dict(lease_timeout_s=5, range_size=100), "range_size: 512 in the job, 100 here"),
+                        (dict(lease_timeout_s=5, fingerprint="size=48"), "fingerprint: None in the job, 'size=48'")]:
+        with pytest.raises(mx8.LeaseJobMismatchError, match=want):
+            iter(mx8.LeaseDataset(tiny10k, job="settings", **kw, **other))
+    other_snapshot = make_tiny_dataset(tmp_path, 100)
+    with pytest.raises(mx8.LeaseJobMismatchError, match="manifest_hash"):
+        iter(mx8.LeaseDataset(str(other_snapshot), job="settings", lease_timeout_s=5, **kw))
+    first.close()
+
+    log = tmp_path / "log"
+    ds = mx8.LeaseDataset(tiny10k, job="fp", batch_size=500, decode=False, log=str(log), fingerprint="size=32",
+                          auto_ack=True)
+    assert sum(len(b.sample_ids) for b in ds) == N
+    r = subprocess.run([sys.executable, str(WORKER), tiny10k, str(tmp_path / "w.txt"), "--job", "fp",
+                        "--log", str(log), "--fingerprint", "size=48"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "LeaseLogMismatchError" in r.stderr and "'size=32'" in r.stderr and "'size=48'" in r.stderr
+    assert "terminate called" not in r.stderr
+
+
+def test_dataloader_workers_are_refused_clearly(tiny10k, store):
+    ds = mx8.LeaseDataset(tiny10k, job="loader", store=f"127.0.0.1:{store.port}", batch_size=100, decode=False,
+                          auto_ack=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    with pytest.raises(Exception, match="LeaseDataset cannot run in DataLoader worker processes") as e:
+        next(iter(loader))
+    assert "num_workers=0" in str(e.value)
+    assert sum(len(b.sample_ids) for b in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)) == N

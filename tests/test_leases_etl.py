@@ -42,7 +42,7 @@ def members(path: Path):
         return [m.name for m in t.getmembers()]
 
 
-def test_etl_kill_and_rerun_gives_exactly_the_input_set(tiny10k, tmp_path):  # noqa: F811
+def test_etl_kill_and_rerun_gives_exactly_the_input_set(tiny10k, tmp_path, clean_etl):  # noqa: F811
     out = tmp_path / "out"
     # Paced, so the kill lands in the middle of the job.
     p = etl(tiny10k, str(out), "--workers", "2", "--max-requests-per-s", "2500", "--lease-timeout", "2")
@@ -75,18 +75,73 @@ def test_etl_kill_and_rerun_gives_exactly_the_input_set(tiny10k, tmp_path):  # n
     assert not (out / "_tmp").exists()
     assert sorted(os.listdir(out)) == sorted(names + ["_leases"])
 
-    # Byte for byte what an uninterrupted run writes.
-    clean = tmp_path / "clean"
-    p = etl(tiny10k, str(clean), "--workers", "1")
-    _, stderr = p.communicate(timeout=120)
-    assert p.returncode == 0, stderr.decode()[-3000:]
-    assert shards(clean) == names
-    for name in names:
-        assert (clean / name).read_bytes() == (out / name).read_bytes(), name
+    assert_same_output(out, clean_etl)
     from PIL import Image
     with tarfile.open(out / names[0]) as t:
         m = t.getmembers()[0]
         assert Image.open(t.extractfile(m)).size == (8, 8)
+
+
+@pytest.fixture(scope="module")
+def clean_etl(tiny10k, tmp_path_factory) -> Path:  # noqa: F811
+    """The output of an uninterrupted run."""
+    out = tmp_path_factory.mktemp("etl-clean") / "out"
+    p = etl(tiny10k, str(out), "--workers", "1")
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr.decode()[-3000:]
+    return out
+
+
+def assert_same_output(out: Path, clean: Path) -> None:
+    """Byte for byte what an uninterrupted run writes, and nothing else."""
+    names = shards(clean)
+    assert shards(out) == names == [f"part-{s:09d}-{min(s + 500, N):09d}.tar" for s in range(0, N, 500)]
+    for name in names:
+        assert (clean / name).read_bytes() == (out / name).read_bytes(), name
+    assert sorted(os.listdir(out)) == sorted(names + ["_leases"])
+
+
+ETL_FAULTS = ["ack:before_log@2", "ack:after_log@2", "ack:after_store@2", "log:mid_write@3",
+              "deliver:after_store@7"]
+
+
+@pytest.mark.parametrize("fault", ETL_FAULTS)
+def test_etl_killed_at_each_step_of_the_ack_path_then_rerun(tiny10k, tmp_path, clean_etl, fault):  # noqa: F811
+    """Both workers die at the same step of the ack path (at their second range, or in the
+    middle of one), so the job stops there; the rerun leaves exactly a clean run's output."""
+    out = tmp_path / "out"
+    p = etl(tiny10k, str(out), "--workers", "2", "--lease-timeout", "2", env={**os.environ, "MX8_LEASE_FAULT": fault})
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 1 and b"workers exited with [-9, -9]" in stderr, stderr.decode()[-3000:]
+    p = etl(tiny10k, str(out), "--workers", "2", "--lease-timeout", "2")
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr.decode()[-3000:]
+    assert_same_output(out, clean_etl)
+
+
+def test_etl_one_worker_killed_the_other_finishes_and_a_rerun_changes_nothing(tiny10k, tmp_path, clean_etl):  # noqa: F811
+    out = tmp_path / "out"
+    p = etl(tiny10k, str(out), "--workers", "2", "--lease-timeout", "2", "--max-requests-per-s", "2500")
+    deadline = time.monotonic() + 90
+    while len(shards(out)) < 3:
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+        victim = int(f.read().split()[0])
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = p.communicate(timeout=120)  # the other worker takes the dead one's range over
+    assert p.returncode == 1 and b"workers exited with [-9, 0]" in stderr, stderr.decode()[-3000:]
+    assert len(shards(out)) == 20
+    p = etl(tiny10k, str(out), "--workers", "1")
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0 and worker_stats(stdout)[0]["samples"] == 0, stderr.decode()[-3000:]
+    assert_same_output(out, clean_etl)
+    # A rerun into the same output with another size would mix 8x8 and 16x16 shards: refused.
+    p = etl(tiny10k, str(out), "--workers", "1", "--size", "16")
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 1 and b"LeaseLogMismatchError" in stderr and b"size=16" in stderr, stderr.decode()[-3000:]
+    assert b"terminate called" not in stderr
+    assert_same_output(out, clean_etl)
 
 
 def test_etl_help():
