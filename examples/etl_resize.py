@@ -121,11 +121,12 @@ def run_worker(a: argparse.Namespace) -> int:
                           # quality is refused instead of mixing two kinds of shard in one output.
                           fingerprint=f"etl_resize size={a.size} crop={a.crop} quality={a.quality} jpeg")
     labels = ds.snapshot.labels
+    batches = iter(ds)  # joins the job: a refused start (another fingerprint, say) leaves nothing behind
     sink = ShardSink(a.output, f"{socket.gethostname()}-{os.getpid()}")
     current = None  # (start, end, name, tmp, writer, [sample_ids tensors to acknowledge])
     shards = refused = 0
     try:
-        for batch in ds:
+        for batch in batches:
             info = ds.lease_info(batch)
             if current is None or current[0] != info.range_start:
                 if current is not None:  # the previous range was lost mid-way: drop its partial shard
