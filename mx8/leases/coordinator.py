@@ -408,11 +408,13 @@ class Coordinator:
         fault_point("deliver:after_store")
         return True
 
-    def ack(self, lease: Lease, bstart: int, bend: int) -> bool:
+    def ack(self, lease: Lease, bstart: int, bend: int, deliver_upto: int = 0) -> bool:
         """Acknowledges samples [bstart, bend) of the lease; the range's acked position moves
         over every contiguous acknowledged batch. False: the lease was lost (not recorded in
         the store; the batch will be delivered again elsewhere). Raises mx8.Error when the log
-        cannot record it (the store is then unchanged)."""
+        cannot record it (the store is then unchanged). ``deliver_upto``: the same
+        compare_set marks samples up to there delivered (the next batch, about to be handed
+        over: :meth:`deliver` then has nothing to record)."""
         if lease.lost or self.fenced:
             self.counters["acks_refused"] += 1
             if not lease.lost:
@@ -425,7 +427,8 @@ class Coordinator:
         if upto == lease.value.acked or (self.whole_ranges and upto < lease.end):
             return True  # waits for an earlier batch (whole_ranges: for every batch of the range)
         v = lease.value
-        new = RangeValue(DONE if upto >= lease.end else HELD, v.gen, v.owner, upto, max(v.delivered, upto))
+        new = RangeValue(DONE if upto >= lease.end else HELD, v.gen, v.owner, upto,
+                         max(v.delivered, upto, min(deliver_upto, lease.end)))
         fault_point("ack:before_log")
         self._log(lease, upto, v.gen, force=new.state == DONE)  # durable first: S never ahead of L
         fault_point("ack:after_log")

@@ -373,7 +373,7 @@ class _LeaseIterator:
             raise StopIteration
         if self.ds.auto_ack and self.last is not None:
             last, self.last = self.last, None
-            self.ack(last)
+            self.ack(last, mark_next=True)
         poll = min(0.2, self.coord.timeout_s / 8)
         waited_since: Optional[float] = None
         while True:
@@ -449,13 +449,17 @@ class _LeaseIterator:
         lease, bstart, bend, _ = self._entry(batch)
         return LeaseInfo(lease.start, lease.end, bstart, bend, lease.value.gen)
 
-    def ack(self, batch: Union[Batch, RawBatch]) -> bool:
+    def ack(self, batch: Union[Batch, RawBatch], mark_next: bool = False) -> bool:
+        """mark_next (auto_ack, as the next batch is asked for): the same compare_set also marks
+        the lease's next batch delivered, which is handed over next, so the batch costs one
+        round trip to the store instead of two."""
         if self.last is batch:
             self.last = None
         lease, bstart, bend, ids = self._entry(batch)
         del self.delivered[id(ids)]
+        upto = min(bend + self.ds.batch_size, lease.end) if mark_next else 0
         with store_errors(self.store_desc):
-            return self.coord.ack(lease, bstart, bend)
+            return self.coord.ack(lease, bstart, bend, deliver_upto=upto)
 
     def _finish(self, wait: bool = True) -> None:
         if not self.closed:
