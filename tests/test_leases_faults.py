@@ -251,3 +251,15 @@ def test_the_store_host_dying_fails_workers_loudly_and_a_rerun_finishes(tiny10k,
     assert log_intervals(log, tiny10k, job) == [(0, N)]
     resumed = set().union(*(set(r.ids) for r in recs[2:]))
     assert not resumed & set().union(*(r.acked for r in recs[:2])), "the rerun redid acknowledged samples"
+
+
+def test_no_store_at_the_address_is_named_quickly():
+    import socket
+    from mx8.leases.store import open_store
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    t0 = time.monotonic()
+    with pytest.raises(mx8.LeaseStoreError, match=f"lease store 127.0.0.1:{port}: no store answered within 2 s"):
+        open_store(f"127.0.0.1:{port}", timeout_s=2)
+    assert time.monotonic() - t0 < 30
