@@ -494,7 +494,7 @@ def test_dataloader_workers_are_refused_clearly(tiny10k, store):
     ds = mx8.LeaseDataset(tiny10k, job="loader", store=f"127.0.0.1:{store.port}", batch_size=100, decode=False,
                           auto_ack=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
-    with pytest.raises(Exception, match="LeaseDataset cannot run in DataLoader worker processes") as e:
+    with pytest.raises(mx8.UsageError, match="LeaseDataset cannot run in DataLoader worker processes") as e:
         next(iter(loader))
     assert "num_workers=0" in str(e.value)
     assert sum(len(b.sample_ids) for b in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)) == N

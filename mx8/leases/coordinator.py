@@ -43,15 +43,19 @@ Transitions of a range, with the invariant each keeps (L: the lease log, S: the 
   counter stays one short, and the job still ends: a worker that finds no work scans every
   range and ends when all are done.
 - release (held -> free, same acked and delivered): a graceful leave.
-- declare dead (a member's heartbeat stalled): the declarer frees every range the member
-  held (owner ``~<member>``, gen+1), so a stalled holder's next compare_set fails at once,
-  and gives back its pacing reservation.
+- declare dead (a member's heartbeat stalled): whoever first sees the member dead frees
+  every range it held (owner ``~<member>``, gen+1), so a stalled holder's next compare_set
+  fails at once, and gives back its pacing reservation (both idempotent). Ranges held by a
+  member that *left* (an interrupt between a compare_set and its reply) are taken directly.
+- build the table: a refusal every worker would meet (mismatched or corrupt log) is
+  published as the table; any other failure gives ``init`` back, for the next worker.
 
 A log write that fails raises :class:`mx8.Error` naming the log before the store changes;
 the range stays held (and is taken over if the worker dies).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -59,9 +63,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ..errors import Error, LeaseJobMismatchError, LeaseLogMismatchError
+from ..errors import Error, LeaseJobMismatchError, LeaseLogMismatchError, ManifestError
 from .faults import fault_point
 from .log import LeaseLog, LogWriter, safe_name
 from .pacing import Pacer
@@ -105,6 +109,16 @@ class Lease:
         return self.value.acked
 
 
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Holds the coordinator's lock: acknowledgements may come from a thread other than the
+    one iterating, and a lease's value is read, changed and compare_set as one step."""
+    @functools.wraps(method)
+    def wrapper(self: "Coordinator", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 def _worker_name() -> str:
     return safe_name(f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(24):06x}")
 
@@ -134,8 +148,9 @@ class Coordinator:
                          "leases_released": 0, "workers_declared_dead": 0, "acks_refused": 0,
                          "samples_acked": 0, "rejoined": 0, "pace_bytes_reclaimed": 0}
         self._seen: Dict[str, Tuple[str, float]] = {}  # member -> (value, first seen at)
-        self._gone: Set[str] = set()                   # members dead or left
+        self._gone: Set[str] = set()                   # members dead or left: their ranges are free to take
         self._dead: Set[str] = set()                   # members declared dead
+        self._lock = threading.RLock()                 # acks may come from another thread than next()
         self._all_done = False                         # a scan found every range done
         self._hb_stop = threading.Event()
         self._hb_thread: Optional[threading.Thread] = None
@@ -154,21 +169,26 @@ class Coordinator:
     # -- settings -----------------------------------------------------------------------
 
     def settings(self) -> Dict[str, Any]:
-        """What every worker of the job must agree on."""
-        pace = {k: self.pace_opts.get(k) for k in ("max_requests_per_s", "max_bytes_in_flight")}
-        return {"manifest_hash": self.manifest_hash, "samples": self.samples, "range_size": self.range_size,
-                "lease_timeout_s": self.timeout_s, "whole_ranges": self.whole_ranges,
-                "fingerprint": self.fingerprint, **pace}
+        """What every worker of the job must agree on, normalised (4000 and 4000.0 agree)."""
+        def num(v: Any, kind: type) -> Any:
+            return None if v is None else kind(v)
+        pace = self.pace_opts
+        return {"manifest_hash": self.manifest_hash, "samples": int(self.samples), "range_size": int(self.range_size),
+                "lease_timeout_s": float(self.timeout_s), "whole_ranges": bool(self.whole_ranges),
+                "fingerprint": self.fingerprint,
+                "max_requests_per_s": num(pace.get("max_requests_per_s"), float),
+                "max_bytes_in_flight": num(pace.get("max_bytes_in_flight"), int),
+                "pace_slot_s": num(pace.get("slot_s"), float) if pace.get("max_requests_per_s") else None}
 
     def _check_settings(self) -> None:
-        mine = json.dumps(self.settings(), sort_keys=True)
+        mine = self.settings()
         key = self.job_prefix + "settings"
-        got = self.store.compare_set(key, "", mine).decode()
-        if got == mine:
-            return
+        encoded = json.dumps(mine, sort_keys=True)
+        got = self.store.compare_set(key, "", encoded).decode()
         theirs = json.loads(got)
-        diff = [f"{k}: {theirs.get(k)!r} in the job, {v!r} here" for k, v in self.settings().items()
-                if theirs.get(k) != v]
+        if theirs == mine:
+            return
+        diff = [f"{k}: {theirs.get(k)!r} in the job, {v!r} here" for k, v in mine.items() if theirs.get(k) != v]
         raise LeaseJobMismatchError(
             f"lease job {self.job!r}: this worker's settings differ from those its first worker recorded "
             f"in the store ({'; '.join(diff)}). Every worker of a job must read the same snapshot with "
@@ -189,8 +209,11 @@ class Coordinator:
         self.store.set(self._key(f"m/{self.worker}"), "0")
         self.store.append(self._key("members"), self.worker + ",")
         self.fenced = False
-        self.pacer = (Pacer(self.store, self.prefix, self.worker, on_wait=self._observe,
-                            stall_s=4 * self.timeout_s, **self.pace_opts) if self.pace_opts else None)
+        # The pacer talks to the store from inside the engine's gate: its own connection, so an
+        # ack from another thread (under the lock, on self.store) never shares a client with it.
+        pace_store = self.store.clone() if hasattr(self.store, "clone") else self.store
+        self.pacer = (Pacer(pace_store, self.prefix, self.worker, on_wait=self._observe, **self.pace_opts)
+                      if self.pace_opts else None)
         if self.log is not None and self.writer is None:
             self.writer = self.log.writer(self.worker)
             self.writer.open()  # a log we cannot write fails now, before any work, naming it
@@ -200,22 +223,25 @@ class Coordinator:
         self._hb_thread.start()
 
     def _heartbeat(self, worker: str, stop: threading.Event) -> None:
-        # Own connection: a TCPStore client is not meant for two threads at once.
-        store = self.store.clone() if hasattr(self.store, "clone") else self.store
         key = self._key(f"m/{worker}")
         interval = self.timeout_s / 4
         beat = 0
-        while not stop.wait(interval):
-            want = str(beat + 1)
-            try:
-                got = store.compare_set(key, str(beat), want).decode()
-            except Exception:  # noqa: BLE001 - store gone: the main thread will see it too
-                return
-            if got != want:
-                self.fenced = True  # declared dead (or left): our leases are no longer ours
-                return
-            beat += 1
+        try:
+            # Own connection: a TCPStore client is not meant for two threads at once.
+            store = self.store.clone() if hasattr(self.store, "clone") else self.store
+            while not stop.wait(interval):
+                want = str(beat + 1)
+                if store.compare_set(key, str(beat), want).decode() != want:
+                    break  # declared dead (or left): our leases are no longer ours
+                beat += 1
+            else:
+                return  # stopped
+        except Exception:  # noqa: BLE001 - the store failed us: we cannot prove we are alive
+            pass
+        if worker == self.worker:  # not a member we already left behind by rejoining
+            self.fenced = True
 
+    @_locked
     def rejoin(self) -> None:
         """After being declared dead: drop every lease (others own them now) and come back
         as a new member."""
@@ -232,35 +258,41 @@ class Coordinator:
         return [m for m in raw.split(",") if m]
 
     def _observe(self) -> Set[str]:
-        """Members known dead now, declaring those whose heartbeat stalled for timeout_s (and
-        freeing their ranges and pacing reservations)."""
-        others = [m for m in self._members() if m != self.worker and m not in self._gone]
-        now = time.monotonic()
-        declared: Set[str] = set()
-        if others:
-            values = self.store.multi_get([self._key(f"m/{m}") for m in others])
-            for m, raw in zip(others, values):
-                v = raw.decode()
-                if v.startswith("dead") or v == "left":
+        """Members gone now (declared dead, or left), declaring those whose heartbeat stalled
+        for timeout_s. Whoever first sees a member dead frees its ranges and gives its pacing
+        reservation back (both idempotent, so a declarer that died in between is covered)."""
+        with self._lock:
+            others = [m for m in self._members() if m != self.worker and m not in self._gone]
+            now = time.monotonic()
+            newly_dead: Set[str] = set()
+            if others:
+                values = self.store.multi_get([self._key(f"m/{m}") for m in others])
+                for m, raw in zip(others, values):
+                    v = raw.decode()
+                    if not (v.startswith("dead") or v == "left"):
+                        seen = self._seen.get(m)
+                        if seen is None or seen[0] != v:
+                            self._seen[m] = (v, now)
+                            continue
+                        if now - seen[1] < self.timeout_s:
+                            continue
+                        mark = f"dead:{self.worker}"
+                        v = self.store.compare_set(self._key(f"m/{m}"), v, mark).decode()
+                        if v == mark:
+                            self.counters["workers_declared_dead"] += 1
+                        elif not (v.startswith("dead") or v == "left"):
+                            self._seen[m] = (v, now)  # it beat just in time: alive
+                            continue
                     self._gone.add(m)
                     if v.startswith("dead"):
                         self._dead.add(m)
-                    continue
-                seen = self._seen.get(m)
-                if seen is None or seen[0] != v:
-                    self._seen[m] = (v, now)
-                elif now - seen[1] >= self.timeout_s:
-                    mark = f"dead:{self.worker}"
-                    if self.store.compare_set(self._key(f"m/{m}"), v, mark).decode() == mark:
-                        self.counters["workers_declared_dead"] += 1
-                        declared.add(m)
-                        if self.pacer is not None:
-                            self.counters["pace_bytes_reclaimed"] += self.pacer.reclaim(m)
-                    self._gone.add(m)
-                    self._dead.add(m)
-        if declared and self.ranges:
-            self._free_ranges_of(declared)
-        return self._dead
+                        newly_dead.add(m)
+            if newly_dead:
+                if self.pacer is not None:
+                    self.counters["pace_bytes_reclaimed"] += sum(self.pacer.reclaim(m) for m in newly_dead)
+                if self.ranges:
+                    self._free_ranges_of(newly_dead)
+            return self._gone
 
     def _free_ranges_of(self, dead: Set[str]) -> None:
         """Frees every range the dead members hold, so a holder that was only stalled cannot
@@ -286,7 +318,7 @@ class Coordinator:
             if builder == self.worker:
                 self._build_table()
                 break
-            if builder in self._observe():
+            if builder == "" or builder in self._observe():  # given up, dead or left without a table
                 builder = self.store.compare_set(init, builder, self.worker).decode()
                 continue
             time.sleep(poll)
@@ -294,7 +326,7 @@ class Coordinator:
         if "error" in table:
             if table["kind"] == "mismatch":
                 raise LeaseLogMismatchError(table["error"])
-            raise Error(f"lease job {self.job!r}: the worker that read the lease log failed: {table['error']}")
+            raise ManifestError(f"lease job {self.job!r}: its lease log cannot be read: {table['error']}")
         self.table_prefix = f"t/{table['by']}/"
         self.ranges = [(int(s), int(e)) for s, e in table["ranges"]]
 
@@ -315,10 +347,15 @@ class Coordinator:
             self.store.add(self._tkey("done"), 0)
             fault_point("init:before_table")
             published = json.dumps({"ranges": ranges, "by": self.worker})
-        except BaseException as e:
-            kind = "mismatch" if isinstance(e, LeaseLogMismatchError) else "other"
-            published = json.dumps({"error": str(e), "kind": kind, "by": self.worker})
-            self.store.compare_set(self._key("table"), "", published)
+        except (LeaseLogMismatchError, ManifestError) as e:
+            # A refusal every worker would meet: published, so they all stop with it.
+            kind = "mismatch" if isinstance(e, LeaseLogMismatchError) else "corrupt"
+            self.store.compare_set(self._key("table"), "", json.dumps({"error": str(e), "kind": kind, "by": self.worker}))
+            raise
+        except BaseException:
+            # Anything else (an interrupt, a transient S3 error) is ours alone: give the
+            # building back, so the next worker tries instead of the job being poisoned.
+            self.store.compare_set(self._key("init"), self.worker, "")
             raise
         # From empty only: should we have been declared dead while building, the table of
         # whoever took over stands (both were planned from the same log).
@@ -328,6 +365,7 @@ class Coordinator:
     def num_ranges(self) -> int:
         return len(self.ranges)
 
+    @_locked
     def finished(self) -> bool:
         """Every range done: the counter says so, or the last scan of the table found it."""
         return self._all_done or self.done_count() >= len(self.ranges)
@@ -355,9 +393,11 @@ class Coordinator:
             self.counters["leases_reclaimed"] += 1
         return lease
 
+    @_locked
     def acquire(self, scan: bool = True) -> Optional[Lease]:
         """A new lease, or None when none is free now. Never-claimed ranges come first, in
-        order; then (scan=True) ranges given back, or held by a member declared dead."""
+        order; then (scan=True) ranges given back, or held by a member declared dead (or one
+        that left without giving them back: an interrupt between a compare_set and its reply)."""
         n = len(self.ranges)
         while self.store.add(self._tkey("cursor"), 0) < n:
             i = self.store.add(self._tkey("cursor"), 1) - 1
@@ -370,14 +410,14 @@ class Coordinator:
                     return lease
         if not scan or n == 0:
             return None
-        dead = self._observe()
+        gone = self._observe()
         values = [RangeValue.decode(v) for v in self.store.multi_get([self._tkey(f"r/{i}") for i in range(n)])]
         self._all_done = all(v.state == DONE for v in values)
         first = random.randrange(n)  # spread workers over the table
         for k in range(n):
             i = (first + k) % n
             cur = values[i]
-            if cur.state == FREE or (cur.state == HELD and cur.owner in dead):
+            if cur.state == FREE or (cur.state == HELD and cur.owner in gone):
                 lease = self._take(i, cur)
                 if lease is not None:
                     return lease
@@ -391,6 +431,7 @@ class Coordinator:
         self.counters["leases_lost"] += 1
         return False
 
+    @_locked
     def deliver(self, lease: Lease, upto: int) -> bool:
         """Records that samples up to ``upto`` are being handed to the consumer (so whoever
         takes the range over knows which re-deliveries are duplicates). False: lease lost."""
@@ -408,6 +449,7 @@ class Coordinator:
         fault_point("deliver:after_store")
         return True
 
+    @_locked
     def ack(self, lease: Lease, bstart: int, bend: int, deliver_upto: int = 0) -> bool:
         """Acknowledges samples [bstart, bend) of the lease; the range's acked position moves
         over every contiguous acknowledged batch. False: the lease was lost (not recorded in
@@ -455,6 +497,7 @@ class Coordinator:
             self.writer.record(lease.start, lease.end, acked, gen, self.worker)
             lease.logged_at, lease.logged_upto = now, acked
 
+    @_locked
     def release(self, lease: Lease) -> None:
         """Gives an unfinished lease back (graceful leave): free at once, from its acked
         position (its delivered mark stays: whoever takes it counts the re-deliveries)."""
@@ -467,6 +510,13 @@ class Coordinator:
         v = lease.value
         if self._cas(lease.index, v, RangeValue(FREE, v.gen, "-", v.acked, v.delivered)):
             self.counters["leases_released"] += 1
+        else:
+            # Still ours in the store under a value we never saw (an interrupted compare_set
+            # that landed): free it from that value, else nobody could take it.
+            cur = RangeValue.decode(self.store.get(self._tkey(f"r/{lease.index}")))
+            if (cur.state == HELD and cur.owner == self.worker and cur.gen == v.gen
+                    and self._cas(lease.index, cur, RangeValue(FREE, cur.gen, "-", cur.acked, cur.delivered))):
+                self.counters["leases_released"] += 1
         self.held.pop(lease.index, None)
         lease.lost = True
 
@@ -484,6 +534,7 @@ class Coordinator:
             if self.writer is not None:
                 self.writer.close()
 
+    @_locked
     def leave(self, wait_for_others_s: float = 0.0) -> None:
         """Releases every lease, marks this member as left and stops heartbeating. With
         ``wait_for_others_s`` (the process hosting the store), first waits that long at most

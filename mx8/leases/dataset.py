@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import os
+import threading
 import time
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -19,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 
 from ..envvars import env_bool, env_int
-from ..errors import LeaseStoreError, UsageError
+from ..errors import LeaseLogError, LeaseStoreError, UsageError
 from ..resolve import Snapshot, resolve
 from ..spec import ReadSpec, open_snapshot
 from ..stream import Batch, RawBatch, Run
@@ -182,9 +183,15 @@ class LeaseDataset(torch.utils.data.IterableDataset):
                         whole_ranges=self.whole_ranges, fingerprint=self.fingerprint)
 
     def ack(self, batch: Union[Batch, RawBatch, torch.Tensor]) -> bool:
-        """Acknowledges a delivered batch: its samples are done and will not be delivered again
-        (durable in the lease log before this returns). False when the lease had already
-        expired and another worker owns the range: the samples will be delivered again there.
+        """Acknowledges a delivered batch: its samples are done and will not be delivered again.
+        A batch that extends its range's acknowledged prefix is recorded (in the lease log,
+        durably, then in the store) before this returns; one acknowledged ahead of an earlier,
+        still unacknowledged batch of its range (or, with ``whole_ranges``, before the range's
+        last) is kept by this worker until that prefix is complete, and redelivered elsewhere
+        should the worker die first. False when the lease had expired and another worker owns
+        the range (the samples will be delivered again there). Raises
+        :class:`mx8.LeaseLogError` when the log cannot record it: this worker then gives all
+        its leases back and its next ``next()`` raises the same error.
         Only the batch's ``sample_ids`` tensor identifies it: you may keep just that tensor
         (and pass it here) and let the images go. A range completes only when all its batches
         are acknowledged, and iteration ends only when every range is complete: acknowledge
@@ -260,6 +267,8 @@ class _LeaseIterator:
         self.warned_unacked = False
         self.last: Optional[Union[Batch, RawBatch]] = None
         self.closed = False
+        self.log_failed: Optional[LeaseLogError] = None  # the log broke: leases given back, next() raises
+        self.thread = threading.get_ident()              # the thread iterating
         self.counters = {"batches": 0, "samples_delivered": 0, "duplicates": 0, "wait_for_work_s": 0.0,
                          "leases_dropped": 0}
         self.started = time.monotonic()
@@ -342,19 +351,29 @@ class _LeaseIterator:
             self._cancel(a)
             self.coord.release(a.lease)
 
-    def _drop_all(self) -> None:
+    def _drop_all(self, forget_delivered: bool = True) -> None:
+        """Stops reading every lease. Delivered batches stay known unless forgotten: after a
+        fence their leases are lost, so acknowledging one returns False instead of failing."""
         for a in list(self.leases):
             self._cancel(a)
-        self.delivered.clear()
+        if forget_delivered:
+            self.delivered.clear()
         self.last = None
+
+    def _give_back_after_log_failure(self) -> None:
+        """The log cannot record acknowledgements any more: every lease goes back at once,
+        from its recorded position (another worker finishes it), and next() raises."""
+        self._drop_all(forget_delivered=False)
+        for lease in list(self.coord.held.values()):
+            self.coord.release(lease)
 
     def _warn_if_waiting_on_own_acks(self, since: float) -> None:
         """No work left to lease, and the job cannot finish while this worker holds batches it
         delivered and nobody acknowledged: say so once instead of waiting in silence (an ack
         may still come from another thread, so this is a warning, not an error)."""
-        if self.delivered and not self.warned_unacked and time.monotonic() - since > 5.0:
+        n = sum(end - start for lease, start, end, _ in self.delivered.values() if not lease.lost)
+        if n and not self.warned_unacked and time.monotonic() - since > 5.0:
             self.warned_unacked = True
-            n = sum(end - start for _, start, end, _ in self.delivered.values())
             warnings.warn(f"mx8 lease job {self.ds.job!r}: waiting for the job to finish while this worker "
                           f"holds {n} delivered, unacknowledged samples; call ds.ack(batch) after handling "
                           f"each batch, or pass auto_ack=True", RuntimeWarning, stacklevel=3)
@@ -369,6 +388,10 @@ class _LeaseIterator:
             return self._next()
 
     def _next(self) -> Union[Batch, RawBatch]:
+        self.thread = threading.get_ident()
+        if self.log_failed is not None:
+            self._give_back_after_log_failure()
+            raise self.log_failed
         if self.closed:
             raise StopIteration
         if self.ds.auto_ack and self.last is not None:
@@ -377,8 +400,11 @@ class _LeaseIterator:
         poll = min(0.2, self.coord.timeout_s / 8)
         waited_since: Optional[float] = None
         while True:
+            if self.log_failed is not None:  # an ack on another thread met a broken log
+                self._give_back_after_log_failure()
+                raise self.log_failed
             if self.coord.fenced:
-                self._drop_all()
+                self._drop_all(forget_delivered=False)
                 self.coord.rejoin()
             try:
                 if not self.leases and not self._submit(self.coord.acquire(scan=True)):
@@ -459,7 +485,13 @@ class _LeaseIterator:
         del self.delivered[id(ids)]
         upto = min(bend + self.ds.batch_size, lease.end) if mark_next else 0
         with store_errors(self.store_desc):
-            return self.coord.ack(lease, bstart, bend, deliver_upto=upto)
+            try:
+                return self.coord.ack(lease, bstart, bend, deliver_upto=upto)
+            except LeaseLogError as e:
+                self.log_failed = e
+                if threading.get_ident() == self.thread:
+                    self._give_back_after_log_failure()
+                raise
 
     def _finish(self, wait: bool = True) -> None:
         if not self.closed:
@@ -467,7 +499,8 @@ class _LeaseIterator:
             self._drop_all()
             self.stream.close()
             # The process serving the store lingers until the others are gone (or dead).
-            self.coord.leave(wait_for_others_s=2 * self.coord.timeout_s if wait and self.hosting else 0.0)
+            with store_errors(self.store_desc):
+                self.coord.leave(wait_for_others_s=2 * self.coord.timeout_s if wait and self.hosting else 0.0)
 
     def close(self) -> None:
         if not self.closed and self.ds.auto_ack and self.last is not None:

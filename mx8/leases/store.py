@@ -53,8 +53,13 @@ def parse_address(addr: str) -> Tuple[str, int]:
 def host_store(host: str, port: int, timeout_s: float = STORE_TIMEOUT_S):
     """Serves a TCPStore on host:port (port 0: any free port; ``.port`` says which)."""
     import torch.distributed as dist
-    return dist.TCPStore(host, port, is_master=True, timeout=timedelta(seconds=timeout_s),
-                         wait_for_workers=False)
+    try:
+        return dist.TCPStore(host, port, is_master=True, timeout=timedelta(seconds=timeout_s),
+                             wait_for_workers=False)
+    except (RuntimeError, OSError) as e:  # DistNetworkError: the port is taken, say
+        raise LeaseStoreError(f"cannot serve the lease store on {host}:{port}: {str(e).splitlines()[0]}. Is another "
+                              f"process (a worker with host_store=True, python -m mx8.leases serve) serving "
+                              f"it already?") from None
 
 
 def connect_store(host: str, port: int, timeout_s: float = STORE_TIMEOUT_S):
