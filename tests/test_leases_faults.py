@@ -95,14 +95,14 @@ KILL_POINTS = [
 ]
 
 
-@pytest.mark.parametrize("fault,marked_unseen", KILL_POINTS, ids=[p for p, _ in KILL_POINTS])
-def test_a_worker_killed_at_each_step_of_the_ack_path(tiny10k, store, tmp_path, fault, marked_unseen):
-    job, log = "kill-" + fault.replace(":", "-").replace("@", "-"), str(tmp_path / "log")
+def run_with_a_victim_killed(uri: str, store, tmp_path: Path, fault: str, marked_unseen: int, log: str,
+                             env: Optional[Dict[str, str]] = None, args: tuple = ()) -> None:
+    job = "kill-" + fault.replace(":", "-").replace("@", "-")
     addr = f"127.0.0.1:{store.port}"
     outs = [tmp_path / f"w{i}.txt" for i in range(3)]
-    victim = worker(tiny10k, str(outs[0]), addr, job, log, env={"MX8_LEASE_FAULT": fault})
+    victim = worker(uri, str(outs[0]), addr, job, log, *args, env={**(env or {}), "MX8_LEASE_FAULT": fault})
     wait_started(victim, outs[0])
-    others = [worker(tiny10k, str(o), addr, job, log) for o in outs[1:]]
+    others = [worker(uri, str(o), addr, job, log, *args, env=env) for o in outs[1:]]
     victim.wait(120)
     assert victim.returncode == -signal.SIGKILL, f"victim did not reach {fault}: {victim.stderr.read().decode()[-2000:]}"
     died = time.monotonic()
@@ -115,8 +115,41 @@ def test_a_worker_killed_at_each_step_of_the_ack_path(tiny10k, store, tmp_path, 
     assert not recs[0].ended
     in_flight = set(recs[0].delivered[-1]) - recs[0].acked if recs[0].delivered else set()
     committed = frozenset(in_flight) if fault.startswith("ack:after_store") else frozenset()
-    check_drained(recs, log, tiny10k, job, marked_unseen=marked_unseen, committed=committed)
+    check_drained(recs, log, uri, job, marked_unseen=marked_unseen, committed=committed)
     assert sum(r.stats["workers_declared_dead"] for r in recs[1:]) >= 1
+
+
+@pytest.mark.parametrize("fault,marked_unseen", KILL_POINTS, ids=[p for p, _ in KILL_POINTS])
+def test_a_worker_killed_at_each_step_of_the_ack_path(tiny10k, store, tmp_path, fault, marked_unseen):
+    run_with_a_victim_killed(tiny10k, store, tmp_path, fault, marked_unseen, str(tmp_path / "log"))
+
+
+@pytest.fixture(scope="module")
+def moto():
+    from s3_server import MotoServer
+    srv = MotoServer()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+S3_KILL_POINTS = ["ack:before_log@3", "ack:after_log@3", "ack:after_store@8"]  # @8: completes its 2nd range
+
+
+@pytest.mark.minio
+@pytest.mark.parametrize("fault", S3_KILL_POINTS)
+def test_a_worker_killed_with_the_log_on_s3(tiny10k, store, tmp_path, moto, monkeypatch, fault):
+    """The same with the lease log on S3 (moto on 127.0.0.1): one object per record, so fewer,
+    larger batches (40 acknowledgements for the job) keep moto's one thread from timing out."""
+    env = {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bucket = "faults-" + fault.replace(":", "-").replace("@", "-").replace("_", "-")
+    moto.boto3_client().create_bucket(Bucket=bucket)
+    run_with_a_victim_killed(tiny10k, store, tmp_path, fault, 0, f"s3://{bucket}/log/", env=env,
+                             args=("--batch-size", "250", "--range-size", "1000"))
 
 
 def test_the_table_builder_killed_before_it_publishes(tiny10k, store, tmp_path):
