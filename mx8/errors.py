@@ -10,13 +10,19 @@ here; the rest are raised by the Python glue.
   - ``DecodeError`` (also ``ValueError``): bytes are not a decodable JPEG/PNG image.
     - ``ImageTooLargeError``: an image is above the pixel limit (decompression bomb guard).
   - ``SnapshotMismatchError``: the data no longer matches a pinned ``@sha256:`` hash.
+    - ``LeaseLogMismatchError``: a lease log was written for another job, snapshot,
+      fingerprint or (with whole_ranges) range size.
   - ``PackError``: ``mx8.pack`` met an input it cannot pack (names the file).
   - ``CredentialsError`` (also ``ValueError``): no S3 credentials found, or their source
     (profile, credential_process, STS, a metadata endpoint) failed.
   - ``RendezvousError``: ranks disagree on manifest_hash, seed, epoch, batch size, ...
   - ``UsageError`` (also ``RuntimeError``): an object used outside the concurrency contract
     (docs/ARCHITECTURE.md): two threads in one iterator, an iterator inherited through
-    fork(), next() on an iterator that was closed before its epoch ended.
+    fork(), next() on an iterator that was closed before its epoch ended, a LeaseDataset in
+    DataLoader worker processes.
+  - ``LeaseJobMismatchError`` (also ``ValueError``): a lease worker's settings differ from the job's.
+  - ``LeaseLogError`` (also ``OSError``): the lease log cannot be written or read (names it).
+  - ``LeaseStoreError`` (also ``ConnectionError``): the lease job's store is unreachable or gone.
 
 Warnings: ``StuckReadWarning`` (a ``RuntimeWarning``): a close() (or Ctrl-C) found a native
 worker blocked in a read that did not return within a second, such as one on a hung network
