@@ -8,6 +8,8 @@ allocated per image in Python.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import multiprocessing.context
 import os
 import threading
 import weakref
@@ -122,6 +124,11 @@ class Dataset(torch.utils.data.IterableDataset):
         self.shuffle = env_bool("MX8_SHUFFLE", False) if shuffle is None else bool(shuffle)
         self.seed = env_int("MX8_SEED", 0) if seed is None else int(seed)
         self.epoch = env_int("MX8_EPOCH", 0) if epoch is None else int(epoch)
+        # The epoch again, in a word of shared memory: DataLoader workers that outlive an epoch
+        # (persistent_workers=True) hold a copy of this object made when they started, and
+        # read set_epoch()'s value from here at each iteration (inherited through fork, or
+        # passed to spawn and forkserver workers as they start).
+        self._shared_epoch: Optional[Any] = multiprocessing.RawValue("q", self.epoch)
         self.drop_last = drop_last
         self._rank, self._world_size = rank, world_size
         # The engine, kept across epochs (threads, decoders, connections, batch buffers), and
@@ -167,6 +174,8 @@ class Dataset(torch.utils.data.IterableDataset):
         state["_stats_base"] = {}
         state["_iterator"] = None
         state["_progress"] = None
+        if multiprocessing.context.get_spawning_popen() is None:
+            state["_shared_epoch"] = None  # pickled for anything but starting a worker: no shared memory
         return state
 
     # -- iteration ---------------------------------------------------------------------
@@ -179,6 +188,8 @@ class Dataset(torch.utils.data.IterableDataset):
             self._start = 0
             self._progress = None
         self.epoch = epoch
+        if self._shared_epoch is not None:
+            self._shared_epoch.value = epoch
 
     def _plan(self, rank: int, world_size: int, worker: int, num_workers: int, start: int = 0):
         return plan(len(self.snapshot.manifest), manifest_hash=self.manifest_hash, seed=self.seed,
@@ -215,6 +226,8 @@ class Dataset(torch.utils.data.IterableDataset):
             raise SnapshotMismatchError(f"state_dict is for manifest_hash {state['manifest_hash']}, this dataset "
                                         f"is {self.manifest_hash}")
         self.seed, self.epoch, self.shuffle = int(state["seed"]), int(state["epoch"]), bool(state["shuffle"])
+        if self._shared_epoch is not None:
+            self._shared_epoch.value = self.epoch
         self.drop_last = bool(state["drop_last"])
         self._start = int(state["position"])
         self._progress = None
@@ -226,6 +239,8 @@ class Dataset(torch.utils.data.IterableDataset):
         world = current_world(self._rank, self._world_size)
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None and self._shared_epoch is not None and self._shared_epoch.value != self.epoch:
+            self.set_epoch(self._shared_epoch.value)  # a persistent worker: the main process moved on
         start = self._start
         # DataLoader workers have no process group to check through (stats: rendezvous_checked).
         checked = self._rendezvous(world, start) if info is None else False

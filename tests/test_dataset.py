@@ -196,6 +196,25 @@ def test_dataloader_workers_deliver_each_sample_once(packed):
     assert sorted(flat) == list(range(mx8.resolve(str(packed)).samples))
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_follow_set_epoch(packed, context):
+    """DataLoader workers that outlive an epoch (persistent_workers=True) read each epoch's
+    order as set_epoch() set it in the main process: the batches of every epoch are those of
+    a fresh Dataset for that epoch (before, every epoch repeated the first one's order)."""
+    kw = dict(batch_size=10, size=32, shuffle=True, threads=1)
+    ds = mx8.Dataset(str(packed), **kw)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True,
+                                         multiprocessing_context=context)
+    epochs = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        epochs.append([b.sample_ids.tolist() for b in loader])
+    for epoch, got in enumerate(epochs):
+        assert got == [b.sample_ids.tolist() for b in mx8.Dataset(str(packed), epoch=epoch, **kw)], epoch
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert type(pickle.loads(pickle.dumps(ds))) is mx8.Dataset  # no shared memory outside a worker start
+
+
 def test_no_threads_before_iter_and_none_after_close(packed):
     gc.collect()  # an earlier test's engine, kept by a reference cycle, stops now, not mid-test
     base = settled_native_threads(-1, timeout=0.2)  # and its threads' /proc entries go
