@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import time
 
 import torch
 import torch.distributed as dist
@@ -53,6 +54,39 @@ def run_mismatch(a, rank, out):
         write_json(out, {"error": None})
     except mx8.RendezvousError as e:
         write_json(out, {"error": str(e)})
+
+
+def run_peek(a, rank, out):
+    """An epoch together, then rank 0 alone calls iter() once more (a peek)."""
+    ds = dataset(a)
+    batches = sum(1 for _ in ds)
+    t0 = time.monotonic()
+    error = None
+    if rank == 0:
+        try:
+            next(iter(ds))
+        except mx8.RendezvousError as e:
+            error = str(e)
+    write_json(out, {"batches": batches, "error": error, "waited_s": time.monotonic() - t0})
+
+
+def run_eval_on_rank0(a, rank, out):
+    """Rank 0 evaluates on a Dataset declared rank-local (works: it meets nobody), the ranks
+    train an epoch together, then rank 0 evaluates on an undeclared one (fails, naming it)."""
+    res = {}
+    if rank == 0:
+        local = mx8.Dataset(a.uri, batch_size=5, decode=False, rank=0, world_size=1)
+        res["local_samples"] = sum(len(b.sample_ids) for b in local)
+    res["train_batches"] = sum(1 for _ in dataset(a))
+    if rank == 0:
+        t0 = time.monotonic()
+        try:
+            sum(1 for _ in mx8.Dataset(a.uri, batch_size=5, decode=False))
+            res["error"] = None
+        except mx8.RendezvousError as e:
+            res["error"] = str(e)
+        res["waited_s"] = time.monotonic() - t0
+    write_json(out, res)
 
 
 def run_restart(a, rank, out):
@@ -104,7 +138,7 @@ def run_train(a, rank, out):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=("ids", "mismatch", "restart", "train"))
+    p.add_argument("mode", choices=("ids", "mismatch", "restart", "train", "peek", "eval-on-rank0"))
     p.add_argument("uri")
     p.add_argument("out")
     p.add_argument("--batch-size", type=int, default=7)
@@ -118,7 +152,8 @@ def main():
     if not a.no_process_group:
         init_process_group(rank)
     out = os.path.join(a.out, f"rank{rank}.json")
-    {"ids": run_ids, "mismatch": run_mismatch, "restart": run_restart, "train": run_train}[a.mode](a, rank, out)
+    {"ids": run_ids, "mismatch": run_mismatch, "restart": run_restart, "train": run_train, "peek": run_peek,
+     "eval-on-rank0": run_eval_on_rank0}[a.mode](a, rank, out)
     if not a.no_process_group:
         dist.destroy_process_group()
 

@@ -94,6 +94,30 @@ def test_mismatched_seed_fails_on_every_rank_naming_who_had_what(uri, tmp_path, 
         assert "rank 0: seed=0" in r["error"] and "rank 1: seed=1" in r["error"]
 
 
+@pytest.mark.ddp_determinism
+@pytest.mark.parametrize("process_group", [True, False])
+def test_a_peek_on_one_rank_fails_promptly_naming_the_missing_rank(uri, tmp_path, monkeypatch, process_group):
+    """One extra iter() on rank 0 after an epoch: before, it hung inside all_gather (600 s
+    and more); now the rendezvous waits MX8_RENDEZVOUS_TIMEOUT_S and names rank 1."""
+    monkeypatch.setenv("MX8_RENDEZVOUS_TIMEOUT_S", "3")
+    args = ["peek", uri, tmp_path] + ([] if process_group else ["--no-process-group"])
+    p, res = torchrun(2, args, tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert res[0]["batches"] == res[1]["batches"] and res[1]["error"] is None
+    assert "rank(s) 1 did not start this iteration within 3 s" in res[0]["error"] and "a peek" in res[0]["error"]
+    assert 3 <= res[0]["waited_s"] < 20
+
+
+@pytest.mark.ddp_determinism
+def test_evaluation_on_rank0_works_rank_local_and_fails_clearly_otherwise(uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("MX8_RENDEZVOUS_TIMEOUT_S", "3")
+    p, res = torchrun(2, ["eval-on-rank0", uri, tmp_path], tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert res[0]["local_samples"] == mx8.resolve(uri).samples  # rank-local: the whole dataset, no rendezvous
+    assert res[0]["train_batches"] == res[1]["train_batches"]   # the ranks stayed in step
+    assert "rank-local with rank=0, world_size=1" in res[0]["error"] and res[0]["waited_s"] < 20
+
+
 @pytest.mark.ddp_restart
 def test_sigkilled_rank_restart_resumes_mid_epoch_exactly_once(uri, tmp_path):
     n = mx8.resolve(uri).samples
