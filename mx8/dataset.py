@@ -129,6 +129,9 @@ class Dataset(torch.utils.data.IterableDataset):
         # read set_epoch()'s value from here at each iteration (inherited through fork, or
         # passed to spawn and forkserver workers as they start).
         self._shared_epoch: Optional[Any] = multiprocessing.RawValue("q", self.epoch)
+        # The last epoch a DataLoader worker iterated (-1: none): the main process cannot see
+        # a worker's position, so its state_dict() for that epoch would be wrong (see there).
+        self._worker_epoch: Optional[Any] = multiprocessing.RawValue("q", -1)
         self.drop_last = drop_last
         self._rank, self._world_size = rank, world_size
         # The engine, kept across epochs (threads, decoders, connections, batch buffers), and
@@ -175,7 +178,8 @@ class Dataset(torch.utils.data.IterableDataset):
         state["_iterator"] = None
         state["_progress"] = None
         if multiprocessing.context.get_spawning_popen() is None:
-            state["_shared_epoch"] = None  # pickled for anything but starting a worker: no shared memory
+            # Pickled for anything but starting a worker: no shared memory.
+            state["_shared_epoch"] = state["_worker_epoch"] = None
         return state
 
     # -- iteration ---------------------------------------------------------------------
@@ -211,7 +215,16 @@ class Dataset(torch.utils.data.IterableDataset):
         yielded the same number of batches), so a resume may use another world size.
 
         Counts batches yielded by this process's iterator: use ``num_workers=0`` (mx8's fast
-        path) when you need mid-epoch resume."""
+        path) when you need mid-epoch resume. Called in the main process for an epoch that
+        DataLoader workers read, it raises :class:`mx8.UsageError` rather than return a
+        position the workers' batches do not match."""
+        if (self._progress is None and self._worker_epoch is not None and self._worker_epoch.value == self.epoch
+                and torch.utils.data.get_worker_info() is None):
+            raise UsageError(
+                f"state_dict(): epoch {self.epoch} of this Dataset was read by DataLoader worker processes, whose "
+                f"position this process cannot see (the loader prefetches ahead of your loop), so a mid-epoch "
+                f"checkpoint from here would resume at the wrong batch. Use DataLoader(ds, batch_size=None, "
+                f"num_workers=0): mx8's native threads (threads=N) already read and decode in parallel.")
         return {"format": STATE_FORMAT, "manifest_hash": self.manifest_hash, "seed": self.seed,
                 "epoch": self.epoch, "shuffle": self.shuffle, "drop_last": self.drop_last,
                 "batch_size": self.batch_size, "samples": len(self.snapshot.manifest),
@@ -241,6 +254,8 @@ class Dataset(torch.utils.data.IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None and self._shared_epoch is not None and self._shared_epoch.value != self.epoch:
             self.set_epoch(self._shared_epoch.value)  # a persistent worker: the main process moved on
+        if info is not None and self._worker_epoch is not None:
+            self._worker_epoch.value = self.epoch
         start = self._start
         # DataLoader workers have no process group to check through (stats: rendezvous_checked).
         checked = self._rendezvous(world, start) if info is None else False

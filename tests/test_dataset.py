@@ -215,6 +215,22 @@ def test_persistent_workers_follow_set_epoch(packed, context):
     assert type(pickle.loads(pickle.dumps(ds))) is mx8.Dataset  # no shared memory outside a worker start
 
 
+def test_state_dict_refuses_an_epoch_read_by_loader_workers(packed):
+    """The main process cannot see a DataLoader worker's position: its state_dict() for an
+    epoch the workers read raises UsageError instead of returning position 0 (a resume from
+    which would silently repeat the epoch). An epoch read with num_workers=0 checkpoints."""
+    ds = mx8.Dataset(str(packed), batch_size=10, size=32, shuffle=True, threads=1)
+    for _ in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2):
+        break
+    with pytest.raises(mx8.UsageError, match="read by DataLoader worker processes.*num_workers=0"):
+        ds.state_dict()
+    ds.set_epoch(1)
+    assert ds.state_dict()["position"] == 0  # a new epoch nobody read yet
+    it = iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0))
+    next(it), next(it)
+    assert ds.state_dict()["position"] == 20
+
+
 def test_no_threads_before_iter_and_none_after_close(packed):
     gc.collect()  # an earlier test's engine, kept by a reference cycle, stops now, not mid-test
     base = settled_native_threads(-1, timeout=0.2)  # and its threads' /proc entries go
