@@ -20,6 +20,7 @@ import pytest
 import mx8
 from mx8.leases.log import LeaseLog
 from test_leases import N, WORKER, Record, store, tiny10k  # noqa: F401  (fixtures)
+from test_leases_etl import moto  # noqa: F401  (fixture)
 
 TIMEOUT = 1.5  # lease timeout: a dead worker's range waits this long
 BATCH, RANGE = 50, 500
@@ -122,16 +123,6 @@ def run_with_a_victim_killed(uri: str, store, tmp_path: Path, fault: str, marked
 @pytest.mark.parametrize("fault,marked_unseen", KILL_POINTS, ids=[p for p, _ in KILL_POINTS])
 def test_a_worker_killed_at_each_step_of_the_ack_path(tiny10k, store, tmp_path, fault, marked_unseen):
     run_with_a_victim_killed(tiny10k, store, tmp_path, fault, marked_unseen, str(tmp_path / "log"))
-
-
-@pytest.fixture(scope="module")
-def moto():
-    from s3_server import MotoServer
-    srv = MotoServer()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 S3_KILL_POINTS = ["ack:before_log@3", "ack:after_log@3", "ack:after_store@8"]  # @8: completes its 2nd range

@@ -149,7 +149,6 @@ class Coordinator:
                          "samples_acked": 0, "rejoined": 0, "pace_bytes_reclaimed": 0}
         self._seen: Dict[str, Tuple[str, float]] = {}  # member -> (value, first seen at)
         self._gone: Set[str] = set()                   # members dead or left: their ranges are free to take
-        self._dead: Set[str] = set()                   # members declared dead
         self._lock = threading.RLock()                 # acks may come from another thread than next()
         self._all_done = False                         # a scan found every range done
         self._hb_stop = threading.Event()
@@ -205,7 +204,6 @@ class Coordinator:
 
     def _join(self) -> None:
         self.worker = _worker_name()
-        self.beat = 0
         self.store.set(self._key(f"m/{self.worker}"), "0")
         self.store.append(self._key("members"), self.worker + ",")
         self.fenced = False
@@ -285,7 +283,6 @@ class Coordinator:
                             continue
                     self._gone.add(m)
                     if v.startswith("dead"):
-                        self._dead.add(m)
                         newly_dead.add(m)
             if newly_dead:
                 if self.pacer is not None:

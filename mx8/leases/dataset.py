@@ -367,6 +367,11 @@ class _LeaseIterator:
         for lease in list(self.coord.held.values()):
             self.coord.release(lease)
 
+    def _raise_if_log_failed(self) -> None:
+        if self.log_failed is not None:
+            self._give_back_after_log_failure()
+            raise self.log_failed
+
     def _warn_if_waiting_on_own_acks(self, since: float) -> None:
         """No work left to lease, and the job cannot finish while this worker holds batches it
         delivered and nobody acknowledged: say so once instead of waiting in silence (an ack
@@ -389,9 +394,7 @@ class _LeaseIterator:
 
     def _next(self) -> Union[Batch, RawBatch]:
         self.thread = threading.get_ident()
-        if self.log_failed is not None:
-            self._give_back_after_log_failure()
-            raise self.log_failed
+        self._raise_if_log_failed()
         if self.closed:
             raise StopIteration
         if self.ds.auto_ack and self.last is not None:
@@ -400,9 +403,7 @@ class _LeaseIterator:
         poll = min(0.2, self.coord.timeout_s / 8)
         waited_since: Optional[float] = None
         while True:
-            if self.log_failed is not None:  # an ack on another thread met a broken log
-                self._give_back_after_log_failure()
-                raise self.log_failed
+            self._raise_if_log_failed()  # an ack on another thread may have met a broken log
             if self.coord.fenced:
                 self._drop_all(forget_delivered=False)
                 self.coord.rejoin()
