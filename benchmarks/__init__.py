@@ -5,6 +5,7 @@ repository root (scripts/bench*.py do the same):
     python -m benchmarks.peers    mx8 against DALI, FFCV, SPDL, LitData, Streaming, WebDataset
     python -m benchmarks.s3       S3 raw reads against boto3 and awscrt; the train path over S3
     python -m benchmarks.leases   lease mode's overhead against a plain mx8.Dataset
+    python -m benchmarks.scale    one rank's epoch over S3 at world sizes 1..16, with latency
 
 Each entry point re-runs itself with .venv's Python; every module has one concern:
 
@@ -18,6 +19,7 @@ Each entry point re-runs itself with .venv's Python; every module has one concer
                   peers' on-disk formats: all cached under .cache/
     environments  .venv, the torchvision baseline venv, the peers venv, the C probes of tests/c
     s3_endpoint   nginx on loopback as an S3 endpoint
+    delay_proxy   a loopback TCP proxy holding every request a given time (S3's latency)
     contenders/   one module per contender family, named in contenders.RUNNERS
     report        ratio columns, markdown tables, bench.json/peers.json, the chart
 """

@@ -159,10 +159,49 @@ def test_peers_end_to_end_reports_what_cannot_run(tiny):
     assert mx["name"] == "mx8-train" and mx["images"] == 17 and dali["rate"] is None and dali["error"]
 
 
-@pytest.mark.parametrize("script", ["bench", "bench_peers", "bench_s3", "bench_leases"])
+@pytest.mark.parametrize("script", ["bench", "bench_peers", "bench_s3", "bench_leases", "bench_scale"])
 def test_scripts_help_and_working_directory(script, tmp_path):
     r = subprocess.run([sys.executable, f"scripts/{script}.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0 and "usage: python -m benchmarks." in r.stdout, r.stderr
     r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", f"{script}.py"), "--help"], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "run it from the repository root" in r.stderr
+
+
+def test_delay_proxy_holds_each_request_and_passes_answers_whole():
+    """The scale benchmark's latency: each keep-alive request is held the delay, answers of
+    several MB come back byte for byte (spliced)."""
+    import http.client
+    import http.server
+    import threading
+    import time
+
+    from benchmarks.delay_proxy import DelayProxy
+    body = os.urandom(3 << 20)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    proxy = DelayProxy(httpd.server_address, 0.05)
+    try:
+        conn = http.client.HTTPConnection(proxy.endpoint[len("http://"):])
+        t0 = time.monotonic()
+        for _ in range(3):  # one connection, three requests
+            conn.request("GET", "/x")
+            assert conn.getresponse().read() == body
+        assert time.monotonic() - t0 >= 0.15 and proxy.requests == 3
+        conn.close()
+    finally:
+        proxy.close()
+        httpd.shutdown()
