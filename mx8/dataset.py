@@ -23,11 +23,11 @@ from .errors import SnapshotMismatchError, UsageError
 from .rendezvous import agree
 from .resolve import Snapshot, resolve
 from .s3config import S3Config
-from .sharding import consumed_after, derive_seed, plan
+from .sharding import NOTHING_READ, Epoch, Progress, derive_seed
 from .spec import ReadSpec, open_snapshot
 from .stream import Batch, BatchStream, RawBatch, Run, StreamClosed
 
-STATE_FORMAT = "mx8.Dataset/1"
+STATE_FORMAT = "mx8.Dataset/2"  # /1 (before pieces were dealt to ranks) named a prefix of another order
 
 MODES = ("train", "lease")
 _SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(ReadSpec))
@@ -141,7 +141,7 @@ class Dataset(torch.utils.data.IterableDataset):
         self._stats_base: Dict[str, Any] = {}  # the engine's counters when this iteration began
         self._iterator: Optional["weakref.ref[_BatchIterator]"] = None  # the current one, to close it
         self._plan_info: Dict[str, int] = {}
-        self._start = 0  # global positions of this epoch already consumed (mid-epoch resume)
+        self._resume: Progress = NOTHING_READ  # what this epoch consumed before (load_state_dict)
         self._progress: Optional[_Progress] = None  # batches yielded by the current iteration
 
     def __getattr__(self, name: str) -> Any:
@@ -166,7 +166,7 @@ class Dataset(torch.utils.data.IterableDataset):
     def __len__(self) -> int:
         """Batches this consumer yields per epoch (DataLoader workers share them)."""
         world = current_world(self._rank, self._world_size)
-        samples = self._plan(world.rank, world.world_size, 0, 1).samples
+        samples = self._epoch(world.world_size, self._resume).share(world.rank).samples
         return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -189,30 +189,30 @@ class Dataset(torch.utils.data.IterableDataset):
         epoch is the checkpoint's, so `ds.load_state_dict(sd); ds.set_epoch(sd_epoch)` resumes."""
         epoch = int(epoch)
         if epoch != self.epoch:
-            self._start = 0
+            self._resume = NOTHING_READ
             self._progress = None
         self.epoch = epoch
         if self._shared_epoch is not None:
             self._shared_epoch.value = epoch
 
-    def _plan(self, rank: int, world_size: int, worker: int, num_workers: int, start: int = 0):
-        return plan(len(self.snapshot.manifest), manifest_hash=self.manifest_hash, seed=self.seed,
-                    epoch=self.epoch, shuffle=self.shuffle, rank=rank, world_size=world_size,
-                    batch_size=self.batch_size, drop_last=self.drop_last, start=start, worker=worker,
-                    num_workers=num_workers)
+    def _epoch(self, world_size: int, progress: Progress) -> Epoch:
+        return Epoch(len(self.snapshot.manifest), self.manifest_hash, self.seed, self.epoch, self.shuffle,
+                     world_size, self.batch_size, self.drop_last, progress)
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def _position(self) -> int:
+    def _position(self) -> Tuple[Progress, int]:
         p = self._progress
-        if p is None:
-            return self._start
-        return consumed_after(p.start, p.batches, self.batch_size, p.world_size, len(self.snapshot.manifest))
+        if p is None:  # nothing iterated since the last load (or ever)
+            epoch = self._epoch(1, self._resume)
+            return epoch.after(0)
+        return p.epoch.after(min(p.batches * self.batch_size, p.per_rank))
 
     def state_dict(self) -> Dict[str, Any]:
-        """Where this epoch stands: save it with your model checkpoint. ``position`` counts the
-        samples of the epoch's global order consumed by all ranks together (every rank has
-        yielded the same number of batches), so a resume may use another world size.
+        """Where this epoch stands: save it with your model checkpoint. ``progress`` says which
+        samples of the epoch all ranks together have consumed (every rank has yielded the
+        same number of batches) without reference to the world size, so a resume may use
+        another world size and batch size; ``position`` is how many.
 
         Counts batches yielded by this process's iterator: use ``num_workers=0`` (mx8's fast
         path) when you need mid-epoch resume. Called in the main process for an epoch that
@@ -225,24 +225,33 @@ class Dataset(torch.utils.data.IterableDataset):
                 f"position this process cannot see (the loader prefetches ahead of your loop), so a mid-epoch "
                 f"checkpoint from here would resume at the wrong batch. Use DataLoader(ds, batch_size=None, "
                 f"num_workers=0): mx8's native threads (threads=N) already read and decode in parallel.")
+        progress, position = self._position()
         return {"format": STATE_FORMAT, "manifest_hash": self.manifest_hash, "seed": self.seed,
                 "epoch": self.epoch, "shuffle": self.shuffle, "drop_last": self.drop_last,
                 "batch_size": self.batch_size, "samples": len(self.snapshot.manifest),
-                "world_size": self._progress.world_size if self._progress else None,
-                "position": self._position()}
+                "world_size": self._progress.epoch.world_size if self._progress else None,
+                "position": position, "progress": progress.to_state()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Resumes at the next unseen batch of the saved epoch (any world size, any batch size)."""
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not an mx8.Dataset state_dict (format {state.get('format')!r})")
+            hint = (" (written by an mx8 before epochs were dealt to ranks in pieces: that order no longer "
+                    "exists, so the epoch cannot resume exactly; start it again)") \
+                if state.get("format") == "mx8.Dataset/1" else ""
+            raise ValueError(f"not an {STATE_FORMAT} state_dict (format {state.get('format')!r}){hint}")
         if state["manifest_hash"] != self.manifest_hash:
             raise SnapshotMismatchError(f"state_dict is for manifest_hash {state['manifest_hash']}, this dataset "
                                         f"is {self.manifest_hash}")
-        self.seed, self.epoch, self.shuffle = int(state["seed"]), int(state["epoch"]), bool(state["shuffle"])
+        progress = Progress.from_state(state["progress"])
+        seed, epoch, shuffle, drop_last = int(state["seed"]), int(state["epoch"]), bool(state["shuffle"]), \
+            bool(state["drop_last"])
+        # Checked before anything changes: a progress this snapshot cannot have (ValueError).
+        Epoch(len(self.snapshot.manifest), self.manifest_hash, seed, epoch, shuffle, 1, self.batch_size,
+              drop_last, progress).after(0)
+        self.seed, self.epoch, self.shuffle, self.drop_last = seed, epoch, shuffle, drop_last
         if self._shared_epoch is not None:
             self._shared_epoch.value = self.epoch
-        self.drop_last = bool(state["drop_last"])
-        self._start = int(state["position"])
+        self._resume = progress
         self._progress = None
 
     def __iter__(self) -> Iterator[Union[Batch, RawBatch]]:
@@ -256,18 +265,20 @@ class Dataset(torch.utils.data.IterableDataset):
             self.set_epoch(self._shared_epoch.value)  # a persistent worker: the main process moved on
         if info is not None and self._worker_epoch is not None:
             self._worker_epoch.value = self.epoch
-        start = self._start
+        epoch = self._epoch(world.world_size, self._resume)
         # DataLoader workers have no process group to check through (stats: rendezvous_checked).
-        checked = self._rendezvous(world, start) if info is None else False
-        p = self._plan(world.rank, world.world_size, worker, num_workers, start)
-        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": p.samples, "start": start,
-                           "rank": world.rank, "world_size": world.world_size, "rendezvous_checked": checked}
+        checked = self._rendezvous(world, epoch.progress) if info is None else False
+        p = epoch.share(world.rank, worker, num_workers)
+        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": p.samples,
+                           "start": epoch.after(0)[1], "rank": world.rank, "world_size": world.world_size,
+                           "rendezvous_checked": checked}
         # The next iteration (same epoch, no new checkpoint loaded) starts from the beginning.
-        self._start = 0
-        self._progress = _Progress(start, world.world_size)
+        self._resume = NOTHING_READ
+        self._progress = _Progress(epoch, p.per_rank)
         stream = self._stream_for_iteration()
         self._stats_base = stream.stats()
-        run = stream.submit(p.positions, derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"))
+        run = stream.submit(p.positions, derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
+                            cuts=p.cuts)
         # The iterator does not reference the Dataset: dropping it ends the run at once.
         it = _BatchIterator(stream, run, self._progress)
         self._iterator = weakref.ref(it)
@@ -282,11 +293,11 @@ class Dataset(torch.utils.data.IterableDataset):
             self._stream, self._stream_pid = st, os.getpid()
         return st
 
-    def _rendezvous(self, world: World, start: int) -> bool:
+    def _rendezvous(self, world: World, progress: Progress) -> bool:
         return agree(
             {"manifest_hash": self.manifest_hash, "labels_hash": self.snapshot.labels_hash, "seed": self.seed,
              "epoch": self.epoch, "shuffle": self.shuffle, "batch_size": self.batch_size, "drop_last": self.drop_last,
-             "position": start, "world_size": world.world_size}, world)
+             "progress": progress.to_state(), "world_size": world.world_size}, world)
 
     def stats(self) -> Dict[str, Any]:
         """Counters of the current (or last) iteration: images, bytes_read, errors, skipped,
@@ -316,9 +327,10 @@ class Dataset(torch.utils.data.IterableDataset):
 class _Progress:
     """Batches an iteration has yielded; shared by the iterator and its Dataset's state_dict."""
 
-    def __init__(self, start: int, world_size: int) -> None:
-        self.start = start
-        self.world_size = world_size
+    def __init__(self, epoch: Epoch, per_rank: int) -> None:
+        self.epoch = epoch        # the deal this iteration reads its share of
+        self.per_rank = per_rank  # samples each rank reads
+        self.world_size = epoch.world_size
         self.batches = 0
 
 

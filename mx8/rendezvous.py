@@ -76,7 +76,7 @@ def agree(fields: Dict[str, Any], world: World) -> bool:
     if differ:
         lines = [f"rank {r}: " + ", ".join(f"{k}={g.get(k)!r}" for k in differ) for r, g in enumerate(gathered)]
         hint = ""
-        if {"manifest_hash", "epoch", "position"} & set(differ):
+        if {"manifest_hash", "epoch", "progress"} & set(differ):
             hint = ("\nIf one rank iterated once more than the others (a peek with iter()), or used a Dataset the "
                     "others do not (evaluation on rank 0: declare it rank-local with rank=0, world_size=1), the "
                     "ranks compare different iterations: that also reads as a disagreement.")

@@ -105,11 +105,14 @@ class BatchStream:
 
     # -- runs ---------------------------------------------------------------------------
 
-    def submit(self, order: Union[bytes, memoryview, Any], aug_seed: int, fill: bool = True) -> Run:
+    def submit(self, order: Union[bytes, memoryview, Any], aug_seed: int, fill: bool = True,
+               cuts: bytes = b"") -> Run:
         """Queues an order of int64 sample ids (any buffer) after those queued before, and
-        (``fill``) provides buffers to its first batches if there is room."""
+        (``fill``) provides buffers to its first batches if there is room. ``cuts``: uint64
+        offsets in the order where another piece of the epoch begins (S3 requests are planned
+        within a piece)."""
         with self._consumer:
-            run = Run(*self.engine.submit(order, aug_seed))
+            run = Run(*self.engine.submit(order, aug_seed, cuts))
             if run.batches:
                 self.runs[run.id] = run
                 if self.image_shape is None and not self.pin:

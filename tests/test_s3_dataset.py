@@ -390,3 +390,45 @@ def test_truncated_shard_loses_the_same_samples_as_on_disk(aws, server, packed, 
         got[name] = ([i for b in ds for i in b.sample_ids.tolist()], ds.stats()["skipped"])
     assert got["s3"] == got["local"]
     assert got["s3"][1] >= 1 and len(got["s3"][0]) == mx8.resolve(str(packed)).samples - got["s3"][1]
+
+
+@pytest.fixture(scope="module")
+def many_small(server, tmp_path_factory):
+    """16,384 small JPEGs (the least an epoch needs for every rank of 8 to read whole pieces of
+    1,024), packed and uploaded under s3://BUCKET/many/."""
+    import random
+
+    from PIL import Image
+    src, out = tmp_path_factory.mktemp("many-src"), tmp_path_factory.mktemp("many-packed")
+    rng = random.Random(0)
+    for i in range(16384):
+        d = src / f"c{i // 1024:02d}"  # 16 classes, sorted
+        d.mkdir(exist_ok=True)
+        Image.frombytes("RGB", (24, 24), rng.randbytes(24 * 24 * 3)).save(d / f"{i:05d}.jpg", quality=90)
+    mx8.pack(str(src), str(out), shard_mb=8, progress=False)
+    client = server.boto3_client()
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            client.upload_file(str(p), BUCKET, "many/" + str(p.relative_to(out)))
+    return f"s3://{BUCKET}/many/"
+
+
+def test_a_ranks_gets_stay_whole_blocks_at_world_8(aws, many_small):
+    """Rank 0 of 8 reads its share of a shuffled epoch in as few GETs a sample as a world of
+    one, fetching no more bytes per byte delivered (docs/s3.md, "Many ranks"). Before pieces
+    were dealt to ranks, rank 0 of 8 took every 8th sample and sent 0.83 GETs a sample."""
+    figures = {}
+    for world in (1, 8):
+        ds = mx8.Dataset(many_small, batch_size=256, decode=False, shuffle=True, seed=5, rank=0, world_size=world)
+        delivered = samples = 0
+        for b in ds:
+            delivered += b.data.numel()
+            samples += len(b.sample_ids)
+        st = ds.stats()
+        figures[world] = (st["s3_requests"] / samples, st["bytes_read"] / delivered)
+        assert st["errors"] == 0 and samples == -(-16384 // world)
+    (gets1, bytes1), (gets8, bytes8) = figures[1], figures[8]
+    print(f"\n[s3 scale] GETs a sample: world 1 {gets1:.4f}, world 8 {gets8:.4f}; fetched / delivered: "
+          f"{bytes1:.3f}, {bytes8:.3f}")
+    assert gets8 <= 1.5 * gets1 and gets1 < 0.05, figures
+    assert bytes8 <= 1.1 * bytes1, figures  # (tar headers weigh on samples this small: the same at both)

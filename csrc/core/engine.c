@@ -306,7 +306,8 @@ mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, cons
     return e;
 }
 
-int mx8_engine_submit(mx8_engine *e, const int64_t *order, size_t n, uint64_t aug_seed, uint64_t *run,
+int mx8_engine_submit(mx8_engine *e, const int64_t *order, size_t n, const uint64_t *cuts, size_t n_cuts,
+                      uint64_t aug_seed, uint64_t *run,
                       size_t *first_batch, size_t *n_batches, mx8_error *err) {
     int rc = check_order(e, order, n, err);
     if (rc)
@@ -323,7 +324,7 @@ int mx8_engine_submit(mx8_engine *e, const int64_t *order, size_t n, uint64_t au
     r->n = n;
     r->aug_seed = aug_seed;
     r->n_batches = (n + (size_t)e->cfg.batch_size - 1) / (size_t)e->cfg.batch_size;
-    if (e->remote && (rc = mx8_remote_append(e->remote, order, n, &r->remote_base, err))) {
+    if (e->remote && (rc = mx8_remote_append(e->remote, order, n, cuts, n_cuts, &r->remote_base, err))) {
         free(r->order);
         free(r);
         return rc;

@@ -93,8 +93,11 @@ mx8_engine *mx8_engine_new(const mx8_manifest *m, const char *const *paths, cons
 
 /* Queues an order (copied) as a run, read after the runs queued before it, with its own
  * augmentation seed. *run: its id; *first_batch and *n_batches: its batch numbers (an
- * empty order makes a run of no batches). Before or after mx8_engine_start. */
-int mx8_engine_submit(mx8_engine *e, const int64_t *order, size_t n, uint64_t aug_seed, uint64_t *run,
+ * empty order makes a run of no batches). Before or after mx8_engine_start. cuts (n_cuts
+ * increasing offsets inside the order, or none) are where S3 request planning restarts:
+ * mx8_remote_append. */
+int mx8_engine_submit(mx8_engine *e, const int64_t *order, size_t n, const uint64_t *cuts, size_t n_cuts,
+                      uint64_t aug_seed, uint64_t *run,
                       size_t *first_batch, size_t *n_batches, mx8_error *err);
 
 /* Ends a run early: no worker starts another of its samples, its batches that have no

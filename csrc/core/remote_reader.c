@@ -45,6 +45,8 @@ typedef struct window {
 typedef struct segment {
     size_t base, n;
     int64_t *ids;
+    uint64_t *cuts;        /* offsets in the order where a planning window must end */
+    size_t n_cuts, next_cut;
     struct segment *next;
 } segment_t;
 
@@ -117,14 +119,19 @@ static window_t *plan_next(mx8_remote_reader *r) {
         if (!r->segs)
             r->segs_tail = NULL;
         free(done->ids);
+        free(done->cuts);
         free(done);
     }
     if (!r->segs || r->plan_rc)
         return NULL;
-    const segment_t *seg = r->segs;
+    segment_t *seg = r->segs;
     if (r->planned_end < seg->base)
         r->planned_end = seg->base;
     size_t start = r->planned_end, end = start, seg_end = seg->base + seg->n;
+    while (seg->next_cut < seg->n_cuts && seg->base + seg->cuts[seg->next_cut] <= start)
+        seg->next_cut++;
+    if (seg->next_cut < seg->n_cuts)
+        seg_end = seg->base + seg->cuts[seg->next_cut]; /* the window ends where another piece begins */
     uint64_t bytes = 0;
     while (end < seg_end && end - start < r->cfg.window && (end == start || bytes < r->cfg.budget_bytes / 2)) {
         uint64_t len = r->m->records[seg->ids[end - seg->base]].length;
@@ -339,7 +346,7 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
     if (!r->cfg.max_gap)
         r->cfg.max_gap = (uint64_t)64 << 10;
     if (!r->cfg.window)
-        r->cfg.window = 1024;
+        r->cfg.window = 2048; /* the longest piece of a share (csrc/core/epoch_deal.h), planned whole */
     if (!r->cfg.max_sample)
         r->cfg.max_sample = (uint64_t)1 << 30;
     pthread_mutex_init(&r->mu, NULL);
@@ -353,9 +360,19 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
     return r;
 }
 
-int mx8_remote_append(mx8_remote_reader *r, const int64_t *order, size_t n, size_t *base, mx8_error *err) {
+int mx8_remote_append(mx8_remote_reader *r, const int64_t *order, size_t n, const uint64_t *cuts, size_t n_cuts,
+                      size_t *base, mx8_error *err) {
+    for (size_t i = 0; i < n_cuts; i++)
+        if (cuts[i] == 0 || cuts[i] >= n || (i && cuts[i] <= cuts[i - 1]))
+            return mx8_error_set(err, MX8_ERR_ARG, "cut %zu (%llu) of an order of %zu samples is not increasing "
+                                 "inside it", i, (unsigned long long)cuts[i], n);
     segment_t *seg = calloc(1, sizeof *seg);
     if (seg && n && !(seg->ids = malloc(n * sizeof *seg->ids))) {
+        free(seg);
+        seg = NULL;
+    }
+    if (seg && n_cuts && !(seg->cuts = malloc(n_cuts * sizeof *seg->cuts))) {
+        free(seg->ids);
         free(seg);
         seg = NULL;
     }
@@ -363,6 +380,9 @@ int mx8_remote_append(mx8_remote_reader *r, const int64_t *order, size_t n, size
         return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for an order of %zu samples", n);
     if (n)
         memcpy(seg->ids, order, n * sizeof *order);
+    if (n_cuts)
+        memcpy(seg->cuts, cuts, n_cuts * sizeof *cuts);
+    seg->n_cuts = n_cuts;
     pthread_mutex_lock(&r->mu);
     seg->base = *base = r->n_order;
     seg->n = n;
@@ -474,6 +494,7 @@ void mx8_remote_free(mx8_remote_reader *r) {
     for (segment_t *g = r->segs, *next; g; g = next) {
         next = g->next;
         free(g->ids);
+        free(g->cuts);
         free(g);
     }
     for (window_t *w = r->head, *next; w; w = next) {

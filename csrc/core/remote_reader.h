@@ -3,11 +3,13 @@
  * into the fetched bytes.
  *
  * Planning: each appended order is cut into windows of consecutive positions (at most `window`
- * samples and half the byte budget). Within a window the samples are sorted by (object,
+ * samples and half the byte budget, ending at the order's cuts). Within a window the
+ * samples are sorted by (object,
  * offset) and neighbours at most `max_gap` bytes apart are merged into one request of at
- * most `max_request` bytes. mx8's block shuffle keeps 64-sample blocks contiguous in a
- * shard and permutes 16 blocks in a window of 1,024 positions, so a shuffled epoch read by
- * one process becomes whole-block requests; a sequential epoch becomes 4 MiB requests.
+ * most `max_request` bytes. mx8's deal (csrc/core/epoch_deal.h) gives each rank whole
+ * pieces of 16 blocks of 64 neighbours, read in a shuffled order and cut apart, so a
+ * shuffled epoch becomes whole-block requests at any world size; a sequential epoch becomes
+ * 4 MiB requests.
  *
  * Fetching: requests are issued in the order their first sample is needed, while the bytes
  * fetched and not yet released stay within `budget_bytes`. The request a decode thread is
@@ -31,7 +33,7 @@ typedef struct {
     uint64_t budget_bytes;  /* fetched bytes not yet released; 0 = 256 MiB */
     uint64_t max_request;   /* bytes a request may span; 0 = 4 MiB */
     uint64_t max_gap;       /* unneeded bytes a request may carry between two samples; 0 = 64 KiB */
-    size_t window;          /* positions planned together; 0 = 1024 */
+    size_t window;          /* positions planned together; 0 = 2048 */
     uint64_t max_sample;    /* records longer than this are not planned; 0 = 1 GiB */
 } mx8_remote_config;
 
@@ -53,8 +55,11 @@ mx8_remote_reader *mx8_remote_new(const mx8_manifest *m, const char *const *path
 /* Appends an order (copied): its samples get positions *base .. *base + n - 1, after every
  * position appended before. Records without a byte length, or longer than max_sample, are
  * not planned (the caller reads them another way, or refuses them). A planning window never
- * spans two orders. */
-int mx8_remote_append(mx8_remote_reader *r, const int64_t *order, size_t n, size_t *base, mx8_error *err);
+ * spans two orders, nor one of the n_cuts offsets of the order (increasing, inside it): an
+ * epoch's share cuts where another piece begins, so a window holds whole blocks of one piece
+ * (csrc/core/epoch_deal.h), not the end of one piece's random half and another's. */
+int mx8_remote_append(mx8_remote_reader *r, const int64_t *order, size_t n, const uint64_t *cuts, size_t n_cuts,
+                      size_t *base, mx8_error *err);
 
 /* An order cut short (an epoch left early, a lost lease): positions [lo, hi), none of them
  * acquired, will never be: their requests are not issued, or their buffers are given back

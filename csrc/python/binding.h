@@ -56,8 +56,10 @@ int mx8_tar_writer_type_init(PyObject *module, mx8_state *st);
 /* buffer_pool_type.c */
 int mx8_buffer_pool_type_init(PyObject *module, mx8_state *st);
 
-/* image_functions.c: module-level functions (probe/decode/transform, epoch_order) */
+/* image_functions.c: module-level functions (probe/decode/transform) */
 extern PyMethodDef mx8_image_methods[];
+/* epoch_functions.c: epoch orders, a consumer's share, an epoch's progress */
+extern PyMethodDef mx8_epoch_methods[];
 /* s3_functions.c: module-level S3 functions (request signing, ...) */
 extern PyMethodDef mx8_s3_methods[];
 /* s3_credentials_type.c: the S3Credentials type; the core object of one (NULL + TypeError) */

@@ -251,28 +251,31 @@ fail:
     return NULL;
 }
 
-/* submit(order, aug_seed) -> (run, first_batch, n_batches): queues an order (int64 sample
- * ids, any buffer) as a run after the runs queued before. */
+/* submit(order, aug_seed, cuts=b"") -> (run, first_batch, n_batches): queues an order (int64
+ * sample ids, any buffer) as a run after the runs queued before; cuts: uint64 offsets where
+ * S3 request planning restarts (the share's piece boundaries). */
 static PyObject *Engine_submit(EngineObject *self, PyObject *args) {
-    Py_buffer order;
+    Py_buffer order, cuts = {0};
     unsigned long long aug_seed = 0;
-    if (!PyArg_ParseTuple(args, "y*K:submit", &order, &aug_seed))
+    if (!PyArg_ParseTuple(args, "y*K|y*:submit", &order, &aug_seed, &cuts))
         return NULL;
     PyObject *out = NULL;
-    if (order.len % (Py_ssize_t)sizeof(int64_t) != 0) {
-        PyErr_SetString(PyExc_ValueError, "order must hold int64 sample ids");
+    if (order.len % (Py_ssize_t)sizeof(int64_t) != 0 || cuts.len % (Py_ssize_t)sizeof(uint64_t) != 0) {
+        PyErr_SetString(PyExc_ValueError, "order must hold int64 sample ids and cuts uint64 offsets");
     } else if (check_open(self) == 0) {
         mx8_error err;
         mx8_error_clear(&err);
         uint64_t run = 0;
         size_t first = 0, n = 0;
-        if (mx8_engine_submit(self->e, order.buf, (size_t)order.len / sizeof(int64_t), aug_seed, &run, &first, &n,
-                              &err))
+        if (mx8_engine_submit(self->e, order.buf, (size_t)order.len / sizeof(int64_t), cuts.buf,
+                              (size_t)cuts.len / sizeof(uint64_t), aug_seed, &run, &first, &n, &err))
             mx8_raise(mx8_state_from_type(Py_TYPE(self)), &err);
         else
             out = Py_BuildValue("(Knn)", (unsigned long long)run, (Py_ssize_t)first, (Py_ssize_t)n);
     }
     PyBuffer_Release(&order);
+    if (cuts.obj)
+        PyBuffer_Release(&cuts);
     return out;
 }
 

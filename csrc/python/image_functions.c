@@ -1,7 +1,5 @@
-/* Module-level functions: single-image decode/transform (tests, custom pipelines) and the
- * epoch order. */
+/* Module-level functions: single-image decode/transform (tests, custom pipelines). */
 #include "binding.h"
-#include "epoch_order.h"
 #include "image_transform.h"
 
 static const char *format_name(int f) { return f == MX8_FMT_JPEG ? "jpeg" : f == MX8_FMT_PNG ? "png" : "unknown"; }
@@ -97,59 +95,6 @@ static PyObject *transform_image(PyObject *module, PyObject *args, PyObject *kwd
     return out;
 }
 
-static PyObject *epoch_order(PyObject *module, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"n", "seed", "shuffle", "block", "window", NULL};
-    unsigned long long n, seed, block = 64, window = 16;
-    int shuffle;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KKp|KK:epoch_order", kwlist, &n, &seed, &shuffle, &block,
-                                     &window))
-        return NULL;
-    if (n > (unsigned long long)(PY_SSIZE_T_MAX / 8))
-        return PyErr_NoMemory();
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * 8));
-    if (!out)
-        return NULL;
-    mx8_error err;
-    mx8_error_clear(&err);
-    int rc;
-    int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
-    Py_BEGIN_ALLOW_THREADS
-    rc = mx8_epoch_order(n, seed, shuffle, block, window, dst, &err);
-    Py_END_ALLOW_THREADS
-    if (rc) {
-        Py_DECREF(out);
-        return mx8_raise(mx8_get_state(module), &err);
-    }
-    return out;
-}
-
-/* epoch_share(n, seed, shuffle, block, window, start, rank, world, batch, drop_last, worker,
- * workers) -> (bytes of int64 sample ids, padded, dropped): one consumer's share. */
-static PyObject *epoch_share(PyObject *module, PyObject *args) {
-    mx8_share_spec sp;
-    memset(&sp, 0, sizeof sp);
-    unsigned long long v[11];
-    int shuffle, drop_last;
-    if (!PyArg_ParseTuple(args, "KKpKKKKKKpKK:epoch_share", &v[0], &v[1], &shuffle, &v[2], &v[3], &v[4], &v[5],
-                          &v[6], &v[7], &drop_last, &v[8], &v[9]))
-        return NULL;
-    sp.n = v[0], sp.seed = v[1], sp.shuffle = shuffle, sp.block = v[2], sp.window = v[3], sp.start = v[4];
-    sp.rank = v[5], sp.world = v[6], sp.batch = v[7], sp.drop_last = drop_last, sp.worker = v[8], sp.workers = v[9];
-    mx8_share sh;
-    mx8_error err;
-    mx8_error_clear(&err);
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = mx8_epoch_share(&sp, &sh, &err);
-    Py_END_ALLOW_THREADS
-    if (rc)
-        return mx8_raise(mx8_get_state(module), &err);
-    PyObject *out = Py_BuildValue("(y#KK)", (const char *)sh.ids, (Py_ssize_t)(sh.count * 8),
-                                  (unsigned long long)sh.padded, (unsigned long long)sh.dropped);
-    free(sh.ids);
-    return out;
-}
-
 PyMethodDef mx8_image_methods[] = {
     {"probe_image", (PyCFunction)probe_image, METH_O, "probe_image(data) -> (format, width, height)"},
     {"decode_image", (PyCFunction)(void (*)(void))decode_image, METH_VARARGS | METH_KEYWORDS,
@@ -157,10 +102,5 @@ PyMethodDef mx8_image_methods[] = {
     {"transform_image", (PyCFunction)(void (*)(void))transform_image, METH_VARARGS | METH_KEYWORDS,
      "transform_image(data, out_h, out_w, seed=0, **options) -> uint8 bytes of 3*out_h*out_w (options as the "
      "engine's: crop_mode, resize_short, scale_min, ..., layout, max_pixels, crop_aware, dct_scaling)"},
-    {"epoch_order", (PyCFunction)(void (*)(void))epoch_order, METH_VARARGS | METH_KEYWORDS,
-     "epoch_order(n, seed, shuffle, block=64, window=16) -> bytes of n int64 sample ids"},
-    {"epoch_share", (PyCFunction)epoch_share, METH_VARARGS,
-     "epoch_share(n, seed, shuffle, block, window, start, rank, world, batch, drop_last, worker, workers) "
-     "-> (bytes of int64 sample ids, padded, dropped)"},
     {NULL, NULL, 0, NULL},
 };

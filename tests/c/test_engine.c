@@ -79,7 +79,7 @@ static mx8_engine *engine_with_order(fixture *f, const int64_t *order, size_t n,
     mx8_engine *e = mx8_engine_new(f->m, f->paths, c, err);
     uint64_t run;
     size_t first, nb;
-    if (e && mx8_engine_submit(e, order, n, AUG_SEED, &run, &first, &nb, err)) {
+    if (e && mx8_engine_submit(e, order, n, NULL, 0, AUG_SEED, &run, &first, &nb, err)) {
         mx8_engine_free(e);
         return NULL;
     }
@@ -286,11 +286,11 @@ void test_engine_runs_back_to_back_and_cancel(void) {
     mx8_engine *e = mx8_engine_new(f.m, f.paths, &c, &err);
     uint64_t ra, rb;
     size_t first, n_batches;
-    REQUIRE_OK(mx8_engine_submit(e, a, 10, AUG_SEED, &ra, &first, &n_batches, &err), &err);
+    REQUIRE_OK(mx8_engine_submit(e, a, 10, NULL, 0, AUG_SEED, &ra, &first, &n_batches, &err), &err);
     CHECK_INT(first, ==, 0);
     CHECK_INT(n_batches, ==, 3);
     REQUIRE_OK(mx8_engine_start(e, &err), &err);
-    REQUIRE_OK(mx8_engine_submit(e, b, 6, AUG_SEED, &rb, &first, &n_batches, &err), &err);
+    REQUIRE_OK(mx8_engine_submit(e, b, 6, NULL, 0, AUG_SEED, &rb, &first, &n_batches, &err), &err);
     CHECK_INT(first, ==, 3);
     CHECK_INT(n_batches, ==, 2);
     batch_buf bufs[2];
@@ -306,10 +306,10 @@ void test_engine_runs_back_to_back_and_cancel(void) {
     for (int i = 0; i < 40; i++)
         long_order[i] = a[i % 10];
     uint64_t rl;
-    REQUIRE_OK(mx8_engine_submit(e, long_order, 40, AUG_SEED, &rl, &first, &n_batches, &err), &err);
+    REQUIRE_OK(mx8_engine_submit(e, long_order, 40, NULL, 0, AUG_SEED, &rl, &first, &n_batches, &err), &err);
     CHECK_INT(first, ==, 5);
     CHECK_INT(n_batches, ==, 10);
-    REQUIRE_OK(mx8_engine_submit(e, b, 6, AUG_SEED, &rb, &first, &n_batches, &err), &err);
+    REQUIRE_OK(mx8_engine_submit(e, b, 6, NULL, 0, AUG_SEED, &rb, &first, &n_batches, &err), &err);
     CHECK_INT(first, ==, 15);
     for (int i = 0; i < 2; i++)
         REQUIRE_OK(mx8_engine_provide(e, bufs[(5 + i) % 2].images, sizeof bufs[0].images, bufs[(5 + i) % 2].labels,

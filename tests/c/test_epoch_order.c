@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../csrc/core/epoch_deal.h"
 #include "../../csrc/core/epoch_order.h"
 #include "mx8_test.h"
 #include "tests.h"
@@ -71,29 +72,79 @@ void test_epoch_order_batches_mix_blocks(void) {
     free(a);
 }
 
+static int64_t *share_of(const mx8_deal_spec *s, uint64_t rank, mx8_share *sh) {
+    mx8_error err;
+    if (mx8_deal_share(s, rank, 0, 1, sh, &err)) {
+        CHECK(!"mx8_deal_share failed");
+        return NULL;
+    }
+    return sh->ids;
+}
+
 void test_epoch_share_slices_pads_and_drops(void) {
     mx8_error err;
     mx8_share sh;
-    /* 10 ids in order, 3 ranks, batch 2: rank 1 takes 1, 4, 7 and one pad (the epoch's first id). */
-    mx8_share_spec s = {.n = 10, .seed = 1, .block = 64, .window = 16, .rank = 1, .world = 3, .batch = 2,
-                        .workers = 1};
-    REQUIRE_OK(mx8_epoch_share(&s, &sh, &err), &err);
+    /* 10 ids in order, 3 ranks: 4 each (2 pads); rank 1 reads the run of neighbours 4..7. */
+    mx8_deal_spec s = {.n = 10, .seed = 1, .block = 64, .piece = 1024, .world = 3, .batch = 2};
+    int64_t *ids = share_of(&s, 1, &sh);
     CHECK_INT(sh.count, ==, 4);
     CHECK_INT(sh.padded, ==, 2);
-    CHECK(sh.ids[0] == 1 && sh.ids[1] == 4 && sh.ids[2] == 7 && sh.ids[3] == 0);
+    CHECK(ids && ids[0] == 4 && ids[1] == 5 && ids[2] == 6 && ids[3] == 7);
     free(sh.ids);
-    /* drop_last with batch 1: 3 ids a rank (0, 3, 6 for rank 0), 1 dropped; worker 1 of 2 takes
-     * the rank's second batch, id 3. */
+    free(sh.cuts);
+    /* drop_last with batch 1: 3 ids a rank, 1 dropped; worker 1 of 2 takes the rank's second batch. */
     s.drop_last = 1;
-    s.rank = 0;
-    s.worker = 1;
-    s.workers = 2;
     s.batch = 1;
-    REQUIRE_OK(mx8_epoch_share(&s, &sh, &err), &err);
+    REQUIRE_OK(mx8_deal_share(&s, 0, 1, 2, &sh, &err), &err);
     CHECK_INT(sh.dropped, ==, 1);
     CHECK_INT(sh.count, ==, 1);
-    CHECK_INT(sh.ids[0], ==, 3);
+    CHECK_INT(sh.ids[0], ==, 1);
     free(sh.ids);
-    s.rank = 3; /* of 3 */
-    CHECK_INT(mx8_epoch_share(&s, &sh, &err), ==, MX8_ERR_ARG);
+    free(sh.cuts);
+    CHECK_INT(mx8_deal_share(&s, 3, 0, 1, &sh, &err), ==, MX8_ERR_ARG);
+}
+
+void test_epoch_deal_resumes_exactly_once(void) {
+    /* 5000 shuffled ids, 4 ranks read 300 each, then 3 ranks read the rest from the progress:
+     * every id once, besides the pads the second deal reports. */
+    uint64_t n = 5000;
+    mx8_error err;
+    mx8_deal_spec a = {.n = n, .seed = 9, .shuffle = 1, .block = 64, .piece = 1024, .world = 4, .batch = 50};
+    uint8_t *seen = calloc(n, 1);
+    mx8_share sh;
+    for (uint64_t r = 0; r < 4; r++) {
+        int64_t *ids = share_of(&a, r, &sh);
+        for (uint64_t i = 0; ids && i < 300; i++)
+            seen[ids[i]]++;
+        free(sh.ids);
+        free(sh.cuts);
+    }
+    mx8_progress_out p;
+    REQUIRE_OK(mx8_deal_after(&a, 300, &p, &err), &err);
+    CHECK_INT(p.position, ==, 1200);
+    mx8_deal_spec b = a;
+    b.world = 3;
+    b.done = (mx8_progress){p.pieces, p.n_pieces, p.top};
+    uint64_t pads = 0;
+    for (uint64_t r = 0; r < 3; r++) {
+        int64_t *ids = share_of(&b, r, &sh);
+        for (uint64_t i = 0; ids && i < sh.count; i++)
+            seen[ids[i]]++;
+        pads = sh.padded;
+        free(sh.ids);
+        free(sh.cuts);
+    }
+    uint64_t extra = 0, missing = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        missing += seen[i] == 0;
+        extra += seen[i] > 1 ? seen[i] - 1u : 0;
+    }
+    CHECK_INT(missing, ==, 0);
+    CHECK_INT(extra, ==, pads);
+    /* a progress with a piece wholly read is not one the deal makes */
+    mx8_piece bad = {0, 10, 10};
+    b.done = (mx8_progress){&bad, 1, 100};
+    CHECK_INT(mx8_deal_share(&b, 0, 0, 1, &sh, &err), ==, MX8_ERR_ARG);
+    free(p.pieces);
+    free(seen);
 }

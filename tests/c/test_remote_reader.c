@@ -210,8 +210,8 @@ static mx8_remote_reader *new_reader(data_t *d, const char *const *paths, mx8_s3
                                      const mx8_remote_config *cfg, mx8_error *err) {
     mx8_remote_reader *r = mx8_remote_new(d->m, paths, c, cfg, err);
     size_t base0 = 1, base1 = 0;
-    if (r && (mx8_remote_append(r, d->order, N / 2, &base0, err) ||
-              mx8_remote_append(r, d->order + N / 2, N - N / 2, &base1, err))) {
+    if (r && (mx8_remote_append(r, d->order, N / 2, NULL, 0, &base0, err) ||
+              mx8_remote_append(r, d->order + N / 2, N - N / 2, NULL, 0, &base1, err))) {
         mx8_remote_free(r);
         return NULL;
     }

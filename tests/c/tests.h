@@ -39,6 +39,7 @@
     X(test_tar_writer_open_error_names_path)        \
     X(test_epoch_order_permutation_and_determinism) \
     X(test_epoch_share_slices_pads_and_drops)       \
+    X(test_epoch_deal_resumes_exactly_once)         \
     X(test_epoch_order_batches_mix_blocks)          \
     X(test_engine_order_determinism_and_skip)       \
     X(test_engine_raw_mode_and_limits)              \
