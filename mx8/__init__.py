@@ -20,6 +20,7 @@ except ImportError as e:
         "manylinux wheel.") from e
 
 from .dataset import Dataset, to_device
+from .loader_workers import state_from_loader
 from .errors import (CredentialsError, DecodeError, Error, ImageTooLargeError, LeaseJobMismatchError,
                      LeaseLogError, LeaseLogMismatchError, LeaseStoreError, ManifestError, PackError,
                      RangeError, ReadError, RendezvousError, SnapshotMismatchError, StuckReadWarning,
@@ -40,7 +41,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch", "to_device",
+    "pack", "PackResult", "resolve", "Snapshot", "Dataset", "Batch", "RawBatch", "to_device", "state_from_loader",
     "Error", "ManifestError", "ReadError", "RangeError", "DecodeError", "ImageTooLargeError",
     "SnapshotMismatchError", "PackError", "RendezvousError", "UsageError", "StuckReadWarning",
     "CredentialsError",

@@ -7,20 +7,23 @@ allocated per image in Python.
 """
 from __future__ import annotations
 
+import array
 import dataclasses
+import functools
 import multiprocessing
 import multiprocessing.context
 import os
 import threading
 import weakref
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .distributed import World, current_world
 from .envvars import env_bool, env_int
 from .errors import SnapshotMismatchError, UsageError
-from .rendezvous import agree
+from .loader_workers import WorkerShared
+from .rendezvous import agree, connect, store_address
 from .resolve import Snapshot, resolve
 from .s3config import S3Config
 from .sharding import NOTHING_READ, Epoch, Progress, derive_seed
@@ -124,14 +127,14 @@ class Dataset(torch.utils.data.IterableDataset):
         self.shuffle = env_bool("MX8_SHUFFLE", False) if shuffle is None else bool(shuffle)
         self.seed = env_int("MX8_SEED", 0) if seed is None else int(seed)
         self.epoch = env_int("MX8_EPOCH", 0) if epoch is None else int(epoch)
-        # The epoch again, in a word of shared memory: DataLoader workers that outlive an epoch
-        # (persistent_workers=True) hold a copy of this object made when they started, and
-        # read set_epoch()'s value from here at each iteration (inherited through fork, or
-        # passed to spawn and forkserver workers as they start).
-        self._shared_epoch: Optional[Any] = multiprocessing.RawValue("q", self.epoch)
-        # The last epoch a DataLoader worker iterated (-1: none): the main process cannot see
-        # a worker's position, so its state_dict() for that epoch would be wrong (see there).
-        self._worker_epoch: Optional[Any] = multiprocessing.RawValue("q", -1)
+        # What DataLoader workers share with this process: set_epoch()'s value, the epoch
+        # they read last, their rendezvous counts and their counters (mx8/loader_workers.py).
+        self._shared: Optional[WorkerShared] = WorkerShared(self.epoch)
+        # In a spawned worker: the process group's store, to meet the other ranks' workers.
+        self._store_address: Optional[Tuple[str, int]] = None
+        # A DataLoader worker's own position, loaded from its state_dict() (StatefulDataLoader
+        # keeps one a worker): (worker, num_workers, world_size, batches it had yielded).
+        self._worker_resume: Optional[Tuple[int, int, int, int]] = None
         self.drop_last = drop_last
         self._rank, self._world_size = rank, world_size
         # The engine, kept across epochs (threads, decoders, connections, batch buffers), and
@@ -179,7 +182,14 @@ class Dataset(torch.utils.data.IterableDataset):
         state["_progress"] = None
         if multiprocessing.context.get_spawning_popen() is None:
             # Pickled for anything but starting a worker: no shared memory.
-            state["_shared_epoch"] = state["_worker_epoch"] = None
+            state["_shared"] = None
+        else:
+            # Starting a spawn or forkserver DataLoader worker: it cannot see this process's
+            # group, so it takes the world (disjoint shares outside torchrun too: mp.spawn) and
+            # the store to meet the other ranks' workers through.
+            world = current_world(self._rank, self._world_size)
+            state["_rank"], state["_world_size"] = world.rank, world.world_size
+            state["_store_address"] = self._store_address or store_address()
         return state
 
     # -- iteration ---------------------------------------------------------------------
@@ -192,8 +202,8 @@ class Dataset(torch.utils.data.IterableDataset):
             self._resume = NOTHING_READ
             self._progress = None
         self.epoch = epoch
-        if self._shared_epoch is not None:
-            self._shared_epoch.value = epoch
+        if self._shared is not None:
+            self._shared.epoch.value = epoch
 
     def _epoch(self, world_size: int, progress: Progress) -> Epoch:
         return Epoch(len(self.snapshot.manifest), self.manifest_hash, self.seed, self.epoch, self.shuffle,
@@ -206,7 +216,7 @@ class Dataset(torch.utils.data.IterableDataset):
         if p is None:  # nothing iterated since the last load (or ever)
             epoch = self._epoch(1, self._resume)
             return epoch.after(0)
-        return p.epoch.after(min(p.batches * self.batch_size, p.per_rank))
+        return p.epoch.after(min(p.rank_batches() * self.batch_size, p.per_rank))
 
     def state_dict(self) -> Dict[str, Any]:
         """Where this epoch stands: save it with your model checkpoint. ``progress`` says which
@@ -214,26 +224,37 @@ class Dataset(torch.utils.data.IterableDataset):
         same number of batches) without reference to the world size, so a resume may use
         another world size and batch size; ``position`` is how many.
 
-        Counts batches yielded by this process's iterator: use ``num_workers=0`` (mx8's fast
-        path) when you need mid-epoch resume. Called in the main process for an epoch that
-        DataLoader workers read, it raises :class:`mx8.UsageError` rather than return a
+        Counts the batches this process's iterator handed out. Inside a DataLoader worker it
+        also holds the worker's own position (``worker``), which torchdata's
+        ``StatefulDataLoader`` keeps per worker and gives back to the same worker on
+        ``load_state_dict``. Called in the main process for an epoch that a plain
+        DataLoader's workers read, it raises :class:`mx8.UsageError` rather than return a
         position the workers' batches do not match."""
-        if (self._progress is None and self._worker_epoch is not None and self._worker_epoch.value == self.epoch
-                and torch.utils.data.get_worker_info() is None):
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if (self._progress is None and self._shared is not None and self._shared.read_epoch.value == self.epoch
+                and not in_worker):
             raise UsageError(
                 f"state_dict(): epoch {self.epoch} of this Dataset was read by DataLoader worker processes, whose "
                 f"position this process cannot see (the loader prefetches ahead of your loop), so a mid-epoch "
-                f"checkpoint from here would resume at the wrong batch. Use DataLoader(ds, batch_size=None, "
+                f"checkpoint from here would resume at the wrong batch. Use torchdata's StatefulDataLoader (its "
+                f"state_dict() keeps each worker's mx8 position), or DataLoader(ds, batch_size=None, "
                 f"num_workers=0): mx8's native threads (threads=N) already read and decode in parallel.")
+        p = self._progress
         progress, position = self._position()
-        return {"format": STATE_FORMAT, "manifest_hash": self.manifest_hash, "seed": self.seed,
-                "epoch": self.epoch, "shuffle": self.shuffle, "drop_last": self.drop_last,
-                "batch_size": self.batch_size, "samples": len(self.snapshot.manifest),
-                "world_size": self._progress.epoch.world_size if self._progress else None,
-                "position": position, "progress": progress.to_state()}
+        state = {"format": STATE_FORMAT, "manifest_hash": self.manifest_hash, "seed": self.seed,
+                 "epoch": self.epoch, "shuffle": self.shuffle, "drop_last": self.drop_last,
+                 "batch_size": self.batch_size, "samples": len(self.snapshot.manifest),
+                 "world_size": p.world_size if p else None, "position": position, "progress": progress.to_state()}
+        if in_worker and p is not None:
+            state["worker"] = {"id": p.worker, "of": p.num_workers, "world_size": p.world_size,
+                               "batches": p.skipped + p.batches, "start": p.epoch.progress.to_state()}
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Resumes at the next unseen batch of the saved epoch (any world size, any batch size)."""
+        """Resumes at the next unseen batch of the saved epoch (any world size, any batch size).
+        A worker's state (``worker`` in it) loaded by that same worker of the same loader on
+        the same world resumes the worker where it stopped; anywhere else it stands for the
+        rank's position when that worker's last batch was delivered."""
         if state.get("format") != STATE_FORMAT:
             hint = (" (written by an mx8 before epochs were dealt to ranks in pieces: that order no longer "
                     "exists, so the epoch cannot resume exactly; start it again)") \
@@ -245,13 +266,19 @@ class Dataset(torch.utils.data.IterableDataset):
         progress = Progress.from_state(state["progress"])
         seed, epoch, shuffle, drop_last = int(state["seed"]), int(state["epoch"]), bool(state["shuffle"]), \
             bool(state["drop_last"])
+        worker_resume = None
+        w, info = state.get("worker"), torch.utils.data.get_worker_info()
+        if w is not None and info is not None and (w["id"], w["of"]) == (info.id, info.num_workers) \
+                and w["world_size"] == current_world(self._rank, self._world_size).world_size:
+            progress = Progress.from_state(w["start"])
+            worker_resume = (info.id, info.num_workers, int(w["world_size"]), int(w["batches"]))
         # Checked before anything changes: a progress this snapshot cannot have (ValueError).
         Epoch(len(self.snapshot.manifest), self.manifest_hash, seed, epoch, shuffle, 1, self.batch_size,
               drop_last, progress).after(0)
         self.seed, self.epoch, self.shuffle, self.drop_last = seed, epoch, shuffle, drop_last
-        if self._shared_epoch is not None:
-            self._shared_epoch.value = self.epoch
-        self._resume = progress
+        if self._shared is not None and info is None:
+            self._shared.epoch.value = self.epoch
+        self._resume, self._worker_resume = progress, worker_resume
         self._progress = None
 
     def __iter__(self) -> Iterator[Union[Batch, RawBatch]]:
@@ -261,26 +288,37 @@ class Dataset(torch.utils.data.IterableDataset):
         world = current_world(self._rank, self._world_size)
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if info is not None and self._shared_epoch is not None and self._shared_epoch.value != self.epoch:
-            self.set_epoch(self._shared_epoch.value)  # a persistent worker: the main process moved on
-        if info is not None and self._worker_epoch is not None:
-            self._worker_epoch.value = self.epoch
+        shared = self._shared
+        if info is not None and shared is not None and shared.epoch.value != self.epoch \
+                and self._worker_resume is None:
+            self.set_epoch(shared.epoch.value)  # a persistent worker: the main process moved on
         epoch = self._epoch(world.world_size, self._resume)
-        # DataLoader workers have no process group to check through (stats: rendezvous_checked).
-        checked = self._rendezvous(world, epoch.progress) if info is None else False
         p = epoch.share(world.rank, worker, num_workers)
-        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": p.samples,
-                           "start": epoch.after(0)[1], "rank": world.rank, "world_size": world.world_size,
-                           "rendezvous_checked": checked}
+        skip = 0  # this worker's batches already yielded before a restart (its own state_dict)
+        if self._worker_resume is not None and self._worker_resume[:3] == (worker, num_workers, world.world_size):
+            skip = min(self._worker_resume[3], -(-p.samples // self.batch_size))
+        self._worker_resume = None
+        positions, cuts = _skip_batches(p.positions, p.cuts, skip * self.batch_size)
+        self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": len(positions) // 8,
+                           "start": epoch.after(0)[1], "rank": world.rank, "world_size": world.world_size}
+        publish = None
+        if info is None:
+            checked = self._rendezvous(world, epoch.progress)
+        else:
+            iteration = shared.begin(worker, self._plan_info, self.epoch, num_workers) if shared else None
+            checked = self._worker_rendezvous(world, epoch.progress, worker, num_workers, iteration)
+            if shared is not None:
+                shared.publish(worker, {"rendezvous_checked": checked})
+                publish = functools.partial(shared.publish, worker)
+        self._plan_info["rendezvous_checked"] = checked
         # The next iteration (same epoch, no new checkpoint loaded) starts from the beginning.
         self._resume = NOTHING_READ
-        self._progress = _Progress(epoch, p.per_rank)
+        self._progress = _Progress(epoch, p.per_rank, worker, num_workers, skip)
         stream = self._stream_for_iteration()
         self._stats_base = stream.stats()
-        run = stream.submit(p.positions, derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"),
-                            cuts=p.cuts)
+        run = stream.submit(positions, derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"), cuts=cuts)
         # The iterator does not reference the Dataset: dropping it ends the run at once.
-        it = _BatchIterator(stream, run, self._progress)
+        it = _BatchIterator(stream, run, self._progress, publish)
         self._iterator = weakref.ref(it)
         return it
 
@@ -293,15 +331,39 @@ class Dataset(torch.utils.data.IterableDataset):
             self._stream, self._stream_pid = st, os.getpid()
         return st
 
+    def _fields(self, world: World, progress: Progress) -> Dict[str, Any]:
+        return {"manifest_hash": self.manifest_hash, "labels_hash": self.snapshot.labels_hash, "seed": self.seed,
+                "epoch": self.epoch, "shuffle": self.shuffle, "batch_size": self.batch_size,
+                "drop_last": self.drop_last, "progress": progress.to_state(), "world_size": world.world_size}
+
     def _rendezvous(self, world: World, progress: Progress) -> bool:
-        return agree(
-            {"manifest_hash": self.manifest_hash, "labels_hash": self.snapshot.labels_hash, "seed": self.seed,
-             "epoch": self.epoch, "shuffle": self.shuffle, "batch_size": self.batch_size, "drop_last": self.drop_last,
-             "progress": progress.to_state(), "world_size": world.world_size}, world)
+        return agree(self._fields(world, progress), world)
+
+    def _worker_rendezvous(self, world: World, progress: Progress, worker: int, num_workers: int,
+                           iteration: Optional[int]) -> bool:
+        """Worker ``worker`` meets worker ``worker`` of every other rank, through a connection
+        of its own to the group's TCPStore; False when there is none to meet through (a
+        FileStore group) or this worker has no slot to count its iterations in."""
+        if world.world_size == 1:
+            return True
+        address = self._store_address or store_address()
+        if address is None or iteration is None:
+            return False
+        fields = dict(self._fields(world, progress), num_workers=num_workers)
+        return agree(fields, world, store=connect(address), key=f"worker{worker}/{iteration}")
 
     def stats(self) -> Dict[str, Any]:
         """Counters of the current (or last) iteration: images, bytes_read, errors, skipped,
-        batches, read_s/decode_s (summed over threads), wait_s (consumer blocked), padded."""
+        batches, read_s/decode_s (summed over threads), wait_s (consumer blocked), padded.
+        In the main process, for an epoch DataLoader workers read: their counters summed
+        (``workers``: how many)."""
+        shared = self._shared
+        if (self._progress is None and shared is not None and shared.read_epoch.value == self.epoch
+                and torch.utils.data.get_worker_info() is None):
+            totals = shared.totals(self.epoch)
+            if totals is not None:
+                world = current_world(self._rank, self._world_size)
+                return dict(totals, rank=world.rank, world_size=world.world_size)
         out: Dict[str, Any] = dict(self._plan_info)
         if self._stream is not None:
             out.update(counters_since(self._stream.stats(), self._stats_base))
@@ -327,18 +389,38 @@ class Dataset(torch.utils.data.IterableDataset):
 class _Progress:
     """Batches an iteration has yielded; shared by the iterator and its Dataset's state_dict."""
 
-    def __init__(self, epoch: Epoch, per_rank: int) -> None:
-        self.epoch = epoch        # the deal this iteration reads its share of
-        self.per_rank = per_rank  # samples each rank reads
+    def __init__(self, epoch: Epoch, per_rank: int, worker: int = 0, num_workers: int = 1, skipped: int = 0) -> None:
+        self.epoch = epoch              # the deal this iteration reads its share of
+        self.per_rank = per_rank        # samples each rank reads
         self.world_size = epoch.world_size
-        self.batches = 0
+        self.worker, self.num_workers = worker, num_workers
+        self.skipped = skipped          # this worker's batches yielded before a restart
+        self.batches = 0                # batches yielded by this iteration
+
+    def rank_batches(self) -> int:
+        """The rank's batches delivered once this consumer's last one was: with DataLoader
+        workers, worker w's b-th batch is the rank's ((b - 1) * workers + w)-th."""
+        b = self.skipped + self.batches
+        return (b - 1) * self.num_workers + self.worker + 1 if b else 0
+
+
+def _skip_batches(positions: bytes, cuts: bytes, samples: int) -> Tuple[bytes, bytes]:
+    """A share without its first ``samples`` ids, and its cuts moved to match."""
+    if not samples:
+        return positions, cuts
+    kept = [c - samples for c in memoryview(cuts).cast("Q") if c > samples]
+    return positions[samples * 8:], array.array("Q", kept).tobytes()
 
 
 class _BatchIterator:
     """Yields the batches of one run (an epoch) of a Dataset's stream, in order."""
 
-    def __init__(self, stream: BatchStream, run: Run, progress: _Progress) -> None:
+    def __init__(self, stream: BatchStream, run: Run, progress: _Progress,
+                 publish: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         self.stream, self.run, self.progress = stream, run, progress
+        # In a DataLoader worker: puts this iteration's counters where the main process reads them.
+        self.publish = publish
+        self._base = stream.stats() if publish else {}
         self.remaining = run.batches
         self.closed = False
         self.interrupted = False  # closed before the epoch ended: next() then raises UsageError
@@ -387,6 +469,8 @@ class _BatchIterator:
                 raise AssertionError(f"epoch run {self.run} expected, the stream gave {taken}")  # one run at a time
             self.remaining -= 1
             self.progress.batches += 1
+            if self.publish is not None:
+                self.publish(counters_since(self.stream.stats(), self._base))
             batch = taken.batch
             # on_error="skip" and every sample failed: no empty batch for the model. Under DDP it
             # is yielded all the same, so that every rank takes the same number of steps.

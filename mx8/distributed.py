@@ -1,8 +1,12 @@
 """Who am I in the job: rank and world size, from torch.distributed when it is initialised,
-else from the RANK / WORLD_SIZE variables torchrun sets, else a single process. All rank
-arithmetic lives in mx8/sharding.py; this module only finds the numbers."""
+else from the RANK / WORLD_SIZE variables torchrun (and most launchers) set, else from
+SLURM_PROCID / SLURM_STEP_NUM_TASKS inside an srun job step, else a single process. (Not
+SLURM_NTASKS: a batch script outside srun has it too, as the allocation's task count, and
+its one process would read a fraction of the data.) All rank arithmetic lives in
+mx8/sharding.py; this module only finds the numbers."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,10 +28,11 @@ def current_world(rank: Optional[int] = None, world_size: Optional[int] = None) 
                 world_size = dist.get_world_size() if world_size is None else world_size
         except ImportError:
             pass
+    slurm = "RANK" not in os.environ and "SLURM_STEP_NUM_TASKS" in os.environ
     if rank is None:
-        rank = env_int("RANK", 0)
+        rank = env_int("SLURM_PROCID", 0) if slurm else env_int("RANK", 0)
     if world_size is None:
-        world_size = env_int("WORLD_SIZE", 1)
+        world_size = env_int("SLURM_STEP_NUM_TASKS", 1) if slurm else env_int("WORLD_SIZE", 1)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of size {world_size}")
     return World(rank, world_size)

@@ -74,7 +74,7 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
 
   # -- 3. pip: torch, test deps, mx8 (editable) ----------------------------------------------
   # psutil: the benchmarks' memory sampling (benchmarks/child.py), not the tests'
-  local test_deps=(pytest pillow numpy scikit-image botocore "moto[server]" boto3 fusepy psutil)
+  local test_deps=(pytest pillow numpy scikit-image botocore "moto[server]" boto3 fusepy psutil "torchdata==0.11.0")
   local want
   want="$( {
       echo "werror=$werror python=$("$vpy" -c 'import sys; print(sys.version)')"

@@ -33,27 +33,66 @@ def init_process_group(rank: int) -> None:
                             world_size=int(os.environ["WORLD_SIZE"]))
 
 
-def dataset(a, rank_seed_offset=0):
-    return mx8.Dataset(a.uri, batch_size=a.batch_size, decode=a.mode == "train", size=32 if a.mode == "train" else None,
-                       crop="random", shuffle=True, seed=a.seed + rank_seed_offset, drop_last=a.drop_last)
+def dataset(a, rank_seed_offset=0, batch_size=None):
+    return mx8.Dataset(a.uri, batch_size=batch_size or a.batch_size, decode=a.mode == "train",
+                       size=32 if a.mode == "train" else None, crop="random", shuffle=True,
+                       seed=a.seed + rank_seed_offset, drop_last=a.drop_last)
+
+
+def batches(a, ds, loader=torch.utils.data.DataLoader):
+    """The Dataset itself, or (--workers N) a loader over it with N worker processes."""
+    if not a.workers:
+        return ds
+    return loader(ds, batch_size=None, num_workers=a.workers, persistent_workers=a.persistent,
+                  multiprocessing_context=a.context)
 
 
 def run_ids(a, rank, out):
     ds = dataset(a)
-    epochs = {}
+    epochs, stats = {}, {}
+    source = batches(a, ds)  # one loader for every epoch: persistent workers outlive them
     for epoch in a.epochs:
         ds.set_epoch(epoch)
-        epochs[epoch] = [b.sample_ids.tolist() for b in ds]
-    write_json(out, {"epochs": epochs, "stats": ds.stats()})
+        epochs[epoch] = [b.sample_ids.tolist() for b in source]
+        stats[epoch] = ds.stats()  # with workers: theirs, summed in this process
+    write_json(out, {"epochs": epochs, "stats": stats[a.epochs[0]], "all_stats": stats})
 
 
 def run_mismatch(a, rank, out):
-    ds = dataset(a, rank_seed_offset=rank)  # rank r uses seed + r: must be refused everywhere
+    """Rank r differs from rank 0 in one setting (--differ): refused on every rank."""
+    ds = dataset(a, rank_seed_offset=rank if a.differ == "seed" else 0,
+                 batch_size=a.batch_size + (rank if a.differ == "batch_size" else 0))
     try:
-        next(iter(ds))
+        next(iter(batches(a, ds)))
         write_json(out, {"error": None})
     except mx8.RendezvousError as e:
         write_json(out, {"error": str(e)})
+
+
+def run_loader_ckpt(a, rank, out):
+    """A StatefulDataLoader with --workers reads --kill-at batches and checkpoints; the
+    rank's mx8 position from it (mx8.state_from_loader) is written for a resume elsewhere,
+    next to what num_workers=0 reports after as many steps."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+    loader = batches(a, dataset(a), StatefulDataLoader)
+    it = iter(loader)
+    seen = [next(it).sample_ids.tolist() for _ in range(a.kill_at)]
+    state = mx8.state_from_loader(loader.state_dict())
+    plain = dataset(a)
+    pit = iter(plain)
+    for _ in range(a.kill_at):
+        next(pit)
+    write_json(out, {"seen": seen, "state": state, "plain_state": plain.state_dict()})
+
+
+def run_resume(a, rank, out):
+    """Resumes from the state --state names (written by another world), to the epoch's end."""
+    with open(a.state) as f:
+        state = json.load(f)
+    ds = dataset(a)
+    ds.load_state_dict(state)
+    ds.set_epoch(state["epoch"])
+    write_json(out, {"seen": [b.sample_ids.tolist() for b in batches(a, ds)], "stats": ds.stats()})
 
 
 def run_peek(a, rank, out):
@@ -138,7 +177,8 @@ def run_train(a, rank, out):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=("ids", "mismatch", "restart", "train", "peek", "eval-on-rank0"))
+    p.add_argument("mode", choices=("ids", "mismatch", "restart", "train", "peek", "eval-on-rank0", "loader-ckpt",
+                                    "resume"))
     p.add_argument("uri")
     p.add_argument("out")
     p.add_argument("--batch-size", type=int, default=7)
@@ -147,13 +187,18 @@ def main():
     p.add_argument("--drop-last", action="store_true")
     p.add_argument("--kill-at", type=int, default=3)
     p.add_argument("--no-process-group", action="store_true", help="rendezvous through torchrun's agent store")
+    p.add_argument("--workers", type=int, default=0, help="read through a DataLoader with this many workers")
+    p.add_argument("--persistent", action="store_true", help="persistent_workers=True")
+    p.add_argument("--context", default=None, help="the workers' start method (fork, spawn, forkserver)")
+    p.add_argument("--differ", choices=("seed", "batch_size"), default="seed", help="mismatch: what rank r changes")
+    p.add_argument("--state", help="resume: the state_dict to resume from (JSON)")
     a = p.parse_args()
     rank = int(os.environ["RANK"])
     if not a.no_process_group:
         init_process_group(rank)
     out = os.path.join(a.out, f"rank{rank}.json")
     {"ids": run_ids, "mismatch": run_mismatch, "restart": run_restart, "train": run_train, "peek": run_peek,
-     "eval-on-rank0": run_eval_on_rank0}[a.mode](a, rank, out)
+     "eval-on-rank0": run_eval_on_rank0, "loader-ckpt": run_loader_ckpt, "resume": run_resume}[a.mode](a, rank, out)
     if not a.no_process_group:
         dist.destroy_process_group()
 

@@ -39,6 +39,14 @@ def torchrun(world: int, args, out: Path, *, max_restarts: int = 0, timeout: int
     return p, results
 
 
+def epoch_counts(res, epoch):
+    """How often each sample id came in one epoch over all ranks, once the ranks are seen to
+    have taken the same number of steps."""
+    per_rank = [r["epochs"][epoch] for r in res]
+    assert len({len(b) for b in per_rank}) == 1, "ranks took different step counts"
+    return Counter(i for batches in per_rank for b in batches for i in b)
+
+
 @pytest.fixture(scope="module")
 def uri(corpus, tmp_path_factory):
     """The corpus plus one image: 211 samples, a prime, so no world or batch size divides it."""
@@ -60,9 +68,7 @@ def test_ranks_share_each_epoch_without_duplicates(uri, tmp_path, world, batch_s
     p, res = torchrun(world, args, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     for epoch in ("0", "1"):
-        per_rank = [r["epochs"][epoch] for r in res]
-        assert len({len(b) for b in per_rank}) == 1, "ranks took different step counts"
-        ids = Counter(i for batches in per_rank for b in batches for i in b)
+        ids = epoch_counts(res, epoch)
         st = res[0]["stats"]
         if drop_last:
             assert max(ids.values()) == 1 and len(ids) == n - st["dropped"]
@@ -135,3 +141,87 @@ def test_small_model_trains_two_epochs_under_ddp(uri, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert res[0]["steps"] == res[1]["steps"] and res[0]["steps"][0] > 0
     assert all(l == l and l < 10 for r in res for l in r["losses"])  # finite losses
+
+
+# -- DataLoader workers under torchrun ------------------------------------------------------
+
+@pytest.mark.ddp_nodupes
+@pytest.mark.parametrize("world,workers,extra", [(2, 2, []), (3, 2, ["--persistent"]), (2, 3, ["--context", "spawn"])])
+def test_dataloader_workers_keep_every_guarantee(uri, tmp_path, world, workers, extra):
+    """With workers the ranks still meet (worker w of every rank, through the group's store),
+    share every epoch exactly once besides reported padding, take equal steps, reshuffle
+    (persistent workers too), and report stats in the main process."""
+    n = mx8.resolve(uri).samples
+    args = ["ids", uri, tmp_path, "--batch-size", 6, "--epochs", 0, 1, "--workers", workers] + extra
+    p, res = torchrun(world, args, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for epoch in ("0", "1"):
+        ids = epoch_counts(res, epoch)
+        st = res[0]["all_stats"][epoch]
+        assert set(ids) == set(range(n)) and sum(ids.values()) - n == st["padded"] == (-n) % world
+        assert st["workers"] == workers and st["rendezvous_checked"] is True
+        assert sum(r["all_stats"][epoch]["images"] for r in res) == n + st["padded"]
+    assert res[0]["epochs"]["0"] != res[0]["epochs"]["1"]  # epochs reshuffle
+
+
+@pytest.mark.ddp_determinism
+@pytest.mark.parametrize("differ", ["seed", "batch_size"])
+def test_a_mismatch_behind_dataloader_workers_fails_on_every_rank(uri, tmp_path, differ):
+    """Before, workers never met: another seed corrupted the epoch silently (exit 0), another
+    batch size ended in a gloo 'connection closed'."""
+    p, res = torchrun(2, ["mismatch", uri, tmp_path, "--workers", 2, "--differ", differ], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for r in res:
+        assert r["error"] and f"disagree on {differ}" in r["error"], r
+        assert f"rank 0: {differ}=" in r["error"] and f"rank 1: {differ}=" in r["error"]
+
+
+@pytest.mark.ddp_restart
+def test_a_stateful_dataloader_checkpoint_resumes_on_another_world_size(uri, tmp_path):
+    """StatefulDataLoader with 2 workers on 2 ranks reads 5 steps and checkpoints: the rank's
+    position in it (mx8.state_from_loader) is what num_workers=0 reports after 5 steps, and 3
+    ranks resume from it: every sample exactly once besides reported padding."""
+    n = mx8.resolve(uri).samples
+    p, res = torchrun(2, ["loader-ckpt", uri, tmp_path / "a", "--workers", 2, "--kill-at", 5], tmp_path / "a")
+    assert p.returncode == 0, p.stderr[-3000:]
+    for r in res:
+        assert (r["state"]["position"], r["state"]["progress"]) == \
+            (r["plain_state"]["position"], r["plain_state"]["progress"]) == (5 * 7 * 2, r["state"]["progress"])
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(res[0]["state"]))
+    p, after = torchrun(3, ["resume", uri, tmp_path / "b", "--batch-size", 4, "--state", state], tmp_path / "b")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len({len(r["seen"]) for r in after}) == 1
+    ids = Counter(i for r in res + after for b in r["seen"] for i in b)
+    assert set(ids) == set(range(n)) and sum(ids.values()) - n == after[0]["stats"]["padded"]
+
+
+# -- launchers other than torchrun ----------------------------------------------------------
+
+SPAWN_JOB = Path(__file__).with_name("spawn_job.py")
+
+
+@pytest.mark.ddp_nodupes
+@pytest.mark.parametrize("launcher,context", [("mp.spawn", "spawn"), ("mp.spawn", "fork"), ("mp.spawn", "forkserver"),
+                                              ("slurm", "spawn"), ("slurm", "fork")])
+def test_launchers_give_disjoint_shares_with_every_start_method(uri, tmp_path, launcher, context):
+    """mp.spawn + init_process_group(tcp://), and tasks of an srun step (SLURM_PROCID,
+    SLURM_STEP_NUM_TASKS): each rank's DataLoader workers read the rank's share (before,
+    spawn workers under mp.spawn saw no group and read the whole epoch on every rank)."""
+    n = mx8.resolve(uri).samples
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") and
+           not k.startswith(("TORCHELASTIC_", "SLURM_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    base = [sys.executable, str(SPAWN_JOB), launcher, uri, str(tmp_path), context]
+    if launcher == "mp.spawn":
+        procs = [subprocess.Popen(base + ["2", str(free_port())], env=env)]
+    else:
+        procs = [subprocess.Popen(base, env=dict(env, SLURM_PROCID=str(r), SLURM_STEP_NUM_TASKS="2")) for r in (0, 1)]
+    assert all(p.wait(timeout=180) == 0 for p in procs)
+    res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    a, b = res[0]["ids"], res[1]["ids"]
+    assert len(a) == len(b) == -(-n // 2) and set(a) | set(b) == set(range(n))
+    assert len(set(a) & set(b)) == res[0]["stats"]["padded"] == (-n) % 2
+    # mp.spawn's ranks meet through the group's TCPStore; srun tasks without a group have no channel
+    assert res[0]["stats"]["rendezvous_checked"] is (launcher == "mp.spawn")
