@@ -292,6 +292,11 @@ class Dataset(torch.utils.data.IterableDataset):
         if info is not None and shared is not None and shared.epoch.value != self.epoch \
                 and self._worker_resume is None:
             self.set_epoch(shared.epoch.value)  # a persistent worker: the main process moved on
+        if self._progress is not None and self._progress.finished:
+            # The iteration that resumed from a loaded position ended the epoch: the next one
+            # (same epoch, no new checkpoint) starts from the beginning. One left early (a
+            # peek) leaves the loaded position in place for the next.
+            self._resume = NOTHING_READ
         epoch = self._epoch(world.world_size, self._resume)
         p = epoch.share(world.rank, worker, num_workers)
         skip = 0  # this worker's batches already yielded before a restart (its own state_dict)
@@ -311,8 +316,6 @@ class Dataset(torch.utils.data.IterableDataset):
                 shared.publish(worker, {"rendezvous_checked": checked})
                 publish = functools.partial(shared.publish, worker)
         self._plan_info["rendezvous_checked"] = checked
-        # The next iteration (same epoch, no new checkpoint loaded) starts from the beginning.
-        self._resume = NOTHING_READ
         self._progress = _Progress(epoch, p.per_rank, worker, num_workers, skip)
         stream = self._stream_for_iteration()
         self._stats_base = stream.stats()
@@ -396,6 +399,7 @@ class _Progress:
         self.worker, self.num_workers = worker, num_workers
         self.skipped = skipped          # this worker's batches yielded before a restart
         self.batches = 0                # batches yielded by this iteration
+        self.finished = False           # its last batch was handed out
 
     def rank_batches(self) -> int:
         """The rank's batches delivered once this consumer's last one was: with DataLoader
@@ -469,6 +473,7 @@ class _BatchIterator:
                 raise AssertionError(f"epoch run {self.run} expected, the stream gave {taken}")  # one run at a time
             self.remaining -= 1
             self.progress.batches += 1
+            self.progress.finished = self.remaining == 0
             if self.publish is not None:
                 self.publish(counters_since(self.stream.stats(), self._base))
             batch = taken.batch

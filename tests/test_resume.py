@@ -90,3 +90,20 @@ def test_drop_last_reports_what_it_drops(packed):
     assert len({len(g) for g in got}) == 1 and all(len(g) % 8 == 0 for g in got)
     flat = [i for g in got for i in g]
     assert len(set(flat)) == len(flat) == n - shares[0].stats()["dropped"]
+
+
+def test_a_peek_after_load_state_dict_keeps_the_resume_position(packed):
+    """A look at one batch (iter + next) after loading a checkpoint does not use the
+    checkpoint up: the next iteration still resumes from it, and len() counts the resumed
+    epoch's batches; once a resumed epoch has ended, the next starts from the beginning."""
+    n = mx8.resolve(str(packed)).samples
+    ds = make(packed, 0, 1)
+    seen = take(ds, 3)
+    sd = ds.state_dict()
+    ds2 = make(packed, 0, 1)
+    ds2.load_state_dict(sd)
+    peek = next(iter(ds2)).sample_ids.tolist()
+    assert len(ds2) == -(-(n - 18) // 6)
+    rest = take(ds2)
+    assert rest[:6] == peek and sorted(seen + rest) == list(range(n)) and len(rest) // 6 <= len(ds2)
+    assert len(take(ds2)) == n  # the resumed epoch ended: a new pass is the whole epoch
