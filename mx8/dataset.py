@@ -127,14 +127,25 @@ class Dataset(torch.utils.data.IterableDataset):
         self.shuffle = env_bool("MX8_SHUFFLE", False) if shuffle is None else bool(shuffle)
         self.seed = env_int("MX8_SEED", 0) if seed is None else int(seed)
         self.epoch = env_int("MX8_EPOCH", 0) if epoch is None else int(epoch)
-        # What DataLoader workers share with this process: set_epoch()'s value, the epoch
-        # they read last, their rendezvous counts and their counters (mx8/loader_workers.py).
+        # The name of this Dataset's rendezvous, the same on every rank: its place among the
+        # Datasets the rank's script made (rank-local ones, world_size=1, do not count).
+        self._ordinal = _next_ordinal(world_size)
+        # What DataLoader workers share with the process that owns this Dataset: set_epoch()'s
+        # value, the epoch they read last, rendezvous and load counts, their counters
+        # (mx8/loader_workers.py). A copy another process unpickles (mp.spawn(fn, args=(ds,)))
+        # is not that process's: it makes its own on first use (_shared_here).
         self._shared: Optional[WorkerShared] = WorkerShared(self.epoch)
-        # In a spawned worker: the process group's store, to meet the other ranks' workers.
+        self._shared_pid = os.getpid()
+        # Handed to a spawn or forkserver DataLoader worker as it starts, for it alone: its
+        # rank's world and the store to meet the other ranks' workers through.
+        self._spawn_world: Optional[Tuple[int, int, int]] = None  # (rank, world_size, pid of the starter)
         self._store_address: Optional[Tuple[str, int]] = None
         # A DataLoader worker's own position, loaded from its state_dict() (StatefulDataLoader
         # keeps one a worker): (worker, num_workers, world_size, batches it had yielded).
         self._worker_resume: Optional[Tuple[int, int, int, int]] = None
+        self._load_token = 0  # the owner's load count when this copy's position was loaded
+        self._main_begun = -1  # the workers' iterations begun when this process last iterated
+        _LIVE.add(self)
         self.drop_last = drop_last
         self._rank, self._world_size = rank, world_size
         # The engine, kept across epochs (threads, decoders, connections, batch buffers), and
@@ -181,16 +192,44 @@ class Dataset(torch.utils.data.IterableDataset):
         state["_iterator"] = None
         state["_progress"] = None
         if multiprocessing.context.get_spawning_popen() is None:
-            # Pickled for anything but starting a worker: no shared memory.
+            # Pickled for anything but starting a process: no shared memory.
             state["_shared"] = None
         else:
-            # Starting a spawn or forkserver DataLoader worker: it cannot see this process's
-            # group, so it takes the world (disjoint shares outside torchrun too: mp.spawn) and
-            # the store to meet the other ranks' workers through.
+            # Starting a process (a spawn or forkserver DataLoader worker, or anything else):
+            # a worker cannot see this process's group, so it gets the world and the store to
+            # meet the other ranks' workers through; it uses them only as a worker.
             world = current_world(self._rank, self._world_size)
-            state["_rank"], state["_world_size"] = world.rank, world.world_size
-            state["_store_address"] = self._store_address or store_address()
+            state["_spawn_world"] = (world.rank, world.world_size, os.getpid())
+            state["_store_address"] = store_address()
+            state["_shared"], state["_shared_pid"] = self._shared_here(False), os.getpid()  # this process's
         return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _LIVE.add(self)  # a copy another process unpickled: claimed before that process forks workers
+
+    def _world(self, in_worker: bool) -> World:
+        """The rank and world this consumer reads for; in a spawn or forkserver worker, its
+        starter's (handed over as it started: a copy another process started holds that
+        process's, which a forked worker of this one must not take)."""
+        parent = multiprocessing.parent_process() if in_worker else None
+        if self._spawn_world is not None and parent is not None and parent.pid == self._spawn_world[2]:
+            rank, world_size, _ = self._spawn_world
+            return current_world(self._rank if self._rank is not None else rank,
+                                 self._world_size if self._world_size is not None else world_size)
+        return current_world(self._rank, self._world_size)
+
+    def _shared_here(self, in_worker: bool) -> Optional[WorkerShared]:
+        """The memory this process shares with its loader workers (in a worker: with the
+        process that started it), or None in a worker whose starter does not own this copy's
+        (a forked copy of one another process unpickled and never used here)."""
+        if in_worker:  # the process that started this worker (parent_process: the forkserver's client too)
+            parent = multiprocessing.parent_process()
+            return self._shared if self._shared is not None and parent is not None and \
+                parent.pid == self._shared_pid else None
+        if self._shared is None or self._shared_pid != os.getpid():
+            self._shared, self._shared_pid = WorkerShared(self.epoch), os.getpid()
+        return self._shared
 
     # -- iteration ---------------------------------------------------------------------
 
@@ -199,11 +238,12 @@ class Dataset(torch.utils.data.IterableDataset):
         epoch is the checkpoint's, so `ds.load_state_dict(sd); ds.set_epoch(sd_epoch)` resumes."""
         epoch = int(epoch)
         if epoch != self.epoch:
-            self._resume = NOTHING_READ
+            self._resume, self._worker_resume = NOTHING_READ, None
             self._progress = None
         self.epoch = epoch
-        if self._shared is not None:
-            self._shared.epoch.value = epoch
+        shared = self._shared_here(torch.utils.data.get_worker_info() is not None)
+        if shared is not None:
+            shared.epoch.value = epoch
 
     def _epoch(self, world_size: int, progress: Progress) -> Epoch:
         return Epoch(len(self.snapshot.manifest), self.manifest_hash, self.seed, self.epoch, self.shuffle,
@@ -231,8 +271,7 @@ class Dataset(torch.utils.data.IterableDataset):
         DataLoader's workers read, it raises :class:`mx8.UsageError` rather than return a
         position the workers' batches do not match."""
         in_worker = torch.utils.data.get_worker_info() is not None
-        if (self._progress is None and self._shared is not None and self._shared.read_epoch.value == self.epoch
-                and not in_worker):
+        if not in_worker and self._workers_read_since_main():
             raise UsageError(
                 f"state_dict(): epoch {self.epoch} of this Dataset was read by DataLoader worker processes, whose "
                 f"position this process cannot see (the loader prefetches ahead of your loop), so a mid-epoch "
@@ -268,62 +307,104 @@ class Dataset(torch.utils.data.IterableDataset):
             bool(state["drop_last"])
         worker_resume = None
         w, info = state.get("worker"), torch.utils.data.get_worker_info()
-        if w is not None and info is not None and (w["id"], w["of"]) == (info.id, info.num_workers) \
-                and w["world_size"] == current_world(self._rank, self._world_size).world_size:
+        if w is not None and info is not None:
+            here = (info.id, info.num_workers, self._world(True).world_size, self.batch_size)
+            saved = (w["id"], w["of"], w["world_size"], int(state["batch_size"]))
+            if here != saved:
+                raise UsageError(
+                    f"a DataLoader worker's mx8 state (worker {saved[0]} of {saved[1]}, world size {saved[2]}, "
+                    f"batch size {saved[3]}) loaded into worker {here[0]} of {here[1]}, world size {here[2]}, batch "
+                    f"size {here[3]}: a StatefulDataLoader resumes only the same loader on the same world. For "
+                    f"another one, load mx8.state_from_loader(loader.state_dict()) into the Dataset instead.")
             progress = Progress.from_state(w["start"])
             worker_resume = (info.id, info.num_workers, int(w["world_size"]), int(w["batches"]))
         # Checked before anything changes: a progress this snapshot cannot have (ValueError).
         Epoch(len(self.snapshot.manifest), self.manifest_hash, seed, epoch, shuffle, 1, self.batch_size,
               drop_last, progress).after(0)
         self.seed, self.epoch, self.shuffle, self.drop_last = seed, epoch, shuffle, drop_last
-        if self._shared is not None and info is None:
-            self._shared.epoch.value = self.epoch
+        shared = self._shared_here(info is not None)
+        if shared is not None and info is None:
+            shared.epoch.value = self.epoch
+            shared.loads.value += 1  # persistent workers started before now refuse to go on (see __iter__)
+            self._load_token = shared.loads.value
         self._resume, self._worker_resume = progress, worker_resume
         self._progress = None
 
     def __iter__(self) -> Iterator[Union[Batch, RawBatch]]:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            return self._iterate(None)
+        try:
+            return self._iterate(info)
+        except Exception as e:  # noqa: BLE001
+            # A persistent worker starts each later epoch by calling iter() where an exception
+            # kills the worker ("exited unexpectedly", the message lost): raise it from the
+            # first next() instead, which the loader hands to the main process.
+            return _raising(e)
+
+    def _iterate(self, info: Any) -> Iterator[Union[Batch, RawBatch]]:
         it = self._iterator() if self._iterator is not None else None
         if it is not None:
             it.close()  # ends its run; the engine stays for this one
-        world = current_world(self._rank, self._world_size)
-        info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        shared = self._shared
-        if info is not None and shared is not None and shared.epoch.value != self.epoch \
-                and self._worker_resume is None:
-            self.set_epoch(shared.epoch.value)  # a persistent worker: the main process moved on
+        world = self._world(info is not None)
+        shared = self._shared_here(info is not None)
+        if info is not None and shared is not None:
+            self._follow_the_main_process(shared, worker)
         if self._progress is not None and self._progress.finished:
             # The iteration that resumed from a loaded position ended the epoch: the next one
             # (same epoch, no new checkpoint) starts from the beginning. One left early (a
             # peek) leaves the loaded position in place for the next.
-            self._resume = NOTHING_READ
+            self._resume, self._worker_resume = NOTHING_READ, None
         epoch = self._epoch(world.world_size, self._resume)
         p = epoch.share(world.rank, worker, num_workers)
         skip = 0  # this worker's batches already yielded before a restart (its own state_dict)
         if self._worker_resume is not None and self._worker_resume[:3] == (worker, num_workers, world.world_size):
             skip = min(self._worker_resume[3], -(-p.samples // self.batch_size))
-        self._worker_resume = None
         positions, cuts = _skip_batches(p.positions, p.cuts, skip * self.batch_size)
         self._plan_info = {"padded": p.padded, "dropped": p.dropped, "planned": len(positions) // 8,
                            "start": epoch.after(0)[1], "rank": world.rank, "world_size": world.world_size}
         publish = None
         if info is None:
-            checked = self._rendezvous(world, epoch.progress)
-        else:
-            iteration = shared.begin(worker, self._plan_info, self.epoch, num_workers) if shared else None
-            checked = self._worker_rendezvous(world, epoch.progress, worker, num_workers, iteration)
             if shared is not None:
-                shared.publish(worker, {"rendezvous_checked": checked})
-                publish = functools.partial(shared.publish, worker)
+                self._main_begun = shared.begun.value
+        elif shared is not None:
+            shared.begin(worker, self._plan_info, self.epoch, num_workers)
+            publish = functools.partial(shared.publish, worker)
+        checked = self._rendezvous(world, epoch.progress, shared, worker, num_workers if info else 0, skip)
+        if publish is not None:
+            publish({"rendezvous_checked": checked})
         self._plan_info["rendezvous_checked"] = checked
-        self._progress = _Progress(epoch, p.per_rank, worker, num_workers, skip)
+        resumed = self._load_token if epoch.progress != NOTHING_READ or skip else 0
+        self._progress = _Progress(epoch, p.per_rank, worker, num_workers, skip, resumed)
         stream = self._stream_for_iteration()
         self._stats_base = stream.stats()
         run = stream.submit(positions, derive_seed(self.manifest_hash, self.seed, self.epoch, "augment"), cuts=cuts)
+        self._progress.finished = run.batches == 0  # nothing left: the loaded position is used up
         # The iterator does not reference the Dataset: dropping it ends the run at once.
         it = _BatchIterator(stream, run, self._progress, publish)
         self._iterator = weakref.ref(it)
         return it
+
+    def _follow_the_main_process(self, shared: WorkerShared, worker: int) -> None:
+        """In a DataLoader worker, before an iteration: take the epoch set_epoch() set since
+        this copy was made (persistent workers); forget a loaded position this worker already
+        read to its end (a non-persistent worker is a fresh copy of the main process's
+        Dataset, which still holds it); refuse a load the main process made after this copy."""
+        if shared.loads.value != self._load_token:
+            raise UsageError("load_state_dict() was called on this Dataset after its persistent DataLoader workers "
+                             "started, and they cannot see it: make a new DataLoader (or load the state before the "
+                             "first one starts)")
+        if shared.epoch.value != self.epoch and self._worker_resume is None:
+            self.set_epoch(shared.epoch.value)  # a persistent worker: the main process moved on
+        if self._load_token and shared.resume_done(worker) == self._load_token:
+            self._resume = NOTHING_READ
+
+    def _workers_read_since_main(self) -> bool:
+        """In the main process: DataLoader workers began an iteration of this epoch after this
+        process last iterated (so its own position and counters are not the epoch's)."""
+        shared = self._shared_here(False)
+        return shared is not None and shared.read_epoch.value == self.epoch and shared.begun.value != self._main_begun
 
     def _stream_for_iteration(self) -> BatchStream:
         """The Dataset's engine, made at the first iteration and kept for the next ones (a new
@@ -334,35 +415,40 @@ class Dataset(torch.utils.data.IterableDataset):
             self._stream, self._stream_pid = st, os.getpid()
         return st
 
-    def _fields(self, world: World, progress: Progress) -> Dict[str, Any]:
-        return {"manifest_hash": self.manifest_hash, "labels_hash": self.snapshot.labels_hash, "seed": self.seed,
-                "epoch": self.epoch, "shuffle": self.shuffle, "batch_size": self.batch_size,
-                "drop_last": self.drop_last, "progress": progress.to_state(), "world_size": world.world_size}
-
-    def _rendezvous(self, world: World, progress: Progress) -> bool:
-        return agree(self._fields(world, progress), world)
-
-    def _worker_rendezvous(self, world: World, progress: Progress, worker: int, num_workers: int,
-                           iteration: Optional[int]) -> bool:
-        """Worker ``worker`` meets worker ``worker`` of every other rank, through a connection
-        of its own to the group's TCPStore; False when there is none to meet through (a
-        FileStore group) or this worker has no slot to count its iterations in."""
+    def _rendezvous(self, world: World, progress: Progress, shared: Optional[WorkerShared], worker: int,
+                    num_workers: int, skip: int) -> bool:
+        """This consumer meets the same consumer of every other rank: the main process (slot 0,
+        num_workers 0) or DataLoader worker w, at the same iteration of the same Dataset.
+        Workers meet through a TCPStore connection of their own. False when there is nothing
+        to meet through (a FileStore group's workers; a worker beyond MAX_WORKERS)."""
         if world.world_size == 1:
             return True
-        address = self._store_address or store_address()
-        if address is None or iteration is None:
+        iteration = shared.next_iteration(worker) if shared is not None else None
+        if iteration is None:
             return False
-        fields = dict(self._fields(world, progress), num_workers=num_workers)
-        return agree(fields, world, store=connect(address), key=f"worker{worker}/{iteration}")
+        # The main process and the workers meet in one namespace: a connection of their own to
+        # the TCPStore under the group's (PrefixStore-free), or, for a main process whose group
+        # has no TCPStore (a FileStore), the group's store itself.
+        parent = multiprocessing.parent_process() if num_workers else None
+        handed = self._store_address if parent is not None and self._spawn_world is not None and \
+            parent.pid == self._spawn_world[2] else None
+        address = handed or store_address()
+        if address is None and num_workers:
+            return False
+        store = connect(address) if address is not None else None
+        fields = {"manifest_hash": self.manifest_hash, "labels_hash": self.snapshot.labels_hash, "seed": self.seed,
+                  "epoch": self.epoch, "shuffle": self.shuffle, "batch_size": self.batch_size,
+                  "drop_last": self.drop_last, "progress": progress.to_state(), "world_size": world.world_size,
+                  "num_workers": num_workers, "worker_batches_resumed": skip}
+        return agree(fields, world, store=store, key=f"ds{self._ordinal}/w{worker}/{iteration}")
 
     def stats(self) -> Dict[str, Any]:
         """Counters of the current (or last) iteration: images, bytes_read, errors, skipped,
         batches, read_s/decode_s (summed over threads), wait_s (consumer blocked), padded.
         In the main process, for an epoch DataLoader workers read: their counters summed
         (``workers``: how many)."""
-        shared = self._shared
-        if (self._progress is None and shared is not None and shared.read_epoch.value == self.epoch
-                and torch.utils.data.get_worker_info() is None):
+        shared = self._shared_here(torch.utils.data.get_worker_info() is not None)
+        if torch.utils.data.get_worker_info() is None and shared is not None and self._workers_read_since_main():
             totals = shared.totals(self.epoch)
             if totals is not None:
                 world = current_world(self._rank, self._world_size)
@@ -392,7 +478,8 @@ class Dataset(torch.utils.data.IterableDataset):
 class _Progress:
     """Batches an iteration has yielded; shared by the iterator and its Dataset's state_dict."""
 
-    def __init__(self, epoch: Epoch, per_rank: int, worker: int = 0, num_workers: int = 1, skipped: int = 0) -> None:
+    def __init__(self, epoch: Epoch, per_rank: int, worker: int = 0, num_workers: int = 1, skipped: int = 0,
+                 resumed: int = 0) -> None:
         self.epoch = epoch              # the deal this iteration reads its share of
         self.per_rank = per_rank        # samples each rank reads
         self.world_size = epoch.world_size
@@ -400,12 +487,43 @@ class _Progress:
         self.skipped = skipped          # this worker's batches yielded before a restart
         self.batches = 0                # batches yielded by this iteration
         self.finished = False           # its last batch was handed out
+        self.resumed = resumed          # the load it resumed from (the owner's count; 0: none)
 
     def rank_batches(self) -> int:
         """The rank's batches delivered once this consumer's last one was: with DataLoader
         workers, worker w's b-th batch is the rank's ((b - 1) * workers + w)-th."""
         b = self.skipped + self.batches
         return (b - 1) * self.num_workers + self.worker + 1 if b else 0
+
+
+def _raising(error: BaseException) -> Iterator[Any]:
+    raise error
+    yield  # a generator: raises at the first next()
+
+
+# Every Dataset of this process, so that before a fork (DataLoader workers) each holds shared
+# memory of this process's own: a copy unpickled from another process (mp.spawn(fn,
+# args=(ds,))) still holds that process's, and its forked workers would count with strangers.
+_LIVE: "weakref.WeakSet[Dataset]" = weakref.WeakSet()
+
+
+def _claim_before_fork() -> None:
+    if torch.utils.data.get_worker_info() is None:
+        for ds in list(_LIVE):
+            ds._shared_here(False)
+
+
+os.register_at_fork(before=_claim_before_fork)
+
+_ordinals = 0  # Datasets made in this process that meet other ranks
+
+
+def _next_ordinal(world_size: Optional[int]) -> int:
+    global _ordinals
+    if world_size == 1:
+        return 0  # rank-local: never meets anyone
+    _ordinals += 1
+    return _ordinals
 
 
 def _skip_batches(positions: bytes, cuts: bytes, samples: int) -> Tuple[bytes, bytes]:
@@ -474,6 +592,8 @@ class _BatchIterator:
             self.remaining -= 1
             self.progress.batches += 1
             self.progress.finished = self.remaining == 0
+            if self.progress.finished and self.publish is not None and self.progress.resumed:
+                self.publish({"resume_done": self.progress.resumed})  # the next fresh worker starts the epoch over
             if self.publish is not None:
                 self.publish(counters_since(self.stream.stats(), self._base))
             batch = taken.batch

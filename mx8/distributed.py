@@ -7,6 +7,7 @@ mx8/sharding.py; this module only finds the numbers."""
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -35,4 +36,19 @@ def current_world(rank: Optional[int] = None, world_size: Optional[int] = None) 
         world_size = env_int("SLURM_STEP_NUM_TASKS", 1) if slurm else env_int("WORLD_SIZE", 1)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+    if slurm and world_size > 1:
+        _warn_once(f"mx8: rank {rank} of {world_size} taken from SLURM_PROCID / SLURM_STEP_NUM_TASKS (an srun step "
+                   f"without a torch.distributed process group): each task reads its share of every epoch, and "
+                   f"nothing checks that the tasks agree. For independent tasks that should each read everything, "
+                   f"pass rank=0, world_size=1")
     return World(rank, world_size)
+
+
+_warned = False
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(message, RuntimeWarning, stacklevel=3)

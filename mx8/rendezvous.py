@@ -90,10 +90,10 @@ def _gather(store: Any, fields: Dict[str, Any], world: World, key: Optional[str]
             raise
         raise RendezvousError(
             f"mx8 rendezvous {key} (epoch {fields.get('epoch')}): rank(s) {', '.join(map(str, missing))} did not "
-            f"start this iteration within {_TIMEOUT_S:g} s (MX8_RENDEZVOUS_TIMEOUT_S). Every rank must iterate its "
-            f"Dataset the same number of times: an extra iter() on one rank (a peek), a Dataset iterated on some "
-            f"ranks only (evaluation on rank 0: declare it rank-local with rank=0, world_size=1), or a rank that "
-            f"stopped early all look like this.") from None
+            f"start this iteration within {_TIMEOUT_S:g} s (MX8_RENDEZVOUS_TIMEOUT_S). Every rank must make its "
+            f"Datasets in the same order and iterate each the same number of times: an extra iter() on one rank (a "
+            f"peek), a Dataset made or iterated on some ranks only (evaluation on rank 0: declare it rank-local with "
+            f"rank=0, world_size=1), or a rank that stopped early all look like this.") from None
     return [json.loads(store.get(k)) for k in keys]
 
 

@@ -43,11 +43,11 @@ class Progress:
     pieces: Tuple[Tuple[int, int, int], ...] = ()
 
     def packed(self) -> bytes:
-        return b"".join(struct.pack("<3Q", *p) for p in self.pieces)
+        return b"".join(struct.pack("=3Q", *p) for p in self.pieces)  # native: C reads mx8_piece
 
     @classmethod
     def unpacked(cls, top: int, data: bytes) -> "Progress":
-        return cls(top, tuple(struct.iter_unpack("<3Q", data)))
+        return cls(top, tuple(struct.iter_unpack("=3Q", data)))
 
     def to_state(self) -> Dict[str, Any]:
         return {"top": self.top, "pieces": [list(p) for p in self.pieces]}
@@ -56,11 +56,18 @@ class Progress:
     def from_state(cls, state: Any) -> "Progress":
         """From ``to_state()``'s dict; a malformed one raises ValueError (checked again in C)."""
         try:
-            pieces = tuple((int(lo), int(hi), int(used)) for lo, hi, used in state["pieces"])
-            return cls(int(state["top"]), pieces)
+            pieces = tuple((_count(lo), _count(hi), _count(used)) for lo, hi, used in state["pieces"])
+            return cls(_count(state["top"]), pieces)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not an epoch progress ({{'top': int, 'pieces': [[lo, hi, used], ...]}}): "
                              f"{state!r:.200}") from e
+
+
+def _count(v: Any) -> int:
+    """A sample count of a progress: an int (not a bool or float) in [0, 2**62)."""
+    if type(v) is not int or not 0 <= v < 1 << 62:
+        raise ValueError(f"{v!r} is not a sample count")
+    return v
 
 
 NOTHING_READ = Progress()

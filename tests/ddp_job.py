@@ -62,11 +62,26 @@ def run_mismatch(a, rank, out):
     """Rank r differs from rank 0 in one setting (--differ): refused on every rank."""
     ds = dataset(a, rank_seed_offset=rank if a.differ == "seed" else 0,
                  batch_size=a.batch_size + (rank if a.differ == "batch_size" else 0))
+    if a.differ == "num_workers" and rank == 0:
+        a.workers = 0  # rank 0 reads in its main process, the others through workers
+    t0 = time.monotonic()
     try:
         next(iter(batches(a, ds)))
         write_json(out, {"error": None})
     except mx8.RendezvousError as e:
-        write_json(out, {"error": str(e)})
+        write_json(out, {"error": str(e), "waited_s": time.monotonic() - t0})
+
+
+def run_two_datasets(a, rank, out):
+    """A train and a validation Dataset, each behind its own DataLoader with workers, every
+    epoch: they meet their counterparts on the other ranks, not each other."""
+    train, val = dataset(a), dataset(a, batch_size=a.batch_size + 1)
+    epochs = {}
+    for epoch in a.epochs:
+        train.set_epoch(epoch)
+        epochs[epoch] = {"train": [b.sample_ids.tolist() for b in batches(a, train)],
+                         "val": [b.sample_ids.tolist() for b in batches(a, val)]}
+    write_json(out, {"epochs": epochs, "stats": train.stats()})
 
 
 def run_loader_ckpt(a, rank, out):
@@ -178,7 +193,7 @@ def run_train(a, rank, out):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=("ids", "mismatch", "restart", "train", "peek", "eval-on-rank0", "loader-ckpt",
-                                    "resume"))
+                                    "resume", "two-datasets"))
     p.add_argument("uri")
     p.add_argument("out")
     p.add_argument("--batch-size", type=int, default=7)
@@ -190,7 +205,8 @@ def main():
     p.add_argument("--workers", type=int, default=0, help="read through a DataLoader with this many workers")
     p.add_argument("--persistent", action="store_true", help="persistent_workers=True")
     p.add_argument("--context", default=None, help="the workers' start method (fork, spawn, forkserver)")
-    p.add_argument("--differ", choices=("seed", "batch_size"), default="seed", help="mismatch: what rank r changes")
+    p.add_argument("--differ", choices=("seed", "batch_size", "num_workers"), default="seed",
+                   help="mismatch: what rank r changes")
     p.add_argument("--state", help="resume: the state_dict to resume from (JSON)")
     a = p.parse_args()
     rank = int(os.environ["RANK"])
@@ -198,7 +214,8 @@ def main():
         init_process_group(rank)
     out = os.path.join(a.out, f"rank{rank}.json")
     {"ids": run_ids, "mismatch": run_mismatch, "restart": run_restart, "train": run_train, "peek": run_peek,
-     "eval-on-rank0": run_eval_on_rank0, "loader-ckpt": run_loader_ckpt, "resume": run_resume}[a.mode](a, rank, out)
+     "eval-on-rank0": run_eval_on_rank0, "loader-ckpt": run_loader_ckpt, "resume": run_resume,
+     "two-datasets": run_two_datasets}[a.mode](a, rank, out)
     if not a.no_process_group:
         dist.destroy_process_group()
 

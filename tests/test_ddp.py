@@ -165,15 +165,30 @@ def test_dataloader_workers_keep_every_guarantee(uri, tmp_path, world, workers, 
 
 
 @pytest.mark.ddp_determinism
-@pytest.mark.parametrize("differ", ["seed", "batch_size"])
+@pytest.mark.parametrize("differ", ["seed", "batch_size", "num_workers"])
 def test_a_mismatch_behind_dataloader_workers_fails_on_every_rank(uri, tmp_path, differ):
     """Before, workers never met: another seed corrupted the epoch silently (exit 0), another
-    batch size ended in a gloo 'connection closed'."""
+    batch size ended in a gloo 'connection closed'. A rank reading in its main process and one
+    reading through workers meet too, and fail at once."""
     p, res = torchrun(2, ["mismatch", uri, tmp_path, "--workers", 2, "--differ", differ], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     for r in res:
         assert r["error"] and f"disagree on {differ}" in r["error"], r
         assert f"rank 0: {differ}=" in r["error"] and f"rank 1: {differ}=" in r["error"]
+        assert r["waited_s"] < 30
+
+
+@pytest.mark.ddp_nodupes
+def test_two_datasets_behind_workers_meet_their_own_counterparts(uri, tmp_path):
+    """A train and a validation Dataset, each with workers, two epochs: before, their workers'
+    rendezvous shared names and compared the wrong Datasets (a false RendezvousError)."""
+    n = mx8.resolve(uri).samples
+    p, res = torchrun(2, ["two-datasets", uri, tmp_path, "--workers", 2, "--epochs", 0, 1], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for epoch in ("0", "1"):
+        for which in ("train", "val"):
+            ids = Counter(i for r in res for b in r["epochs"][epoch][which] for i in b)
+            assert set(ids) == set(range(n)) and sum(ids.values()) - n == (-n) % 2
 
 
 @pytest.mark.ddp_restart
@@ -203,9 +218,11 @@ SPAWN_JOB = Path(__file__).with_name("spawn_job.py")
 
 @pytest.mark.ddp_nodupes
 @pytest.mark.parametrize("launcher,context", [("mp.spawn", "spawn"), ("mp.spawn", "fork"), ("mp.spawn", "forkserver"),
+                                              ("mp.spawn-arg", "spawn"), ("mp.spawn-arg", "fork"),
                                               ("slurm", "spawn"), ("slurm", "fork")])
 def test_launchers_give_disjoint_shares_with_every_start_method(uri, tmp_path, launcher, context):
-    """mp.spawn + init_process_group(tcp://), and tasks of an srun step (SLURM_PROCID,
+    """mp.spawn + init_process_group(tcp://) (the Dataset made in each rank, or made in the
+    launcher and passed to the ranks), and tasks of an srun step (SLURM_PROCID,
     SLURM_STEP_NUM_TASKS): each rank's DataLoader workers read the rank's share (before,
     spawn workers under mp.spawn saw no group and read the whole epoch on every rank)."""
     n = mx8.resolve(uri).samples
@@ -214,7 +231,7 @@ def test_launchers_give_disjoint_shares_with_every_start_method(uri, tmp_path, l
            not k.startswith(("TORCHELASTIC_", "SLURM_"))}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     base = [sys.executable, str(SPAWN_JOB), launcher, uri, str(tmp_path), context]
-    if launcher == "mp.spawn":
+    if launcher.startswith("mp.spawn"):
         procs = [subprocess.Popen(base + ["2", str(free_port())], env=env)]
     else:
         procs = [subprocess.Popen(base, env=dict(env, SLURM_PROCID=str(r), SLURM_STEP_NUM_TASKS="2")) for r in (0, 1)]
@@ -224,4 +241,4 @@ def test_launchers_give_disjoint_shares_with_every_start_method(uri, tmp_path, l
     assert len(a) == len(b) == -(-n // 2) and set(a) | set(b) == set(range(n))
     assert len(set(a) & set(b)) == res[0]["stats"]["padded"] == (-n) % 2
     # mp.spawn's ranks meet through the group's TCPStore; srun tasks without a group have no channel
-    assert res[0]["stats"]["rendezvous_checked"] is (launcher == "mp.spawn")
+    assert res[0]["stats"]["rendezvous_checked"] is launcher.startswith("mp.spawn")

@@ -7,9 +7,11 @@
 #include "rng.h"
 
 /* Bounds that keep every product below in 64 bits (world * piece, n * 8). */
-#define MAX_WORLD (1ULL << 31)
+#define MAX_WORLD (1ULL << 20) /* per-rank arrays: 72 bytes a rank */
 #define MAX_PIECE (1ULL << 31)
 #define MAX_SAMPLES (1ULL << 60)
+#define MAX_BATCH (1ULL << 40)
+#define MAX_WORKERS (1ULL << 20)
 
 /* The shape of a deal, the same for every rank, from the spec alone (no sample ids). */
 typedef struct {
@@ -54,7 +56,8 @@ int mx8_progress_check(const mx8_progress *p, uint64_t n, mx8_error *err) {
 
 static int layout_make(const mx8_deal_spec *s, layout_t *l, mx8_error *err) {
     memset(l, 0, sizeof *l);
-    if (s->world < 1 || s->world > MAX_WORLD || s->batch < 1 || s->piece < 1 || s->piece > MAX_PIECE ||
+    if (s->world < 1 || s->world > MAX_WORLD || s->batch < 1 || s->batch > MAX_BATCH || s->piece < 1 ||
+        s->piece > MAX_PIECE ||
         (s->shuffle && s->block < 1) || s->n > MAX_SAMPLES)
         return mx8_error_set(err, MX8_ERR_ARG, "bad deal: %llu samples, world %llu, batch %llu, piece %llu, block %llu",
                              (unsigned long long)s->n, (unsigned long long)s->world, (unsigned long long)s->batch,
@@ -187,7 +190,7 @@ static int rank_stream(const mx8_deal_spec *s, const layout_t *l, uint64_t r, in
 int mx8_deal_share(const mx8_deal_spec *s, uint64_t rank, uint64_t worker, uint64_t workers, mx8_share *out,
                    mx8_error *err) {
     memset(out, 0, sizeof *out);
-    if (rank >= s->world || workers < 1 || worker >= workers)
+    if (rank >= s->world || workers < 1 || workers > MAX_WORKERS || worker >= workers)
         return mx8_error_set(err, MX8_ERR_ARG, "bad share: rank %llu of %llu, worker %llu of %llu",
                              (unsigned long long)rank, (unsigned long long)s->world, (unsigned long long)worker,
                              (unsigned long long)workers);
@@ -245,12 +248,7 @@ int mx8_deal_after(const mx8_deal_spec *s, uint64_t read, mx8_progress_out *out,
     int rc = layout_make(s, &l, err);
     if (rc)
         return rc;
-    uint64_t W = s->world, L = s->piece, c = read;
-    if (c > l.per_rank) {
-        layout_free(&l);
-        return mx8_error_set(err, MX8_ERR_ARG, "%llu samples read of a share of %llu", (unsigned long long)c,
-                             (unsigned long long)l.per_rank);
-    }
+    uint64_t W = s->world, L = s->piece, c = read < l.per_rank ? read : l.per_rank;
     /* At most: the pieces before, two rounds' pieces partly read, one end piece a rank. */
     size_t cap = s->done.n_pieces + 3 * (size_t)W;
     out->pieces = malloc(cap * sizeof *out->pieces);

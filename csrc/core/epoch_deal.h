@@ -19,6 +19,9 @@
  *  3. the remainder (a round and less) cut into one end piece per rank, sized so that every
  *     rank has the same number of samples: padded (duplicates of S's first samples, at most
  *     W - 1) or, with drop_last, cut to whole batches (the rest dropped).
+ * Pads are read last, so a rank reading its pads while another has not reached the sample
+ * a pad copies leaves that sample unread in the progress: a checkpoint taken then and
+ * resumed reads it again, inside the resumed deal's reported padding.
  * After every rank read c samples of its share, the progress is a function of (progress,
  * W, batch, c): mx8_deal_after. Ranks read at the same rate (DDP steps), so at most one
  * round's pieces are partly read at a time and a progress holds at most W + W' pieces. */
@@ -73,7 +76,8 @@ typedef struct {
     uint64_t position; /* samples of the epoch read in all (pads not counted) */
 } mx8_progress_out;
 
-/* The progress once every rank has read `read` samples of its share (at most per_rank). */
+/* The progress once every rank has read `read` samples of its share (more than per_rank:
+ * the whole share). */
 int mx8_deal_after(const mx8_deal_spec *s, uint64_t read, mx8_progress_out *out, mx8_error *err);
 
 /* MX8_ERR_ARG naming the fault when a progress is not one this module could have made for n

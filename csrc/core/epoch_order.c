@@ -20,7 +20,9 @@ static void shuffle_range(int64_t *a, uint64_t n, mx8_rng *rng) {
 static void permute_blocks(uint64_t n, uint64_t block, mx8_rng *rng, int64_t *out) {
     if (n == 0)
         return;
-    uint64_t n_blocks = (n + block - 1) / block;
+    if (block > n)
+        block = n; /* one block: and no wrap in the count below */
+    uint64_t n_blocks = n / block + (n % block != 0);
     for (uint64_t b = 0; b < n_blocks; b++)
         out[b] = (int64_t)b;
     shuffle_range(out, n_blocks, rng);
@@ -62,7 +64,7 @@ int mx8_epoch_order(uint64_t n, uint64_t seed, int shuffle, uint64_t block, uint
     mx8_rng_seed(&rng, seed);
     permute_blocks(n, block, &rng, out);
     /* Mix samples across each window of consecutive (already permuted) blocks. */
-    uint64_t span = block * window;
+    uint64_t span = window > n / block ? n : block * window; /* no wrap for absurd block or window */
     for (uint64_t start = 0; start < n; start += span)
         shuffle_range(out + start, (n - start < span ? n - start : span), &rng);
     return MX8_OK;

@@ -31,9 +31,10 @@ static PyObject *epoch_order(PyObject *module, PyObject *args, PyObject *kwds) {
     return out;
 }
 
-/* The deal's arguments common to both functions: the epoch, its progress and the world. The
- * progress buffer is held in *pieces (release it) and pointed at by s->done. */
-static int parse_deal(PyObject *args, Py_ssize_t first, mx8_deal_spec *s, Py_buffer *pieces) {
+/* The deal's arguments common to both functions: the epoch, its progress and the world.
+ * s->done.pieces is a malloc'd copy of the progress (free it). */
+static int parse_deal(PyObject *args, Py_ssize_t first, mx8_deal_spec *s) {
+    Py_buffer view, *pieces = &view;
     unsigned long long n, seed, block, piece, top, world, batch;
     int shuffle, drop_last;
     PyObject *rest = PyTuple_GetSlice(args, 0, first);
@@ -50,9 +51,20 @@ static int parse_deal(PyObject *args, Py_ssize_t first, mx8_deal_spec *s, Py_buf
                      pieces->len);
         return -1;
     }
+    /* A private copy: the C reads the pieces again after the GIL is released, when another
+     * thread could change a bytearray; and a memoryview slice may be misaligned. */
+    size_t n_pieces = (size_t)pieces->len / sizeof(mx8_piece);
+    mx8_piece *copy = malloc((n_pieces ? n_pieces : 1) * sizeof *copy);
+    if (!copy) {
+        PyBuffer_Release(pieces);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, pieces->buf, n_pieces * sizeof *copy);
+    PyBuffer_Release(pieces);
     memset(s, 0, sizeof *s);
     s->n = n, s->seed = seed, s->shuffle = shuffle, s->block = block, s->piece = piece;
-    s->done = (mx8_progress){(const mx8_piece *)pieces->buf, (size_t)pieces->len / sizeof(mx8_piece), top};
+    s->done = (mx8_progress){copy, n_pieces, top};
     s->world = world, s->batch = batch, s->drop_last = drop_last;
     return 0;
 }
@@ -61,12 +73,11 @@ static int parse_deal(PyObject *args, Py_ssize_t first, mx8_deal_spec *s, Py_buf
  * worker, workers) -> (bytes of int64 ids, bytes of uint64 cuts, per_rank, padded, dropped) */
 static PyObject *epoch_share(PyObject *module, PyObject *args) {
     mx8_deal_spec s;
-    Py_buffer pieces;
     unsigned long long rank, worker, workers;
     PyObject *tail = PyTuple_GetSlice(args, 10, PY_SSIZE_T_MAX);
     int ok = tail && PyArg_ParseTuple(tail, "KKK:epoch_share (rank, worker, workers)", &rank, &worker, &workers);
     Py_XDECREF(tail);
-    if (!ok || parse_deal(args, 10, &s, &pieces) < 0)
+    if (!ok || parse_deal(args, 10, &s) < 0)
         return NULL;
     mx8_share sh;
     mx8_error err;
@@ -75,7 +86,7 @@ static PyObject *epoch_share(PyObject *module, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     rc = mx8_deal_share(&s, rank, worker, workers, &sh, &err);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&pieces);
+    free((void *)s.done.pieces);
     if (rc)
         return mx8_raise(mx8_get_state(module), &err);
     PyObject *out = Py_BuildValue("(y#y#KKK)", (const char *)sh.ids, (Py_ssize_t)(sh.count * 8), (const char *)sh.cuts,
@@ -90,18 +101,17 @@ static PyObject *epoch_share(PyObject *module, PyObject *args) {
  * -> (top, bytes of pieces, position): the progress once every rank read `read` samples. */
 static PyObject *epoch_after(PyObject *module, PyObject *args) {
     mx8_deal_spec s;
-    Py_buffer pieces;
     unsigned long long read;
     PyObject *tail = PyTuple_GetSlice(args, 10, PY_SSIZE_T_MAX);
     int ok = tail && PyArg_ParseTuple(tail, "K:epoch_after (read)", &read);
     Py_XDECREF(tail);
-    if (!ok || parse_deal(args, 10, &s, &pieces) < 0)
+    if (!ok || parse_deal(args, 10, &s) < 0)
         return NULL;
     mx8_progress_out p;
     mx8_error err;
     mx8_error_clear(&err);
     int rc = mx8_deal_after(&s, read, &p, &err);
-    PyBuffer_Release(&pieces);
+    free((void *)s.done.pieces);
     if (rc)
         return mx8_raise(mx8_get_state(module), &err);
     PyObject *out = Py_BuildValue("(Ky#K)", (unsigned long long)p.top, (const char *)p.pieces,
