@@ -6,6 +6,7 @@ repository root (scripts/bench*.py do the same):
     python -m benchmarks.s3       S3 raw reads against boto3 and awscrt; the train path over S3
     python -m benchmarks.leases   lease mode's overhead against a plain mx8.Dataset
     python -m benchmarks.scale    one rank's epoch over S3 at world sizes 1..16, with latency
+    python -m benchmarks.index    resolving millions of samples: the binary index against parsing
 
 Each entry point re-runs itself with .venv's Python; every module has one concern:
 

@@ -159,7 +159,7 @@ def test_peers_end_to_end_reports_what_cannot_run(tiny):
     assert mx["name"] == "mx8-train" and mx["images"] == 17 and dali["rate"] is None and dali["error"]
 
 
-@pytest.mark.parametrize("script", ["bench", "bench_peers", "bench_s3", "bench_leases", "bench_scale"])
+@pytest.mark.parametrize("script", ["bench", "bench_peers", "bench_s3", "bench_leases", "bench_scale", "bench_index"])
 def test_scripts_help_and_working_directory(script, tmp_path):
     r = subprocess.run([sys.executable, f"scripts/{script}.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0 and "usage: python -m benchmarks." in r.stdout, r.stderr

@@ -49,6 +49,7 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
         "locations": len(s.manifest.locations),
         "source": s.source + (" (manifest store)" if s.from_store else ""),
         "index_bytes": s.manifest.index_bytes,
+        "index": "mapped (binary index, shared by the node's processes)" if s.manifest.mapped else "in memory",
     }
     if a.json:
         print(json.dumps(info, indent=2))

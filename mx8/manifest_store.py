@@ -11,6 +11,8 @@ Location: the ``manifest_store=`` keyword, else ``MX8_MANIFEST_STORE``, else
     <store>/<manifest_hash>/manifest.tsv   the canonical manifest bytes (what the hash covers)
     <store>/<manifest_hash>/labels.tsv     label names, when the dataset has them
     <store>/<manifest_hash>/meta.json      how it was made: {"source": "manifest"|"index", "uri": ...}
+    <store>/<manifest_hash>/manifest.idx   its binary index, mapped by readers (mx8/manifest_index.py)
+    <store>/index/<path key>.idx           the index of a local manifest in a read-only folder
 
 An entry is written in a temporary folder and renamed into place, so a reader (another rank,
 another process) sees a whole entry or none; an entry whose bytes no longer hash to its name
@@ -25,7 +27,9 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
+
+from . import _core, manifest_index
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
@@ -40,7 +44,7 @@ def default_store_dir() -> str:
 
 @dataclass(frozen=True)
 class StoredManifest:
-    manifest: bytes
+    manifest: Union[bytes, "_core.Manifest"]  # bytes, or mapped from the entry's index (get(mapped=True))
     labels: Optional[bytes]
     source: str  # "manifest" (read from _mx8/manifest.tsv) or "index" (a listed raw prefix)
     uri: str     # the dataset it was first resolved from
@@ -57,12 +61,14 @@ class ManifestStore:
             raise ValueError(f"not a manifest hash (64 lowercase hex digits): {manifest_hash!r}")
         return os.path.join(self.root, manifest_hash)
 
-    def get(self, manifest_hash: str) -> Optional[StoredManifest]:
-        """The stored entry, or None when absent or damaged (its bytes must hash to its name)."""
+    def get(self, manifest_hash: str, mapped: bool = False) -> Optional[StoredManifest]:
+        """The stored entry, or None when absent or damaged (its bytes must hash to its name).
+        ``mapped``: the manifest as a ``_core.Manifest`` mapped from the entry's index
+        (mx8/manifest_index.py: built once, then the manifest is not read or hashed again
+        while its file is unchanged), else its bytes."""
         entry = self._entry(manifest_hash)
+        path = os.path.join(entry, "manifest.tsv")
         try:
-            with open(os.path.join(entry, "manifest.tsv"), "rb") as f:
-                manifest = f.read()
             with open(os.path.join(entry, "meta.json"), "rb") as f:
                 meta = json.loads(f.read())
             labels_path = os.path.join(entry, "labels.tsv")
@@ -70,7 +76,14 @@ class ManifestStore:
             if meta.get("labels"):
                 with open(labels_path, "rb") as f:
                     labels = f.read()
-        except (OSError, ValueError):
+            indexed = manifest_index.load(path) if mapped and os.path.exists(path) else None
+            if indexed is not None:
+                if indexed.hash != manifest_hash:
+                    return None
+                return StoredManifest(indexed, labels, str(meta.get("source", "manifest")), str(meta.get("uri", "")))
+            with open(path, "rb") as f:
+                manifest = f.read()
+        except (OSError, ValueError):  # ManifestError is a ValueError: a damaged entry
             return None
         if hashlib.sha256(manifest).hexdigest() != manifest_hash:
             return None

@@ -13,9 +13,9 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from . import _core
+from . import _core, manifest_index
 from .errors import ManifestError, ReadError, SnapshotMismatchError
 from .formats import parse_labels, render_labels, render_manifest
 from .imagefolder import ScanResult, index_listing, scan
@@ -148,9 +148,10 @@ def _parse_manifest(data: bytes, source: str) -> "_core.Manifest":
         raise ManifestError(f"{source}: {e}") from None
 
 
-def _snapshot(uri: str, root: str, data: bytes, labels_data: Optional[bytes], source: str, manifest_src: str,
-              labels_src: str, s3: Optional[S3Root] = None, from_store: bool = False) -> Snapshot:
-    manifest = _parse_manifest(data, manifest_src)
+def _snapshot(uri: str, root: str, data: Union[bytes, "_core.Manifest"], labels_data: Optional[bytes], source: str,
+              manifest_src: str, labels_src: str, s3: Optional[S3Root] = None, from_store: bool = False) -> Snapshot:
+    """data: the manifest's bytes, or the manifest itself (mapped from its index)."""
+    manifest = data if isinstance(data, _core.Manifest) else _parse_manifest(data, manifest_src)
     labels = None
     if labels_data is not None:
         labels = tuple(parse_labels(labels_data, labels_src))
@@ -163,7 +164,9 @@ def _snapshot(uri: str, root: str, data: bytes, labels_data: Optional[bytes], so
 def _from_manifest(uri: str, manifest_path: str, root: str) -> Snapshot:
     labels_path = os.path.join(os.path.dirname(manifest_path), "labels.tsv")
     labels = _read(labels_path) if os.path.exists(labels_path) else None
-    return _snapshot(uri, root, _read(manifest_path), labels, "manifest", manifest_path, labels_path)
+    manifest = manifest_index.load(manifest_path, ManifestStore().root)  # mapped, or None: parse it
+    return _snapshot(uri, root, manifest if manifest is not None else _read(manifest_path), labels, "manifest",
+                     manifest_path, labels_path)
 
 
 def _s3_dataset_root(base: str, config: Optional[S3Config]) -> S3Root:
@@ -178,7 +181,7 @@ def _resolve_s3(base: str, pin: Optional[str], label_mode: str, store: ManifestS
                 config: Optional[S3Config]) -> Snapshot:
     root = _s3_dataset_root(base, config)
     if pin is not None:
-        hit = store.get(pin.manifest_hash)
+        hit = store.get(pin.manifest_hash, mapped=True)
         if hit is not None and pin.labels_hash is not None and (
                 hit.labels is None or labels_hash(parse_labels(hit.labels, "store")) != pin.labels_hash):
             hit = None  # the store has these records with other label names: ask the bucket

@@ -392,6 +392,7 @@ def test_pinned_uri_resolves_from_the_store_with_the_server_stopped(tmp_path, mo
     for s in (snap, raw):
         again = mx8.resolve(s.pinned_uri)  # the server is gone: any request would fail
         assert again.from_store and again == s and again.labels == s.labels and again.source == s.source
+        assert again.manifest.mapped  # from the entry's binary index, shared by the node's processes
     # No request: one would fail (nothing listens there). The bound is loose, for a loaded machine; a
     # resolve that retried against the dead endpoint would take its whole backoff and then fail.
     assert time.monotonic() - t0 < 10.0

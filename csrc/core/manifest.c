@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "sha256_hex.h"
 
@@ -111,14 +112,21 @@ static int parse_label(const char *hint, size_t len, int32_t *label) {
     return -1;
 }
 
-typedef struct {
-    mx8_manifest *m;
-    size_t cap;
+/* A streaming parser: lines may arrive split across feeds; each record goes to the sink. */
+struct mx8_manifest_reader {
+    mx8_record_sink sink;
+    void *ctx;
     location_table locs;
     mx8_sha256 *sha;
-} parser;
+    size_t n_records, lineno;
+    int32_t max_label;
+    char *carry; /* the start of a line whose \n has not arrived yet */
+    size_t carry_len, carry_cap;
+};
 
-static int parse_record(parser *p, const char *line, size_t len, size_t lineno, mx8_error *err) {
+#define MAX_LINE (1u << 20) /* no path or hint comes near it; a hostile file cannot grow the carry */
+
+static int parse_record(mx8_manifest_reader *p, const char *line, size_t len, size_t lineno, mx8_error *err) {
     const char *field[5];
     size_t flen[5];
     size_t nf = 0, start = 0;
@@ -138,7 +146,7 @@ static int parse_record(parser *p, const char *line, size_t len, size_t lineno, 
                              "(sample_id, location, byte_offset, byte_length, decode_hint), found %zu",
                              lineno, nf);
     uint64_t id, off = 0, blen = MX8_LENGTH_WHOLE;
-    size_t expect = p->m->n_records;
+    size_t expect = p->n_records;
     if (parse_u63(field[0], flen[0], &id) < 0 || id != expect)
         return mx8_error_set(err, MX8_ERR_FORMAT,
                              "manifest line %zu: sample_id '%.*s' is not %zu (ids run 0..N-1 in order)",
@@ -158,96 +166,184 @@ static int parse_record(parser *p, const char *line, size_t len, size_t lineno, 
     int64_t loc = table_intern(&p->locs, field[1], flen[1]);
     if (loc < 0 || loc > (int64_t)UINT32_MAX)
         return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory indexing manifest line %zu", lineno);
-    if (p->m->n_records == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 1024;
-        mx8_record *r = realloc(p->m->records, cap * sizeof *r);
-        if (!r)
-            return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory at manifest line %zu", lineno);
-        p->m->records = r;
-        p->cap = cap;
-    }
-    mx8_record *r = &p->m->records[p->m->n_records++];
-    r->offset = off;
-    r->length = blen;
-    r->location = (uint32_t)loc;
-    r->label = label;
-    if (label > p->m->max_label)
-        p->m->max_label = label;
+    mx8_record r = {.offset = off, .length = blen, .location = (uint32_t)loc, .label = label};
+    int rc = p->sink(p->ctx, &r, err);
+    if (rc)
+        return rc;
+    p->n_records++;
+    if (label > p->max_label)
+        p->max_label = label;
     return MX8_OK;
 }
 
-static int parse_lines(parser *p, const char *buf, size_t len, mx8_error *err) {
-    size_t pos = 0, lineno = 0;
+/* One whole line, without its \n. */
+static int parse_line(mx8_manifest_reader *p, const char *line, size_t llen, mx8_error *err) {
+    size_t lineno = ++p->lineno;
+    if (memchr(line, '\r', llen))
+        return mx8_error_set(err, MX8_ERR_FORMAT,
+                             "manifest line %zu: carriage return (manifests use \\n line endings)", lineno);
+    if (memchr(line, '\0', llen)) /* no path or key holds one, and the location table keys on C strings */
+        return mx8_error_set(err, MX8_ERR_FORMAT, "manifest line %zu: NUL byte", lineno);
+    if (lineno == 1) {
+        if (llen != sizeof HEADER - 1 || memcmp(line, HEADER, llen) != 0)
+            return mx8_error_set(err, MX8_ERR_FORMAT, "manifest line 1: expected '%s', found '%.*s'", HEADER,
+                                 (int)(llen > 40 ? 40 : llen), line);
+    } else {
+        int rc = parse_record(p, line, llen, lineno, err);
+        if (rc)
+            return rc;
+    }
+    /* The hash covers the canonical bytes: each line with its \n, even if the file's last
+     * line lacks one. */
+    int rc = mx8_sha256_update(p->sha, line, llen, err);
+    return rc ? rc : mx8_sha256_update(p->sha, "\n", 1, err);
+}
+
+static int carry_append(mx8_manifest_reader *p, const char *buf, size_t len, mx8_error *err) {
+    if (p->carry_len + len > MAX_LINE)
+        return mx8_error_set(err, MX8_ERR_FORMAT, "manifest line %zu: longer than %u bytes", p->lineno + 1,
+                             MAX_LINE);
+    if (p->carry_len + len > p->carry_cap) {
+        size_t cap = p->carry_len + len > 2 * p->carry_cap ? p->carry_len + len : 2 * p->carry_cap;
+        char *c = realloc(p->carry, cap);
+        if (!c)
+            return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory reading manifest line %zu", p->lineno + 1);
+        p->carry = c, p->carry_cap = cap;
+    }
+    memcpy(p->carry + p->carry_len, buf, len);
+    p->carry_len += len;
+    return MX8_OK;
+}
+
+mx8_manifest_reader *mx8_manifest_reader_new(mx8_record_sink sink, void *ctx, mx8_error *err) {
+    mx8_manifest_reader *p = calloc(1, sizeof *p);
+    if (!p) {
+        mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a manifest reader");
+        return NULL;
+    }
+    p->sink = sink, p->ctx = ctx, p->max_label = -1;
+    if (!(p->sha = mx8_sha256_new(err))) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int mx8_manifest_reader_feed(mx8_manifest_reader *p, const char *buf, size_t len, mx8_error *err) {
+    size_t pos = 0;
     while (pos < len) {
         const char *nl = memchr(buf + pos, '\n', len - pos);
-        size_t end = nl ? (size_t)(nl - buf) : len;
-        const char *line = buf + pos;
-        size_t llen = end - pos;
-        lineno++;
-        if (memchr(line, '\r', llen))
-            return mx8_error_set(err, MX8_ERR_FORMAT,
-                                 "manifest line %zu: carriage return (manifests use \\n line endings)", lineno);
-        if (memchr(line, '\0', llen)) /* no path or key holds one, and the location table keys on C strings */
-            return mx8_error_set(err, MX8_ERR_FORMAT, "manifest line %zu: NUL byte", lineno);
-        if (lineno == 1) {
-            if (llen != sizeof HEADER - 1 || memcmp(line, HEADER, llen) != 0)
-                return mx8_error_set(err, MX8_ERR_FORMAT,
-                                     "manifest line 1: expected '%s', found '%.*s'", HEADER,
-                                     (int)(llen > 40 ? 40 : llen), line);
-        } else {
-            int rc = parse_record(p, line, llen, lineno, err);
-            if (rc)
+        if (!nl) /* the rest is the start of a line */
+            return carry_append(p, buf + pos, len - pos, err);
+        size_t end = (size_t)(nl - buf);
+        int rc;
+        if (p->carry_len) { /* the end of the line the last feed began */
+            if ((rc = carry_append(p, buf + pos, end - pos, err)))
                 return rc;
+            rc = parse_line(p, p->carry, p->carry_len, err);
+            p->carry_len = 0;
+        } else {
+            rc = parse_line(p, buf + pos, end - pos, err);
         }
-        /* The hash covers the canonical bytes: each line with its \n, even if the file's
-         * last line lacks one. */
-        int rc = mx8_sha256_update(p->sha, line, llen, err);
-        if (!rc)
-            rc = mx8_sha256_update(p->sha, "\n", 1, err);
         if (rc)
             return rc;
         pos = end + 1;
     }
-    if (lineno == 0)
-        return mx8_error_set(err, MX8_ERR_FORMAT, "manifest is empty (expected '%s' on line 1)", HEADER);
+    return MX8_OK;
+}
+
+int mx8_manifest_reader_finish(mx8_manifest_reader *p, mx8_manifest *out, mx8_error *err) {
+    int rc = MX8_OK;
+    if (p->carry_len) { /* a last line without its \n */
+        rc = parse_line(p, p->carry, p->carry_len, err);
+        p->carry_len = 0;
+    }
+    if (!rc && p->lineno == 0)
+        rc = mx8_error_set(err, MX8_ERR_FORMAT, "manifest is empty (expected '%s' on line 1)", HEADER);
+    if (!rc)
+        rc = mx8_sha256_final_hex(p->sha, out->hash_hex, err);
+    if (rc)
+        return rc;
+    out->n_records = p->n_records;
+    out->max_label = p->max_label;
+    out->locations = p->locs.strings; /* handed over */
+    out->n_locations = p->locs.n;
+    p->locs.strings = NULL;
+    p->locs.n = 0;
+    return MX8_OK;
+}
+
+void mx8_manifest_reader_free(mx8_manifest_reader *p) {
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->locs.n; i++)
+        free(p->locs.strings[i]);
+    free(p->locs.strings);
+    free(p->locs.slots);
+    mx8_sha256_free(p->sha);
+    free(p->carry);
+    free(p);
+}
+
+/* The in-memory sink: records into a growing array. */
+typedef struct {
+    mx8_record *records;
+    size_t n, cap;
+} record_array;
+
+static int array_sink(void *ctx, const mx8_record *r, mx8_error *err) {
+    record_array *a = ctx;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 1024;
+        mx8_record *grown = realloc(a->records, cap * sizeof *grown);
+        if (!grown)
+            return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for %zu manifest records", cap);
+        a->records = grown, a->cap = cap;
+    }
+    a->records[a->n++] = *r;
     return MX8_OK;
 }
 
 int mx8_manifest_parse(const char *buf, size_t len, mx8_manifest **out, mx8_error *err) {
     *out = NULL;
-    parser p = {0};
-    p.m = calloc(1, sizeof *p.m);
-    if (!p.m)
-        return mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a manifest");
-    p.m->max_label = -1;
-    p.sha = mx8_sha256_new(err);
-    int rc = p.sha ? parse_lines(&p, buf, len, err) : MX8_ERR_NOMEM;
+    record_array a = {0};
+    mx8_manifest *m = calloc(1, sizeof *m);
+    mx8_manifest_reader *p = m ? mx8_manifest_reader_new(array_sink, &a, err) : NULL;
+    int rc = !m ? mx8_error_set(err, MX8_ERR_NOMEM, "out of memory for a manifest") : !p ? MX8_ERR_NOMEM : MX8_OK;
     if (!rc)
-        rc = mx8_sha256_final_hex(p.sha, p.m->hash_hex, err);
-    mx8_sha256_free(p.sha);
-    free(p.locs.slots);
-    p.m->locations = p.locs.strings;
-    p.m->n_locations = p.locs.n;
+        rc = mx8_manifest_reader_feed(p, buf, len, err);
+    if (!rc)
+        rc = mx8_manifest_reader_finish(p, m, err);
+    mx8_manifest_reader_free(p);
+    if (m)
+        m->records = a.records;
     if (rc) {
-        mx8_manifest_free(p.m);
+        if (m)
+            mx8_manifest_free(m);
+        else
+            free(a.records);
         return rc;
     }
     /* Give back the growth slack: the index is most of a big manifest's memory. */
-    if (p.m->n_records && p.m->n_records < p.cap) {
-        mx8_record *r = realloc(p.m->records, p.m->n_records * sizeof *r);
+    if (a.n && a.n < a.cap) {
+        mx8_record *r = realloc(m->records, a.n * sizeof *r);
         if (r)
-            p.m->records = r;
+            m->records = r;
     }
-    *out = p.m;
+    *out = m;
     return MX8_OK;
 }
 
 void mx8_manifest_free(mx8_manifest *m) {
     if (!m)
         return;
-    for (size_t i = 0; i < m->n_locations; i++)
-        free(m->locations[i]);
+    if (m->map) { /* an index file's mapping: the strings and records live in it */
+        munmap(m->map, m->map_len);
+    } else {
+        for (size_t i = 0; i < m->n_locations; i++)
+            free(m->locations[i]);
+        free(m->records);
+    }
     free(m->locations);
-    free(m->records);
     free(m);
 }

@@ -30,10 +30,23 @@ typedef struct {
     char **locations;       /* unique location strings, in first-seen order */
     char hash_hex[65];      /* lowercase hex SHA-256 of the canonical manifest bytes */
     int32_t max_label;      /* largest label id seen, or -1 */
+    void *map;              /* an index file mapped (csrc/core/manifest_index.h), or NULL */
+    size_t map_len;
 } mx8_manifest;
 
 /* Parses a whole manifest held in memory. Errors name the 1-based line number. */
 int mx8_manifest_parse(const char *buf, size_t len, mx8_manifest **out, mx8_error *err);
+/* Frees a parsed manifest or unmaps an opened index. */
 void mx8_manifest_free(mx8_manifest *m);
+
+/* The same parser, streaming: feed the manifest in chunks of any size (a line may span
+ * feeds; lines over 1 MiB are refused), each record goes to the sink in sample-id order,
+ * then finish() fills out's n_records, locations (handed over), hash_hex and max_label. */
+typedef int (*mx8_record_sink)(void *ctx, const mx8_record *r, mx8_error *err);
+typedef struct mx8_manifest_reader mx8_manifest_reader;
+mx8_manifest_reader *mx8_manifest_reader_new(mx8_record_sink sink, void *ctx, mx8_error *err);
+int mx8_manifest_reader_feed(mx8_manifest_reader *p, const char *buf, size_t len, mx8_error *err);
+int mx8_manifest_reader_finish(mx8_manifest_reader *p, mx8_manifest *out, mx8_error *err);
+void mx8_manifest_reader_free(mx8_manifest_reader *p);
 
 #endif

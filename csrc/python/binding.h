@@ -58,6 +58,8 @@ int mx8_buffer_pool_type_init(PyObject *module, mx8_state *st);
 
 /* image_functions.c: module-level functions (probe/decode/transform) */
 extern PyMethodDef mx8_image_methods[];
+/* manifest_type.c: build_index, open_index (the binary index of a manifest) */
+extern PyMethodDef mx8_manifest_functions[];
 /* epoch_functions.c: epoch orders, a consumer's share, an epoch's progress */
 extern PyMethodDef mx8_epoch_methods[];
 /* s3_functions.c: module-level S3 functions (request signing, ...) */

@@ -1,5 +1,9 @@
-/* mx8._core.Manifest: the parsed, immutable index of a manifest.tsv. */
+/* mx8._core.Manifest: the parsed, immutable index of a manifest.tsv, held in memory or
+ * mapped from its binary index file (build_index / open_index). */
 #include "binding.h"
+#include "manifest_index.h"
+
+static PyObject *wrap(PyTypeObject *type, mx8_manifest *m);
 
 static PyObject *Manifest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"data", NULL};
@@ -16,6 +20,17 @@ static PyObject *Manifest_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     PyBuffer_Release(&buf);
     if (rc)
         return mx8_raise(mx8_state_from_type(type), &err);
+    return wrap(type, m);
+}
+
+static void Manifest_dealloc(ManifestObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    mx8_manifest_free(self->m);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *wrap(PyTypeObject *type, mx8_manifest *m) {
     ManifestObject *self = (ManifestObject *)type->tp_alloc(type, 0);
     if (!self) {
         mx8_manifest_free(m);
@@ -25,12 +40,54 @@ static PyObject *Manifest_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     return (PyObject *)self;
 }
 
-static void Manifest_dealloc(ManifestObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    mx8_manifest_free(self->m);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+/* build_index(manifest_path, index_path): one streaming pass, bounded memory. */
+static PyObject *build_index(PyObject *module, PyObject *args) {
+    PyObject *src, *dst;
+    if (!PyArg_ParseTuple(args, "O&O&:build_index", PyUnicode_FSConverter, &src, PyUnicode_FSConverter, &dst))
+        return NULL;
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_index_build(PyBytes_AS_STRING(src), PyBytes_AS_STRING(dst), &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(src);
+    Py_DECREF(dst);
+    if (rc)
+        return mx8_raise(mx8_get_state(module), &err);
+    Py_RETURN_NONE;
 }
+
+/* open_index(index_path) -> (Manifest, (source_size, source_mtime_ns, source_inode)) */
+static PyObject *open_index(PyObject *module, PyObject *arg) {
+    PyObject *path;
+    if (!PyUnicode_FSConverter(arg, &path))
+        return NULL;
+    mx8_manifest *m = NULL;
+    mx8_index_source src;
+    mx8_error err;
+    mx8_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mx8_index_open(PyBytes_AS_STRING(path), &m, &src, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    if (rc)
+        return mx8_raise(mx8_get_state(module), &err);
+    PyObject *manifest = wrap(mx8_get_state(module)->ManifestType, m);
+    if (!manifest)
+        return NULL;
+    return Py_BuildValue("(N(KLK))", manifest, (unsigned long long)src.size, (long long)src.mtime_ns,
+                         (unsigned long long)src.inode);
+}
+
+PyMethodDef mx8_manifest_functions[] = {
+    {"build_index", build_index, METH_VARARGS,
+     "build_index(manifest_path, index_path): the binary index of a manifest.tsv (csrc/core/manifest_index.h)"},
+    {"open_index", open_index, METH_O,
+     "open_index(index_path) -> (Manifest, (size, mtime_ns, inode) of the manifest it was built from)"},
+    {NULL, NULL, 0, NULL},
+};
 
 static Py_ssize_t Manifest_len(ManifestObject *self) { return (Py_ssize_t)self->m->n_records; }
 
@@ -61,9 +118,16 @@ static PyObject *Manifest_get_max_label(ManifestObject *self, void *c) {
 static PyObject *Manifest_get_index_bytes(ManifestObject *self, void *c) {
     (void)c;
     size_t n = self->m->n_records * sizeof(mx8_record) + self->m->n_locations * sizeof(char *);
+    if (self->m->map) /* mapped: the records are the page cache's, shared; only the pointers are ours */
+        n = self->m->n_locations * sizeof(char *);
     for (size_t i = 0; i < self->m->n_locations; i++)
         n += strlen(self->m->locations[i]) + 1;
     return PyLong_FromSize_t(n);
+}
+
+static PyObject *Manifest_get_mapped(ManifestObject *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(self->m->map != NULL);
 }
 
 static PyObject *Manifest_record(ManifestObject *self, PyObject *arg) {
@@ -104,7 +168,8 @@ static PyGetSetDef Manifest_getset[] = {
     {"hash", (getter)Manifest_get_hash, NULL, "manifest_hash: hex SHA-256 of the canonical bytes", NULL},
     {"locations", (getter)Manifest_get_locations, NULL, "unique locations, as written", NULL},
     {"max_label", (getter)Manifest_get_max_label, NULL, "largest label id, or -1", NULL},
-    {"index_bytes", (getter)Manifest_get_index_bytes, NULL, "memory held by the index", NULL},
+    {"index_bytes", (getter)Manifest_get_index_bytes, NULL, "private memory held by the index", NULL},
+    {"mapped", (getter)Manifest_get_mapped, NULL, "True when read from a mapped index file", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -12,7 +12,8 @@ mx8_state *mx8_state_from_type(PyTypeObject *tp) {
 
 static int mx8_exec(PyObject *module) {
     mx8_state *st = mx8_get_state(module);
-    if (PyModule_AddFunctions(module, mx8_s3_methods) < 0 || PyModule_AddFunctions(module, mx8_epoch_methods) < 0 || mx8_s3_init(module) < 0 ||
+    if (PyModule_AddFunctions(module, mx8_s3_methods) < 0 || PyModule_AddFunctions(module, mx8_epoch_methods) < 0 ||
+        PyModule_AddFunctions(module, mx8_manifest_functions) < 0 || mx8_s3_init(module) < 0 ||
         PyModule_AddFunctions(module, mx8_engine_functions) < 0 || mx8_transform_constants_init(module) < 0)
         return -1;
     if (!(st->abandoned_engines = PyList_New(0)))

@@ -1,7 +1,11 @@
 /* Manifest parsing, hashing and error lines. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../csrc/core/manifest.h"
+#include "../../csrc/core/manifest_index.h"
 #include "../../csrc/core/sha256_hex.h"
 #include "mx8_test.h"
 #include "tests.h"
@@ -99,4 +103,76 @@ void test_manifest_many_unique_locations(void) {
     CHECK_INT(m->n_locations, ==, n);
     CHECK_STR(m->locations[m->records[4321].location], "c2/img2160.jpg");
     mx8_manifest_free(m);
+}
+
+static int count_sink(void *ctx, const mx8_record *r, mx8_error *err) {
+    (void)err;
+    mx8_record *last = ctx;
+    *last = *r;
+    last[1].offset++; /* records seen */
+    return MX8_OK;
+}
+
+void test_manifest_reader_streams_in_any_chunks(void) {
+    /* Fed one byte at a time, the streaming reader sees the records and hash a whole parse does. */
+    const char *text = "schema_version=0\n0\ta.tar\t512\t10\tmx8:vision:imagefolder;label_id=2\n"
+                       "1\tb.tar\t0\t\t\n2\ta.tar\t1024\t7\tmx8:vision:imagefolder;label_id=0";
+    mx8_error err;
+    mx8_manifest *whole;
+    REQUIRE_OK(mx8_manifest_parse(text, strlen(text), &whole, &err), &err);
+    mx8_record seen[2] = {{0}};
+    mx8_manifest_reader *p = mx8_manifest_reader_new(count_sink, seen, &err);
+    CHECK(p != NULL);
+    for (size_t i = 0; p && i < strlen(text); i++)
+        REQUIRE_OK(mx8_manifest_reader_feed(p, text + i, 1, &err), &err);
+    mx8_manifest meta = {0};
+    REQUIRE_OK(mx8_manifest_reader_finish(p, &meta, &err), &err);
+    CHECK_INT(meta.n_records, ==, 3);
+    CHECK_INT(seen[1].offset, ==, 3);
+    CHECK(seen[0].offset == 1024 && seen[0].length == 7 && seen[0].label == 0);
+    CHECK(strcmp(meta.hash_hex, whole->hash_hex) == 0);
+    CHECK_INT(meta.n_locations, ==, 2);
+    CHECK_INT(meta.max_label, ==, 2);
+    for (size_t i = 0; i < meta.n_locations; i++)
+        free(meta.locations[i]);
+    free(meta.locations);
+    mx8_manifest_reader_free(p);
+    mx8_manifest_free(whole);
+}
+
+void test_manifest_index_round_trip_and_refusals(void) {
+    char dir[] = "/tmp/mx8-index-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char tsv[256], idx[256];
+    snprintf(tsv, sizeof tsv, "%s/manifest.tsv", dir);
+    snprintf(idx, sizeof idx, "%s/manifest.idx", dir);
+    FILE *f = fopen(tsv, "w");
+    fprintf(f, "schema_version=0\n");
+    for (int i = 0; i < 5000; i++) /* more than one write buffer of records, lines across read chunks */
+        fprintf(f, "%d\tshards/s%d.tar\t%d\t%d\tmx8:vision:imagefolder;label_id=%d\n", i, i % 3, i * 600, 500, i % 7);
+    fclose(f);
+    mx8_error err;
+    REQUIRE_OK(mx8_index_build(tsv, idx, &err), &err);
+    mx8_manifest *m;
+    mx8_index_source src;
+    REQUIRE_OK(mx8_index_open(idx, &m, &src, &err), &err);
+    CHECK_INT(m->n_records, ==, 5000);
+    CHECK_INT(m->n_locations, ==, 3);
+    CHECK(m->records[4999].offset == 4999u * 600 && m->records[4999].label == 4999 % 7 && m->max_label == 6);
+    CHECK(strcmp(m->locations[2], "shards/s2.tar") == 0);
+    mx8_manifest_free(m);
+    /* A record whose location is past the table: refused, naming the record. */
+    FILE *g = fopen(idx, "r+b");
+    uint32_t bad = 9;
+    fseek(g, 256 + 24 * 17 + 16, SEEK_SET);
+    fwrite(&bad, sizeof bad, 1, g);
+    fclose(g);
+    CHECK_INT(mx8_index_open(idx, &m, &src, &err), ==, MX8_ERR_FORMAT);
+    CHECK(strstr(err.msg, "record 17 is out of range") != NULL);
+    /* Truncated. */
+    CHECK(truncate(idx, 1000) == 0);
+    CHECK_INT(mx8_index_open(idx, &m, &src, &err), ==, MX8_ERR_FORMAT);
+    unlink(idx);
+    unlink(tsv);
+    rmdir(dir);
 }

@@ -35,6 +35,8 @@
     X(test_manifest_missing_final_newline_hashes_canonically) \
     X(test_manifest_errors_name_the_line)           \
     X(test_manifest_many_unique_locations)          \
+    X(test_manifest_reader_streams_in_any_chunks)   \
+    X(test_manifest_index_round_trip_and_refusals)  \
     X(test_tar_writer_members_and_offsets)          \
     X(test_tar_writer_open_error_names_path)        \
     X(test_epoch_order_permutation_and_determinism) \
