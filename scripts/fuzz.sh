@@ -19,7 +19,7 @@ cd "$REPO"
 SECONDS_EACH="${MX8_FUZZ_SECONDS:-20}"
 TIMEOUT="${MX8_FUZZ_TIMEOUT:-10}"
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(fuzz_manifest fuzz_s3_xml fuzz_s3_sign fuzz_decode)
+((${#TARGETS[@]})) || TARGETS=(fuzz_manifest fuzz_s3_xml fuzz_s3_sign fuzz_decode fuzz_index)
 
 if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1; then
   echo "[fuzz] installing clang libclang-rt-dev"
