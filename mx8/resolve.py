@@ -161,10 +161,10 @@ def _snapshot(uri: str, root: str, data: Union[bytes, "_core.Manifest"], labels_
     return Snapshot(uri, root, manifest.hash, len(manifest), labels, source, manifest, s3, from_store)
 
 
-def _from_manifest(uri: str, manifest_path: str, root: str) -> Snapshot:
+def _from_manifest(uri: str, manifest_path: str, root: str, store: ManifestStore) -> Snapshot:
     labels_path = os.path.join(os.path.dirname(manifest_path), "labels.tsv")
     labels = _read(labels_path) if os.path.exists(labels_path) else None
-    manifest = manifest_index.load(manifest_path, ManifestStore().root)  # mapped, or None: parse it
+    manifest = manifest_index.load(manifest_path, store.root)  # mapped, or None: parse it
     return _snapshot(uri, root, manifest if manifest is not None else _read(manifest_path), labels, "manifest",
                      manifest_path, labels_path)
 
@@ -246,7 +246,8 @@ def resolve(uri: str, *, label_mode: str = "auto", manifest_store: Optional[str]
 
     S3 URIs use ``s3`` (default: :func:`mx8.s3config.s3_config`, the AWS_* variables) and keep
     what they resolve in the manifest store (``manifest_store``, default MX8_MANIFEST_STORE or
-    the user cache folder), from which a pinned URI is served without any request.
+    the user cache folder), from which a pinned URI is served without any request. A local
+    manifest's binary index sits beside it, or in that store when its folder is read-only.
 
     Raises :class:`SnapshotMismatchError` with both hashes when a pinned hash no longer
     matches the data, :class:`ManifestError` for a malformed manifest (with its line), and
@@ -257,7 +258,7 @@ def resolve(uri: str, *, label_mode: str = "auto", manifest_store: Optional[str]
         snap = _resolve_s3(base, pin, label_mode, ManifestStore(manifest_store), s3)
         base = snap.uri
     else:
-        snap = _resolve_local(base, label_mode)
+        snap = _resolve_local(base, label_mode, ManifestStore(manifest_store))
     if pin is not None and pin.manifest_hash != snap.manifest_hash:
         raise SnapshotMismatchError(
             f"{base}: data changed since it was pinned: manifest_hash is {snap.manifest_hash}, "
@@ -269,19 +270,19 @@ def resolve(uri: str, *, label_mode: str = "auto", manifest_store: Optional[str]
     return snap
 
 
-def _resolve_local(base: str, label_mode: str) -> Snapshot:
+def _resolve_local(base: str, label_mode: str, store: ManifestStore) -> Snapshot:
     path = base[len("file://"):] if base.startswith("file://") else base
     if os.path.isdir(path):
         manifest_path = os.path.join(path, MANIFEST_REL)
         if os.path.exists(manifest_path):
-            snap = _from_manifest(base, manifest_path, os.path.abspath(path))
+            snap = _from_manifest(base, manifest_path, os.path.abspath(path), store)
         else:
             snap = _from_imagefolder(base, path, label_mode)
     elif os.path.isfile(path):
         # A manifest file given directly: its dataset root is the folder above _mx8/.
         mdir = os.path.dirname(os.path.abspath(path))
         root = os.path.dirname(mdir) if os.path.basename(mdir) == "_mx8" else mdir
-        snap = _from_manifest(base, path, root)
+        snap = _from_manifest(base, path, root, store)
     else:
         raise ReadError(2, f"{base}: no such dataset (not a directory or manifest file)")
     return snap

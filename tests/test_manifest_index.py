@@ -30,7 +30,8 @@ def records(manifest):
     return [manifest.record(i) for i in range(len(manifest))]
 
 
-def test_resolve_maps_an_index_equal_to_the_parsed_manifest(dataset):
+def test_resolve_maps_an_index_equal_to_the_parsed_manifest(dataset, monkeypatch):
+    monkeypatch.setattr("mx8.manifest_index.RACY_NS", 0)  # the copy's manifest was written just now
     parsed = _core.Manifest((dataset / "_mx8" / "manifest.tsv").read_bytes())
     snap = mx8.resolve(str(dataset))
     idx = dataset / "_mx8" / "manifest.idx"
@@ -43,6 +44,34 @@ def test_resolve_maps_an_index_equal_to_the_parsed_manifest(dataset):
     assert mx8.resolve(str(dataset)).manifest.mapped and os.stat(idx).st_mtime_ns == built  # reused, not rebuilt
     ds = mx8.Dataset(str(dataset), batch_size=32, decode=False)
     assert sorted(i for b in ds for i in b.sample_ids.tolist()) == list(range(len(parsed)))
+
+
+def test_a_same_size_rewrite_with_its_old_mtime_is_caught(dataset, monkeypatch):
+    """cp -p, rsync -t --inplace, touch -r: the same size, the same mtime, the same inode. The
+    ctime still moved, so the index is not trusted (before, resolve returned its old records)."""
+    monkeypatch.setattr("mx8.manifest_index.RACY_NS", 0)
+    before = mx8.resolve(str(dataset))
+    tsv = dataset / "_mx8" / "manifest.tsv"
+    st = os.stat(tsv)
+    data = tsv.read_bytes()
+    assert b"label_id=0\n" in data
+    with open(tsv, "r+b") as f:  # in place, the same length: the same inode and size
+        f.write(data.replace(b"label_id=0\n", b"label_id=1\n", 1))
+    os.utime(tsv, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(tsv).st_size == st.st_size and os.stat(tsv).st_mtime_ns == st.st_mtime_ns
+    after = mx8.resolve(str(dataset))
+    assert after.manifest_hash == _core.Manifest(tsv.read_bytes()).hash != before.manifest_hash
+
+
+def test_an_index_built_right_after_its_manifest_changed_is_checked_again(dataset):
+    """Within 2 s of the manifest's last change a coarse clock may hide a later write: the
+    next resolve builds again (still the right records), until the index is clearly newer."""
+    tsv = dataset / "_mx8" / "manifest.tsv"
+    first = mx8.resolve(str(dataset))
+    built = os.stat(dataset / "_mx8" / "manifest.idx").st_mtime_ns
+    again = mx8.resolve(str(dataset))
+    assert again.manifest.mapped and again.manifest_hash == first.manifest_hash == _core.Manifest(tsv.read_bytes()).hash
+    assert os.stat(dataset / "_mx8" / "manifest.idx").st_mtime_ns != built  # built again: the source was racy
 
 
 def test_a_changed_manifest_gets_a_new_index(dataset):
@@ -104,3 +133,28 @@ def test_a_malformed_manifest_names_its_file_and_line(dataset):
     with pytest.raises(mx8.ManifestError, match=r"manifest.tsv: manifest line 6: sample_id '9' is not 4"):
         mx8.resolve(str(dataset))
     assert not list((dataset / "_mx8").glob("manifest.idx*"))  # no index, and no temporary left behind
+
+
+def test_builders_racing_on_one_index_never_share_a_temporary(dataset):
+    """Threads of one process (or processes of machines that share a folder and a pid) build
+    the same index at once: each writes its own temporary, every build succeeds, the index
+    that stays is whole, and no temporary is left (before, they shared '<idx>.tmp.<pid>')."""
+    import threading
+    tsv, idx = dataset / "_mx8" / "manifest.tsv", dataset / "_mx8" / "manifest.idx"
+    errors = []
+
+    def build():
+        try:
+            _core.build_index(str(tsv), str(idx))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    manifest, _ = _core.open_index(str(idx))
+    assert manifest.hash == _core.Manifest(tsv.read_bytes()).hash
+    assert not list((dataset / "_mx8").glob("manifest.idx.tmp*"))

@@ -40,7 +40,7 @@ int mx8_manifest_parse(const char *buf, size_t len, mx8_manifest **out, mx8_erro
 void mx8_manifest_free(mx8_manifest *m);
 
 /* The same parser, streaming: feed the manifest in chunks of any size (a line may span
- * feeds; lines over 1 MiB are refused), each record goes to the sink in sample-id order,
+ * feeds, and is parsed as a whole-buffer parse would), each record goes to the sink in sample-id order,
  * then finish() fills out's n_records, locations (handed over), hash_hex and max_label. */
 typedef int (*mx8_record_sink)(void *ctx, const mx8_record *r, mx8_error *err);
 typedef struct mx8_manifest_reader mx8_manifest_reader;

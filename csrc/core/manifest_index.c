@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HEADER_BYTES 256
@@ -24,6 +25,8 @@ typedef struct {
     uint64_t source_size;
     int64_t source_mtime_ns;
     uint64_t source_inode;
+    int64_t source_ctime_ns; /* no utime() or cp -p can set it: every write moves it */
+    int64_t built_ns;        /* wall clock when the build began (racy-source rule, manifest_index.py) */
     int32_t max_label;
     uint32_t record_bytes;
     char hash_hex[64];
@@ -85,8 +88,10 @@ static int writer_sink(void *ctx, const mx8_record *r, mx8_error *err) {
     return w->n == RECORDS_BUFFERED ? writer_flush(w, err) : MX8_OK;
 }
 
-static int build_into(FILE *in, const struct stat *st, FILE *out, const char *manifest_path, const char *tmp,
-                      mx8_error *err) {
+static int64_t ns_of(struct timespec t) { return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec; }
+
+static int build_into(FILE *in, const struct stat *st, int64_t built_ns, FILE *out, const char *manifest_path,
+                      const char *tmp, mx8_error *err) {
     record_writer *w = calloc(1, sizeof *w);
     char *chunk = malloc(CHUNK);
     mx8_manifest meta = {0};
@@ -121,9 +126,9 @@ static int build_into(FILE *in, const struct stat *st, FILE *out, const char *ma
                           .n_locations = meta.n_locations, .records_offset = HEADER_BYTES,
                           .locations_offset = HEADER_BYTES + meta.n_records * sizeof(mx8_record),
                           .locations_bytes = loc_bytes, .records_sum = w->sum, .locations_sum = loc_sum,
-                          .source_size = (uint64_t)st->st_size,
-                          .source_mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
-                          .source_inode = (uint64_t)st->st_ino, .max_label = meta.max_label,
+                          .source_size = (uint64_t)st->st_size, .source_mtime_ns = ns_of(st->st_mtim),
+                          .source_inode = (uint64_t)st->st_ino, .source_ctime_ns = ns_of(st->st_ctim),
+                          .built_ns = built_ns, .max_label = meta.max_label,
                           .record_bytes = sizeof(mx8_record)};
         memcpy(h.magic, MAGIC, sizeof MAGIC);
         memcpy(h.hash_hex, meta.hash_hex, 64);
@@ -144,6 +149,8 @@ static int build_into(FILE *in, const struct stat *st, FILE *out, const char *ma
 }
 
 int mx8_index_build(const char *manifest_path, const char *index_path, mx8_error *err) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now); /* before the stat: a write after it is "racy" */
     FILE *in = fopen(manifest_path, "rb");
     if (!in)
         return mx8_error_sys(err, errno, "cannot read %s", manifest_path);
@@ -153,28 +160,32 @@ int mx8_index_build(const char *manifest_path, const char *index_path, mx8_error
         fclose(in);
         return mx8_error_sys(err, e, "cannot stat %s", manifest_path);
     }
+    /* A temporary of our own beside the index (O_EXCL, random suffix): builders in other
+     * threads, or in processes of other machines with the same pid, never share it. */
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", index_path, (long)getpid()) >= (int)sizeof tmp) {
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", index_path) >= (int)sizeof tmp) {
         fclose(in);
-        return mx8_error_set(err, MX8_ERR_ARG, "index path too long: %s", index_path);
+        return mx8_error_set(err, MX8_ERR_IO, "index path too long: %s", index_path);
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    FILE *out = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    FILE *out = fd >= 0 && fchmod(fd, 0644) == 0 ? fdopen(fd, "wb") : NULL;
     if (!out) {
         int e = errno;
-        if (fd >= 0)
+        if (fd >= 0) {
             close(fd);
+            unlink(tmp);
+        }
         fclose(in);
-        return mx8_error_sys(err, e, "cannot write index %s", tmp);
+        return mx8_error_sys(err, e, "cannot write an index beside %s", index_path);
     }
-    int rc = build_into(in, &st, out, manifest_path, tmp, err);
+    int rc = build_into(in, &st, ns_of(now), out, manifest_path, tmp, err);
     fclose(in);
     if (fclose(out) && !rc)
         rc = mx8_error_sys(err, errno, "writing index %s", tmp);
     if (!rc && rename(tmp, index_path))
         rc = mx8_error_sys(err, errno, "cannot move index into place at %s", index_path);
     if (rc)
-        unlink(tmp);
+        unlink(tmp); /* our own name: nobody else's temporary */
     return rc;
 }
 
@@ -270,7 +281,7 @@ int mx8_index_open(const char *index_path, mx8_manifest **out, mx8_index_source 
     m->n_records = h.n_records, m->n_locations = h.n_locations, m->max_label = h.max_label;
     memcpy(m->hash_hex, h.hash_hex, 64);
     m->hash_hex[64] = '\0';
-    *source = (mx8_index_source){h.source_size, h.source_mtime_ns, h.source_inode};
+    *source = (mx8_index_source){h.source_size, h.source_mtime_ns, h.source_inode, h.source_ctime_ns, h.built_ns};
     *out = m;
     return MX8_OK;
 }

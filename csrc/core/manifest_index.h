@@ -6,8 +6,9 @@
  * Built from a manifest.tsv by one streaming pass in bounded memory (the records go to the
  * file as they are parsed; only the unique locations are held), into a temporary file
  * renamed into place, so a reader sees a whole index or none. The header records the
- * manifest's hash and the size, mtime and inode of the file it was built from, so a caller
- * can tell whether the index still describes that file without reading it.
+ * manifest's hash, the size, mtime, ctime and inode of the file it was built from, and when
+ * the build began, so a caller can tell whether the index still describes that file
+ * without reading it.
  *
  * Opening never trusts the file: magic, version, byte order, the header's and the
  * locations' checksums, every size against the file's, and one pass over the records that
@@ -26,12 +27,14 @@
 #include "manifest.h"
 #include "mx8_error.h"
 
-#define MX8_INDEX_VERSION 1
+#define MX8_INDEX_VERSION 2
 
 typedef struct {
     uint64_t size;     /* bytes of the manifest file the index was built from */
     int64_t mtime_ns;  /* its modification time */
     uint64_t inode;
+    int64_t ctime_ns;  /* its status change time (set by every write; no utime() sets it) */
+    int64_t built_ns;  /* when the build began (wall clock) */
 } mx8_index_source;
 
 /* Builds index_path from the manifest file at manifest_path. */

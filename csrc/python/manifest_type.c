@@ -77,15 +77,16 @@ static PyObject *open_index(PyObject *module, PyObject *arg) {
     PyObject *manifest = wrap(mx8_get_state(module)->ManifestType, m);
     if (!manifest)
         return NULL;
-    return Py_BuildValue("(N(KLK))", manifest, (unsigned long long)src.size, (long long)src.mtime_ns,
-                         (unsigned long long)src.inode);
+    return Py_BuildValue("(N(KLKLL))", manifest, (unsigned long long)src.size, (long long)src.mtime_ns,
+                         (unsigned long long)src.inode, (long long)src.ctime_ns, (long long)src.built_ns);
 }
 
 PyMethodDef mx8_manifest_functions[] = {
     {"build_index", build_index, METH_VARARGS,
      "build_index(manifest_path, index_path): the binary index of a manifest.tsv (csrc/core/manifest_index.h)"},
     {"open_index", open_index, METH_O,
-     "open_index(index_path) -> (Manifest, (size, mtime_ns, inode) of the manifest it was built from)"},
+     "open_index(index_path) -> (Manifest, (size, mtime_ns, inode, ctime_ns, built_ns): the manifest file it was "
+     "built from, and when)"},
     {NULL, NULL, 0, NULL},
 };
 
