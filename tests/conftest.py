@@ -2,6 +2,7 @@
 photographs) plus rarer image modes cut from it, packed once per session."""
 from __future__ import annotations
 
+import gc
 import io
 import os
 import shutil
@@ -13,6 +14,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache"
+
+
+@pytest.fixture(autouse=True)
+def _collect_earlier_tests_garbage():
+    """Collects what earlier tests left in reference cycles before this one starts. A forked
+    child (a DataLoader worker) may otherwise collect the parent's garbage itself: a master
+    TCPStore from a lease test, freed there, joins its daemon thread, which a child does not
+    have, and hangs the worker forever (seen once: test_loader_workers right after
+    test_leases_faults)."""
+    gc.collect()
+    yield
 
 
 def pytest_report_header(config):
